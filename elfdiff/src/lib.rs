@@ -1,0 +1,1 @@
+//! elfdiff: which functions a source patch changed in a kernel object.

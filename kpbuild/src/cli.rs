@@ -1,0 +1,30 @@
+//! Command-line definitions and dispatch.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Compile a kernel source patch into a Linux livepatch module.
+///
+/// Exit codes: 0 success, 1 error or bad input, 2 refused (cannot be live
+/// patched safely), 3 no functional change.
+#[derive(Debug, Parser)]
+#[command(name = "kpbuild", version, about, long_about)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// kpbuild's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        None => {
+            eprintln!("kpbuild: no command given; see `kpbuild --help`");
+            ExitCode::from(crate::exit::ERROR)
+        }
+    }
+}

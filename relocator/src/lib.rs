@@ -1,0 +1,1 @@
+//! relocator: livepatch relocations and symbol positions.

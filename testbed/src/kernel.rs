@@ -1,0 +1,329 @@
+//! The cached test kernel: Debian's `linux-source` tarball, `tinyconfig` plus a
+//! fragment from the repository, built once per (source version, fragment) key.
+//!
+//! Layout: `CACHE/kernels/KEY/{src,build}` where `build` is the `O=` tree that
+//! keeps `.cmd` files, `vmlinux`, `Module.symvers` and `System.map` for the
+//! later `kpbuild build` steps. Stage stamps in `KEY/` make an interrupted build
+//! resume instead of starting over, and a finished one a no-op.
+
+use crate::{Error, run_logged};
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Options that must be set in the final `.config` whatever the fragment says.
+/// Each inner slice is a set of alternatives, one of which must be `=y`.
+const REQUIRED: &[&[&str]] = &[
+    &["CONFIG_LIVEPATCH"],
+    &[
+        "CONFIG_DYNAMIC_FTRACE_WITH_REGS",
+        "CONFIG_DYNAMIC_FTRACE_WITH_ARGS",
+    ],
+    &["CONFIG_UNWINDER_ORC"],
+    &["CONFIG_MODULES"],
+    &["CONFIG_MODULE_UNLOAD"],
+    &["CONFIG_KALLSYMS_ALL"],
+];
+
+/// What to build: a source tarball and a config fragment.
+#[derive(Debug, Clone)]
+pub struct KernelSpec {
+    /// The `linux-source-X.Y.tar.xz` tarball.
+    pub tarball: PathBuf,
+    /// Version of the source (the Debian package version), part of the cache key.
+    pub source_version: String,
+    /// Fragment applied on top of `tinyconfig`.
+    pub fragment: PathBuf,
+    /// Cache root, usually `~/.cache/kpbuild`.
+    pub cache: PathBuf,
+    /// Parallel make jobs.
+    pub jobs: usize,
+}
+
+/// A finished test-kernel build.
+#[derive(Debug, Clone)]
+pub struct KernelBuild {
+    /// Cache key: sanitised source version and a fragment hash.
+    pub key: String,
+    /// Source tree (pristine: nothing writes into it after extraction).
+    pub src: PathBuf,
+    /// `O=` build tree.
+    pub build: PathBuf,
+}
+
+impl KernelBuild {
+    /// The bootable image.
+    pub fn bzimage(&self) -> PathBuf {
+        self.build.join("arch/x86/boot/bzImage")
+    }
+    /// The linked, unstripped kernel.
+    pub fn vmlinux(&self) -> PathBuf {
+        self.build.join("vmlinux")
+    }
+    /// A module built in the tree, by its path relative to the build tree.
+    pub fn module(&self, relative: &str) -> PathBuf {
+        self.build.join(relative)
+    }
+}
+
+impl KernelSpec {
+    /// The cache key: `VERSION-HASH12` where HASH is SHA-256 of the fragment.
+    pub fn key(&self) -> Result<String, Error> {
+        let fragment = read(&self.fragment)?;
+        let digest = Sha256::digest(&fragment);
+        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let version: String = self
+            .source_version
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || ".+-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Ok(format!("{version}-{hex}"))
+    }
+
+    /// Returns the cached build for this spec, building whatever is missing.
+    ///
+    /// `progress` receives one human-readable line at each stage and every few
+    /// seconds while `make` runs.
+    pub fn ensure_built(&self, progress: &mut dyn FnMut(&str)) -> Result<KernelBuild, Error> {
+        let key = self.key()?;
+        let root = self.cache.join("kernels").join(&key);
+        let kb = KernelBuild {
+            key: key.clone(),
+            src: root.join("src"),
+            build: root.join("build"),
+        };
+        let stamp = |name: &str| root.join(format!(".stamp-{name}"));
+        if stamp("built").exists() && kb.bzimage().exists() && kb.vmlinux().exists() {
+            return Ok(kb);
+        }
+        std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+
+        if !stamp("extracted").exists() {
+            progress(&format!(
+                "kernel {key}: extracting {}",
+                self.tarball.display()
+            ));
+            if kb.src.exists() {
+                std::fs::remove_dir_all(&kb.src).map_err(|e| Error::io(&kb.src, e))?;
+            }
+            std::fs::create_dir_all(&kb.src).map_err(|e| Error::io(&kb.src, e))?;
+            run_logged(
+                Command::new("tar")
+                    .arg("-xf")
+                    .arg(&self.tarball)
+                    .arg("-C")
+                    .arg(&kb.src)
+                    .arg("--strip-components=1"),
+            )?;
+            touch(&stamp("extracted"))?;
+        }
+
+        if !stamp("configured").exists() {
+            progress(&format!(
+                "kernel {key}: tinyconfig + {}",
+                self.fragment.display()
+            ));
+            std::fs::create_dir_all(&kb.build).map_err(|e| Error::io(&kb.build, e))?;
+            run_logged(make(&kb).arg("tinyconfig"))?;
+            let config = kb.build.join(".config");
+            let mut base = read(&config)?;
+            base.extend_from_slice(b"\n");
+            base.extend_from_slice(&read(&self.fragment)?);
+            std::fs::write(&config, base).map_err(|e| Error::io(&config, e))?;
+            run_logged(make(&kb).arg("olddefconfig"))?;
+            touch(&stamp("configured"))?;
+        }
+        // Checked on every build attempt: a fragment option that silently
+        // dropped out is an error, not a different test kernel.
+        verify_config(&read(&self.fragment)?, &read(&kb.build.join(".config"))?)?;
+
+        progress(&format!(
+            "kernel {key}: make -j{} bzImage modules (several minutes on first run)",
+            self.jobs
+        ));
+        let log = root.join("make.log");
+        run_make_with_progress(
+            make(&kb)
+                .arg(format!("-j{}", self.jobs))
+                .args(["bzImage", "modules"]),
+            &log,
+            progress,
+        )?;
+        touch(&stamp("built"))?;
+        progress(&format!("kernel {key}: built in {}", kb.build.display()));
+        Ok(kb)
+    }
+}
+
+fn make(kb: &KernelBuild) -> Command {
+    let mut cmd = Command::new("make");
+    cmd.arg("-C")
+        .arg(&kb.src)
+        .arg(format!("O={}", kb.build.display()));
+    // Never inherit a caller's make flags: the test kernel is built with its
+    // plain flags (a kernel built with per-function sections does not boot).
+    cmd.env_remove("MAKEFLAGS")
+        .env_remove("KCFLAGS")
+        .env_remove("MFLAGS");
+    cmd
+}
+
+/// Checks that every `=y`/`=m` option of the fragment and every required
+/// livepatch option is set in the resolved `.config`.
+pub fn verify_config(fragment: &[u8], config: &[u8]) -> Result<(), Error> {
+    let config = String::from_utf8_lossy(config);
+    let set: std::collections::HashMap<&str, &str> = config
+        .lines()
+        .filter(|l| l.starts_with("CONFIG_"))
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let mut missing = Vec::new();
+    for line in String::from_utf8_lossy(fragment).lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if let Some((name, value)) = line.split_once('=')
+            && (value == "y" || value == "m")
+            && set.get(name) != Some(&value)
+        {
+            missing.push(format!(
+                "{name}={value} (got {})",
+                set.get(name).unwrap_or(&"unset")
+            ));
+        }
+    }
+    for alternatives in REQUIRED {
+        if !alternatives.iter().any(|name| set.get(name) == Some(&"y")) {
+            missing.push(format!(
+                "{}=y (required for livepatch)",
+                alternatives.join(" or ")
+            ));
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Config(missing))
+    }
+}
+
+fn run_make_with_progress(
+    cmd: &mut Command,
+    log: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), Error> {
+    let start = Instant::now();
+    let mut log_file = std::fs::File::create(log).map_err(|e| Error::io(log, e))?;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Spawn(format!("{cmd:?}"), e))?;
+    // stderr goes to the same log from a helper thread.
+    let stderr = child.stderr.take().expect("piped");
+    let err_log = log.with_extension("stderr.log");
+    let err_thread = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(err_log)?;
+        std::io::copy(&mut BufReader::new(stderr), &mut f)?;
+        Ok(())
+    });
+    let mut compiled = 0usize;
+    let mut last = Instant::now();
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line.map_err(|e| Error::io(log, e))?;
+        writeln!(log_file, "{line}").map_err(|e| Error::io(log, e))?;
+        if line.trim_start().starts_with("CC") {
+            compiled += 1;
+        }
+        if last.elapsed() > Duration::from_secs(10) {
+            last = Instant::now();
+            progress(&format!(
+                "kernel: {} s, {compiled} units compiled, last: {}",
+                start.elapsed().as_secs(),
+                line.trim()
+            ));
+        }
+    }
+    let status = child.wait().map_err(|e| Error::io(log, e))?;
+    let _ = err_thread.join();
+    if status.success() {
+        Ok(())
+    } else {
+        let stderr = std::fs::read_to_string(log.with_extension("stderr.log")).unwrap_or_default();
+        let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+        Err(Error::Command {
+            command: format!("{cmd:?}"),
+            status: status.to_string(),
+            output: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+fn touch(path: &Path) -> Result<(), Error> {
+    std::fs::write(path, b"").map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_fragment_option_is_an_error() {
+        let fragment = b"CONFIG_LIVEPATCH=y\nCONFIG_SAMPLE_LIVEPATCH=m\n# CONFIG_X is not set\n";
+        let config =
+            b"CONFIG_LIVEPATCH=y\nCONFIG_DYNAMIC_FTRACE_WITH_ARGS=y\nCONFIG_UNWINDER_ORC=y\n\
+CONFIG_MODULES=y\nCONFIG_MODULE_UNLOAD=y\nCONFIG_KALLSYMS_ALL=y\n";
+        let err = verify_config(fragment, config).unwrap_err().to_string();
+        assert!(
+            err.contains("CONFIG_SAMPLE_LIVEPATCH=m (got unset)"),
+            "{err}"
+        );
+        let mut full = config.to_vec();
+        full.extend_from_slice(b"CONFIG_SAMPLE_LIVEPATCH=m\n");
+        verify_config(fragment, &full).unwrap();
+    }
+
+    #[test]
+    fn required_livepatch_options_are_checked() {
+        let err = verify_config(b"", b"CONFIG_LIVEPATCH=y\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CONFIG_DYNAMIC_FTRACE_WITH_REGS or CONFIG_DYNAMIC_FTRACE_WITH_ARGS=y")
+        );
+        assert!(err.contains("CONFIG_KALLSYMS_ALL=y"));
+    }
+
+    #[test]
+    fn key_depends_on_fragment_and_version() {
+        let dir = std::env::temp_dir().join(format!("kpbuild-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fragment = dir.join("f.config");
+        std::fs::write(&fragment, "CONFIG_A=y\n").unwrap();
+        let spec = KernelSpec {
+            tarball: "/x.tar.xz".into(),
+            source_version: "6.12.117-1~deb12u1".into(),
+            fragment: fragment.clone(),
+            cache: dir.clone(),
+            jobs: 2,
+        };
+        let a = spec.key().unwrap();
+        assert!(a.starts_with("6.12.117-1_deb12u1-"), "{a}");
+        std::fs::write(&fragment, "CONFIG_A=m\n").unwrap();
+        assert_ne!(a, spec.key().unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

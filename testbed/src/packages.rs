@@ -1,0 +1,76 @@
+//! The Debian packages the test bed needs, installed when missing.
+
+use crate::{Error, run_logged};
+use std::process::Command;
+
+/// Packages the kernel test bed needs on a Debian machine.
+pub const TESTBED_PACKAGES: &[&str] = &[
+    "linux-source-6.12",
+    "qemu-system-x86",
+    "busybox-static",
+    "build-essential",
+    "bc",
+    "flex",
+    "bison",
+    "libelf-dev",
+    "libssl-dev",
+    "cpio",
+    "kmod",
+    "dwarves",
+    "binutils",
+];
+
+/// Which of `packages` are not installed.
+pub fn missing(packages: &[&str]) -> Vec<String> {
+    packages
+        .iter()
+        .filter(|p| {
+            let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output();
+            !matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .map(|p| p.to_string())
+        .collect()
+}
+
+/// Installs the missing packages with apt-get, or explains what to run when
+/// this process is not root.
+pub fn ensure(packages: &[&str], progress: &mut dyn FnMut(&str)) -> Result<(), Error> {
+    let missing = missing(packages);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !is_root {
+        return Err(Error::NotRoot(missing.join(" ")));
+    }
+    progress(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
+    run_logged(Command::new("apt-get").arg("update").arg("-q"))?;
+    run_logged(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+    )?;
+    Ok(())
+}
+
+/// Installed version of a Debian package.
+pub fn version(package: &str) -> Result<String, Error> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", package])
+        .output()
+        .map_err(|e| Error::Spawn("dpkg-query".into(), e))?;
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && !v.is_empty() {
+        Ok(v)
+    } else {
+        Err(Error::NotInstalled(package.to_string()))
+    }
+}

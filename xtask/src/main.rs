@@ -1,0 +1,121 @@
+//! `cargo xtask`: everything beyond `cargo build`/`cargo test`.
+//!
+//! ```text
+//! cargo xtask demo      the main job end to end on the built-in default
+//! cargo xtask test      cargo test --workspace, then the kernel end-to-end suite
+//! cargo xtask e2e [F]   only the kernel end-to-end suite (cases containing F)
+//! cargo xtask kernel    build (or reuse) the cached test kernel and print its paths
+//! ```
+
+mod e2e;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use testbed::kernel::{KernelBuild, KernelSpec};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo(),
+        Some("test") => test(),
+        Some("e2e") => e2e::run_suite(args.get(1).map(String::as_str)).map(|_| ()),
+        Some("kernel") => kernel().map(|kb| {
+            println!("source: {}", kb.src.display());
+            println!("build:  {}", kb.build.display());
+            println!("image:  {}", kb.bzimage().display());
+        }),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <demo|test|e2e [FILTER]|kernel>\n\n\
+                 demo    build the test kernel if needed, livepatch it in QEMU, show the effect\n\
+                 test    cargo test --workspace, then the kernel end-to-end suite\n\
+                 e2e     only the kernel end-to-end suite\n\
+                 kernel  build or reuse the cached test kernel"
+            );
+            return ExitCode::from(1);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The repository root (the parent of `xtask/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask in repo")
+        .to_path_buf()
+}
+
+fn progress(line: &str) {
+    eprintln!("  > {line}");
+}
+
+/// Installs missing packages, then builds or reuses the test kernel.
+pub fn kernel() -> Result<KernelBuild, String> {
+    testbed::packages::ensure(testbed::packages::TESTBED_PACKAGES, &mut progress)
+        .map_err(|e| e.to_string())?;
+    let tarball = PathBuf::from("/usr/src/linux-source-6.12.tar.xz");
+    let spec = KernelSpec {
+        source_version: testbed::packages::version("linux-source-6.12")
+            .map_err(|e| e.to_string())?,
+        tarball,
+        fragment: repo_root().join("fixtures/kernel/livepatch.config"),
+        cache: testbed::cache_dir(),
+        jobs: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+    };
+    spec.ensure_built(&mut progress).map_err(|e| e.to_string())
+}
+
+fn demo() -> Result<(), String> {
+    let kb = kernel()?;
+    e2e::demo(&kb)
+}
+
+fn test() -> Result<(), String> {
+    // Packages first: unit tests use gcc, readelf and cpio as oracles.
+    testbed::packages::ensure(testbed::packages::TESTBED_PACKAGES, &mut progress)
+        .map_err(|e| e.to_string())?;
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&["test", "--workspace"])?;
+    eprintln!("== kernel end-to-end suite");
+    let (passed, failed) = e2e::run_suite(None)?;
+    if failed > 0 {
+        return Err(format!(
+            "{failed} end-to-end case(s) failed ({passed} passed)"
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `cargo ARGS` in the repository; a failure names the command.
+fn cargo(args: &[&str]) -> Result<(), String> {
+    eprintln!("== cargo {}", args.join(" "));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(repo_root())
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo {} failed", args.join(" ")))
+    }
+}
