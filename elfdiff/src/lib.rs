@@ -1,1 +1,211 @@
-//! elfdiff: which functions a source patch changed in a kernel object.
+//! elfdiff: finds exactly what a source patch changed in a kernel object.
+//!
+//! Input: the original and the patched build of one translation unit (x86_64
+//! ELF relocatable objects compiled with `-ffunction-sections
+//! -fdata-sections`). Output: a [`Diff`] saying which functions changed,
+//! which are new, what cannot be live patched ([`Refusal`]), and an object
+//! holding only what the patch needs, whose references to everything else are
+//! undefined symbols named as in the original object.
+//!
+//! Layers, in data-flow order:
+//! - [`input`]: reads and validates an object, indexes it.
+//! - [`names`]: compiler-generated names and their canonical forms.
+//! - [`correlate`]: pairs symbols of the two objects.
+//! - [`compare`]: compares code and data modulo relocations.
+//! - [`special`]: the kernel's special sections, one table entry each.
+//! - [`analyze`]: changed / new / refused / included.
+//! - [`extract`]: writes the output object.
+//!
+//! The crate does no I/O: it takes bytes and returns data and bytes.
+
+pub mod analyze;
+pub mod compare;
+pub mod correlate;
+pub mod extract;
+pub mod input;
+pub mod names;
+pub mod special;
+
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Errors: bad input or a bug, never a refusal (see [`Refusal`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The input is not a usable object.
+    #[error("{file}: {why}")]
+    BadInput {
+        /// Which input.
+        file: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The two objects are not builds of the same source file.
+    #[error("{original} and {patched} are not builds of the same source file")]
+    Mismatch {
+        /// The original object and its source file.
+        original: String,
+        /// The patched object and its source file.
+        patched: String,
+    },
+    /// A special section's size is not a multiple of its entry size.
+    #[error(
+        "{file}: section {section} is {size} bytes, not a multiple of its entry size {entry_size} (set it with --entry-size {section}=BYTES)"
+    )]
+    EntrySize {
+        /// Which input.
+        file: String,
+        /// The section.
+        section: String,
+        /// Its size.
+        size: u64,
+        /// The entry size assumed.
+        entry_size: usize,
+    },
+    /// An inconsistency the differ cannot resolve.
+    #[error("{file}: internal error: {why}")]
+    Internal {
+        /// Which input.
+        file: String,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+/// Options of a diff.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Entry sizes overriding the built-in table, by section name.
+    pub entry_sizes: HashMap<String, usize>,
+}
+
+/// A change that cannot be live patched safely.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    /// Why.
+    pub reason: String,
+    /// The section concerned (patched object).
+    pub section: String,
+    /// The symbol concerned (patched object), empty when none.
+    pub symbol: String,
+}
+
+/// The verdict on a pair of objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// A patch can be built.
+    Patch,
+    /// Nothing functional changed.
+    NoChange,
+    /// Something cannot be live patched.
+    Refused,
+}
+
+/// A changed function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangedFunction {
+    /// Name in the patched object.
+    pub name: String,
+    /// Name in the original object (what the running kernel calls it).
+    pub original_name: String,
+    /// Whether the function is local to its file (`static`).
+    pub local: bool,
+    /// Offset of the first difference.
+    pub offset: u64,
+    /// What differs.
+    pub what: String,
+}
+
+/// A symbol the extracted object references but does not carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reference {
+    /// Name in the original object (and so in the target).
+    pub name: String,
+    /// Whether it was local to the file in the original object.
+    pub local: bool,
+    /// Whether it is a function.
+    pub function: bool,
+}
+
+/// The result of diffing one pair of objects.
+#[derive(Debug, Clone, Serialize)]
+pub struct Diff {
+    /// The verdict.
+    pub outcome: Outcome,
+    /// Changed functions.
+    pub changed: Vec<ChangedFunction>,
+    /// New functions (patched names).
+    pub new: Vec<String>,
+    /// What cannot be live patched.
+    pub refusals: Vec<Refusal>,
+    /// Symbols defined in the output object.
+    pub included: Vec<String>,
+    /// Symbols referenced but not carried.
+    pub references: Vec<Reference>,
+    /// The source file (from `STT_FILE`), used to find local symbols in the target.
+    pub file_name: Option<String>,
+    /// The output object; only for [`Outcome::Patch`].
+    #[serde(skip)]
+    pub object: Option<Vec<u8>>,
+}
+
+/// Diffs an original and a patched object.
+pub fn diff(
+    original_label: &str,
+    original: &[u8],
+    patched_label: &str,
+    patched: &[u8],
+    options: &Options,
+) -> Result<Diff, Error> {
+    let o = input::Input::parse(original_label, original)?;
+    let p = input::Input::parse(patched_label, patched)?;
+    let a = analyze::analyze(&o, &p, options)?;
+    let changed: Vec<ChangedFunction> = a
+        .changed
+        .iter()
+        .map(|c| ChangedFunction {
+            name: p.sym_name(c.func),
+            original_name: o.sym_name(a.pairs.p2o[&c.func]),
+            local: p.is_local(c.func),
+            offset: c.difference.offset,
+            what: c.difference.what.clone(),
+        })
+        .collect();
+    let new: Vec<String> = a.new.iter().map(|&f| p.sym_name(f)).collect();
+    let outcome = if !a.refusals.is_empty() {
+        Outcome::Refused
+    } else if changed.is_empty() && new.is_empty() {
+        Outcome::NoChange
+    } else {
+        Outcome::Patch
+    };
+    let mut result = Diff {
+        outcome,
+        changed,
+        new,
+        refusals: a.refusals.clone(),
+        included: Vec::new(),
+        references: Vec::new(),
+        file_name: p.file_name.clone(),
+        object: None,
+    };
+    result.changed.sort_by(|x, y| x.name.cmp(&y.name));
+    result.new.sort();
+    if outcome != Outcome::Patch {
+        return Ok(result);
+    }
+    let mut included: Vec<String> = p
+        .symbols()
+        .filter(|&s| p.sym_section(s).is_some_and(|sec| a.include.contains(&sec)))
+        .filter(|&s| matches!(p.kind(s), input::SymKind::Func | input::SymKind::Object))
+        .map(|s| p.sym_name(s))
+        .collect();
+    included.sort();
+    let extracted = extract::extract(&o, p, &a, options)?;
+    result.included = included;
+    result.references = extracted.references;
+    result.object = Some(extracted.object);
+    Ok(result)
+}

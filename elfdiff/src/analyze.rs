@@ -1,0 +1,596 @@
+//! The decisions: what changed, what is new, what is refused, and what the
+//! livepatch must include.
+
+use crate::compare::{CodeBias, Difference, Range, Target, compare, target};
+use crate::correlate::{Pairs, correlate};
+use crate::input::{Input, SectionId, SymKind, SymbolId};
+use crate::names::cold_parent;
+use crate::special::{SpecialSection, is_ignored, is_init, special};
+use crate::{Error, Options, Refusal};
+use object::elf;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// One entry of a special section.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The special section.
+    pub section: SectionId,
+    /// Offset of the entry in it.
+    pub offset: u64,
+    /// The function the entry is about, and the offset in it.
+    pub owner: Option<(SymbolId, i64)>,
+}
+
+/// The special-section entries of one object, by owning function.
+#[derive(Debug, Default)]
+pub struct Entries {
+    /// Entries by owner function.
+    pub by_owner: HashMap<SymbolId, Vec<Entry>>,
+    /// All entries, by special section.
+    pub all: BTreeMap<SectionId, Vec<Entry>>,
+}
+
+/// The special-section table entry (with overrides) of a section.
+pub fn special_for(input: &Input, section: SectionId, options: &Options) -> Option<SpecialSection> {
+    let name = input.section_name(section);
+    let mut s = *special(&name)?;
+    if let Some(&size) = options.entry_sizes.get(&name) {
+        s.entry_size = size;
+    }
+    Some(s)
+}
+
+/// Splits every special section of `input` into entries and finds owners.
+pub fn entries(input: &Input, options: &Options) -> Result<Entries, Error> {
+    let mut out = Entries::default();
+    for id in input.sections() {
+        let Some(spec) = special_for(input, id, options) else {
+            continue;
+        };
+        let size = input.section_size(id);
+        if !size.is_multiple_of(spec.entry_size as u64) {
+            return Err(Error::EntrySize {
+                file: input.label.clone(),
+                section: spec.name.to_string(),
+                size,
+                entry_size: spec.entry_size,
+            });
+        }
+        let relocs = input.relocs(id);
+        let mut list = Vec::new();
+        for offset in (0..size).step_by(spec.entry_size) {
+            let anchor = offset + spec.anchor as u64;
+            let owner = relocs.iter().find(|r| r.r_offset == anchor).and_then(|r| {
+                match target(input, r, 0) {
+                    Target::Symbol(s, off) if input.kind(s) == SymKind::Func => Some((s, off)),
+                    _ => None,
+                }
+            });
+            let entry = Entry {
+                section: id,
+                offset,
+                owner,
+            };
+            if let Some((f, _)) = owner {
+                out.by_owner.entry(f).or_default().push(entry.clone());
+            }
+            list.push(entry);
+        }
+        out.all.insert(id, list);
+    }
+    Ok(out)
+}
+
+/// A changed function and why.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    /// The function in the patched object.
+    pub func: SymbolId,
+    /// The first difference.
+    pub difference: Difference,
+}
+
+/// Everything decided about a pair of objects.
+pub struct Analysis {
+    /// The symbol pairing.
+    pub pairs: Pairs,
+    /// Changed functions (patched ids).
+    pub changed: Vec<Changed>,
+    /// New functions (patched ids).
+    pub new: Vec<SymbolId>,
+    /// Refusals.
+    pub refusals: Vec<Refusal>,
+    /// Sections of the patched object the livepatch carries.
+    pub include: BTreeSet<SectionId>,
+    /// Special-section entries of the patched object.
+    pub p_entries: Entries,
+}
+
+fn is_exec(input: &Input, section: SectionId) -> bool {
+    input.section(section).sh_flags.0 & elf::SHF_EXECINSTR.0 != 0
+}
+
+fn is_alloc(input: &Input, section: SectionId) -> bool {
+    input.section(section).sh_flags.0 & elf::SHF_ALLOC.0 != 0
+}
+
+fn is_writable(input: &Input, section: SectionId) -> bool {
+    input.section(section).sh_flags.0 & elf::SHF_WRITE.0 != 0
+}
+
+/// The `.cold` parts of a function.
+fn cold_parts(input: &Input, func: SymbolId) -> Vec<SymbolId> {
+    let name = input.sym_name(func);
+    input
+        .symbols()
+        .filter(|&s| input.kind(s) == SymKind::Func)
+        .filter(|&s| cold_parent(&input.sym_name(s)) == Some(name.as_str()))
+        .collect()
+}
+
+/// Compares a function with its counterpart: body, `.cold` parts and
+/// special-section entries.
+/// Both objects with their pairing and special-section entries.
+struct Sides<'a, 'd> {
+    o: &'a Input<'d>,
+    p: &'a Input<'d>,
+    pairs: &'a Pairs,
+    oe: &'a Entries,
+    pe: &'a Entries,
+    options: &'a Options,
+}
+
+fn compare_function(sides: &Sides, of: SymbolId, pf: SymbolId) -> Option<Difference> {
+    let Sides {
+        o,
+        p,
+        pairs,
+        oe,
+        pe,
+        options,
+    } = *sides;
+    let ro = Range::of_symbol(o, of);
+    let rp = Range::of_symbol(p, pf);
+    if let Some(d) = compare(o, p, pairs, &ro, &rp) {
+        return Some(d);
+    }
+    // Cold parts belong to the function.
+    let (co, cp) = (cold_parts(o, of), cold_parts(p, pf));
+    if co.len() != cp.len() {
+        return Some(Difference {
+            offset: 0,
+            what: "cold part added or removed".into(),
+        });
+    }
+    for (a, b) in co.iter().zip(&cp) {
+        if let Some(d) = compare(
+            o,
+            p,
+            pairs,
+            &Range::of_symbol(o, *a),
+            &Range::of_symbol(p, *b),
+        ) {
+            return Some(Difference {
+                offset: d.offset,
+                what: format!("{} in {}", d.what, p.sym_name(*b)),
+            });
+        }
+    }
+    // Special-section entries: same sections, same count, same contents.
+    for (fo, fp) in std::iter::once((of, pf)).chain(co.iter().copied().zip(cp.iter().copied())) {
+        let eo = oe.by_owner.get(&fo).map(Vec::as_slice).unwrap_or(&[]);
+        let ep = pe.by_owner.get(&fp).map(Vec::as_slice).unwrap_or(&[]);
+        let group = |input: &Input, es: &[Entry]| {
+            let mut m: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+            for e in es {
+                m.entry(input.section_name(e.section))
+                    .or_default()
+                    .push(e.clone());
+            }
+            for v in m.values_mut() {
+                v.sort_by_key(|e| e.owner.map(|x| x.1));
+            }
+            m
+        };
+        let (go, gp) = (group(o, eo), group(p, ep));
+        for name in go.keys().chain(gp.keys()).collect::<BTreeSet<_>>() {
+            let (lo, lp) = (go.get(name), gp.get(name));
+            let (lo, lp) = (
+                lo.map(Vec::as_slice).unwrap_or(&[]),
+                lp.map(Vec::as_slice).unwrap_or(&[]),
+            );
+            if lo.len() != lp.len() {
+                return Some(Difference {
+                    offset: 0,
+                    what: format!("{name} entries differ ({} vs {})", lo.len(), lp.len()),
+                });
+            }
+            for (a, b) in lo.iter().zip(lp) {
+                let spec = special_for(o, a.section, options).expect("special");
+                let ra = entry_range(o, a, &spec);
+                let rb = entry_range(p, b, &spec);
+                if let Some(d) = compare(o, p, pairs, &ra, &rb) {
+                    let at = b.owner.map_or(0, |x| x.1);
+                    return Some(Difference {
+                        offset: at.max(0) as u64,
+                        what: format!("{name} entry differs ({})", d.what),
+                    });
+                }
+            }
+        }
+    }
+    None
+}
+
+fn entry_range<'a>(input: &'a Input, e: &Entry, spec: &'a SpecialSection) -> Range<'a> {
+    let data = input.data(e.section);
+    let end = (e.offset as usize + spec.entry_size).min(data.len());
+    let relocs = input
+        .relocs(e.section)
+        .iter()
+        .filter(|r| r.r_offset >= e.offset && r.r_offset < e.offset + spec.entry_size as u64)
+        .collect();
+    Range {
+        bytes: &data[e.offset as usize..end],
+        base: e.offset,
+        relocs,
+        code: None,
+        ignore: spec.ignore,
+    }
+}
+
+/// Whether a function starts with an ftrace call (`call __fentry__` within
+/// its first 16 bytes, after any `endbr64`).
+fn has_fentry(input: &Input, func: SymbolId) -> bool {
+    let start = input.sym(func).st_value;
+    input.sym_relocs(func).any(|r| {
+        r.r_offset < start + 16
+            && Some(input.reloc_sym(r)).is_some_and(|s| {
+                let n = input.sym_name(s);
+                n == "__fentry__" || n == "mcount" || n == "__mcount"
+            })
+    })
+}
+
+/// Analyses a pair of objects.
+pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Error> {
+    if let (Some(a), Some(b)) = (&o.file_name, &p.file_name)
+        && a != b
+    {
+        return Err(Error::Mismatch {
+            original: format!("{} ({a})", o.label),
+            patched: format!("{} ({b})", p.label),
+        });
+    }
+    let pairs = correlate(o, p);
+    let oe = entries(o, options)?;
+    let pe = entries(p, options)?;
+    let mut changed = Vec::new();
+    let mut new = Vec::new();
+    let mut refusals = Vec::new();
+    let refuse = |refusals: &mut Vec<Refusal>, input: &Input, sym: SymbolId, reason: String| {
+        let section = input
+            .sym_section(sym)
+            .map(|s| input.section_name(s))
+            .unwrap_or_default();
+        refusals.push(Refusal {
+            reason,
+            section,
+            symbol: input.sym_name(sym),
+        });
+    };
+
+    for pid in p.symbols() {
+        let s = p.sym(pid);
+        let kind = p.kind(pid);
+        let name = p.sym_name(pid);
+        let Some(section) = p.sym_section(pid) else {
+            continue;
+        };
+        let sec_name = p.section_name(section);
+        if is_ignored(&sec_name) || special(&sec_name).is_some() {
+            continue;
+        }
+        match kind {
+            SymKind::Func => {
+                if name.starts_with("__pfx_") || cold_parent(&name).is_some() {
+                    continue;
+                }
+                if pairs.ambiguous.contains(&pid) {
+                    refuse(&mut refusals, p, pid, "cannot correlate this function with one of the original object (several candidates)".into());
+                    continue;
+                }
+                let Some(&oid) = pairs.p2o.get(&pid) else {
+                    if is_init(&sec_name) {
+                        refuse(
+                            &mut refusals,
+                            p,
+                            pid,
+                            "new __init function: init code has already run".into(),
+                        );
+                    } else {
+                        new.push(pid);
+                    }
+                    continue;
+                };
+                if let Some(difference) = compare_function(
+                    &Sides {
+                        o,
+                        p,
+                        pairs: &pairs,
+                        oe: &oe,
+                        pe: &pe,
+                        options,
+                    },
+                    oid,
+                    pid,
+                ) {
+                    // A refused function is still reported as changed.
+                    changed.push(Changed {
+                        func: pid,
+                        difference: difference.clone(),
+                    });
+                    if is_init(&sec_name) {
+                        refuse(
+                            &mut refusals,
+                            p,
+                            pid,
+                            format!(
+                                "changed __init code ({}): init code has already run and is freed",
+                                difference.what
+                            ),
+                        );
+                    } else if !has_fentry(p, pid) {
+                        refuse(&mut refusals, p, pid, "changed function has no ftrace entry (__fentry__ call): it cannot be redirected".into());
+                    } else if p.symbols_in(section).iter().any(|&other| {
+                        other != pid
+                            && p.kind(other) == SymKind::Func
+                            && !p.sym_name(other).starts_with("__pfx_")
+                    }) {
+                        refuse(
+                            &mut refusals,
+                            p,
+                            pid,
+                            format!(
+                                "changed function shares section {sec_name} with other functions (compile with -ffunction-sections)"
+                            ),
+                        );
+                    }
+                }
+            }
+            SymKind::Object => {
+                if pairs.ambiguous.contains(&pid) {
+                    refuse(&mut refusals, p, pid, "cannot correlate this variable with one of the original object (several candidates)".into());
+                    continue;
+                }
+                let Some(&oid) = pairs.p2o.get(&pid) else {
+                    continue;
+                };
+                let diff = if p.section(section).sh_type == elf::SHT_NOBITS {
+                    (o.sym(oid).st_size != s.st_size).then(|| Difference {
+                        offset: 0,
+                        what: format!("size {} → {}", o.sym(oid).st_size, s.st_size),
+                    })
+                } else {
+                    compare(
+                        o,
+                        p,
+                        &pairs,
+                        &Range::of_symbol(o, oid),
+                        &Range::of_symbol(p, pid),
+                    )
+                };
+                if let Some(d) = diff {
+                    if is_init(&sec_name) {
+                        refuse(
+                            &mut refusals,
+                            p,
+                            pid,
+                            format!("changed __init data ({})", d.what),
+                        );
+                    } else if !is_writable(p, section) && crate::names::is_generated(&name) {
+                        // A compiler-made constant (`__func__.3`, `CSWTCH.5`):
+                        // the new code gets its own copy, the old keeps its own.
+                        continue;
+                    } else {
+                        refuse(
+                            &mut refusals,
+                            p,
+                            pid,
+                            format!(
+                                "changed data that the running kernel already uses ({} at +{:#x})",
+                                d.what, d.offset
+                            ),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // Sections that no rule covers must not differ.
+    for id in p.sections() {
+        let section = p.section(id);
+        let name = p.section_name(id);
+        if !is_alloc(p, id)
+            || is_ignored(&name)
+            || special(&name).is_some()
+            || section.sh_type == elf::SHT_RELA
+        {
+            continue;
+        }
+        if !p.symbols_in(id).is_empty() || crate::compare::is_merge_section(p, id) {
+            continue; // compared symbol by symbol, or by contents where used
+        }
+        let data = p.data(id);
+        let other = o.sections().find(|&s| o.section_name(s) == name);
+        let same = other.is_some_and(|oid| {
+            o.data(oid) == data
+                && o.relocs(oid).len() == p.relocs(id).len()
+                && o.section_size(oid) == p.section_size(id)
+        });
+        if !same && (p.section_size(id) > 0) {
+            if name == ".altinstr_replacement" {
+                continue; // compared through .altinstructions entries
+            }
+            refusals.push(Refusal {
+                reason: "section changed and no rule covers it".into(),
+                section: name,
+                symbol: String::new(),
+            });
+        }
+    }
+
+    let roots: Vec<SymbolId> = changed
+        .iter()
+        .map(|c| c.func)
+        .chain(new.iter().copied())
+        .collect();
+    let include = closure(p, &pairs, &pe, &roots, &mut refusals, options);
+    refusals.sort_by(|a, b| (&a.section, &a.symbol).cmp(&(&b.section, &b.symbol)));
+    refusals
+        .dedup_by(|a, b| a.section == b.section && a.symbol == b.symbol && a.reason == b.reason);
+    Ok(Analysis {
+        pairs,
+        changed,
+        new,
+        refusals,
+        include,
+        p_entries: pe,
+    })
+}
+
+/// Sections of `p` the livepatch must carry for `roots`, following
+/// relocations: new functions and data, strings and anonymous constants, cold
+/// parts, and what kept special-section entries reference.
+fn closure(
+    p: &Input,
+    pairs: &Pairs,
+    pe: &Entries,
+    roots: &[SymbolId],
+    refusals: &mut Vec<Refusal>,
+    options: &Options,
+) -> BTreeSet<SectionId> {
+    let mut include = BTreeSet::new();
+    let mut work: Vec<SectionId> = Vec::new();
+    let add = |sec: SectionId, include: &mut BTreeSet<SectionId>, work: &mut Vec<SectionId>| {
+        if include.insert(sec) {
+            work.push(sec);
+        }
+    };
+    for &f in roots {
+        if let Some(sec) = p.sym_section(f) {
+            add(sec, &mut include, &mut work);
+        }
+        for cold in cold_parts(p, f) {
+            if let Some(sec) = p.sym_section(cold) {
+                add(sec, &mut include, &mut work);
+            }
+        }
+    }
+    let mut kept_entries: BTreeSet<(SectionId, u64)> = BTreeSet::new();
+    loop {
+        while let Some(sec) = work.pop() {
+            let bias = is_exec(p, sec).then(|| CodeBias::new(p.data(sec), 0));
+            for r in p.relocs(sec) {
+                let b = bias.as_ref().map_or(0, |c| c.bias(r.r_offset, r.r_type));
+                match target(p, r, b) {
+                    Target::Symbol(s, _) => {
+                        let Some(ssec) = p.sym_section(s) else {
+                            continue;
+                        };
+                        if include.contains(&ssec) {
+                            continue;
+                        }
+                        let name = p.sym_name(s);
+                        let kind = p.kind(s);
+                        if kind == SymKind::Func && cold_parent(&name).is_some() {
+                            add(ssec, &mut include, &mut work);
+                        } else if pairs.ambiguous.contains(&s) {
+                            refusals.push(Refusal {
+                                reason: "referenced symbol cannot be correlated with the original object".into(),
+                                section: p.section_name(ssec),
+                                symbol: name,
+                            });
+                        } else if !pairs.p2o.contains_key(&s) {
+                            // New function or new data: it travels with the patch.
+                            add(ssec, &mut include, &mut work);
+                        } else if kind == SymKind::Object
+                            && !is_writable(p, ssec)
+                            && crate::names::is_generated(&name)
+                        {
+                            // Compiler-made constants travel as copies.
+                            add(ssec, &mut include, &mut work);
+                        }
+                    }
+                    Target::String(..) | Target::Constant(..) => {
+                        let ssec = p.sym_section(p.reloc_sym(r)).expect("section");
+                        add(ssec, &mut include, &mut work);
+                    }
+                    Target::Section(ssec, _) => {
+                        if include.contains(&ssec) {
+                            continue;
+                        }
+                        if is_writable(p, ssec) {
+                            refusals.push(Refusal {
+                                reason: "reference to writable data no symbol names".into(),
+                                section: p.section_name(ssec),
+                                symbol: String::new(),
+                            });
+                        } else {
+                            add(ssec, &mut include, &mut work);
+                        }
+                    }
+                }
+            }
+        }
+        // Entries of kept functions, and what they reference.
+        let mut more = false;
+        for (&sec, list) in &pe.all {
+            let Some(spec) = special_for(p, sec, options) else {
+                continue;
+            };
+            for e in list {
+                let Some((owner, _)) = e.owner else { continue };
+                let Some(osec) = p.sym_section(owner) else {
+                    continue;
+                };
+                if !include.contains(&osec) || !kept_entries.insert((sec, e.offset)) {
+                    continue;
+                }
+                more = true;
+                for r in p.relocs(sec) {
+                    if r.r_offset < e.offset || r.r_offset >= e.offset + spec.entry_size as u64 {
+                        continue;
+                    }
+                    let s = p.reloc_sym(r);
+                    let Some(ssec) = p.sym_section(s) else {
+                        continue;
+                    };
+                    if include.contains(&ssec) {
+                        continue;
+                    }
+                    match target(p, r, 0) {
+                        Target::String(..) | Target::Constant(..) => {
+                            add(ssec, &mut include, &mut work)
+                        }
+                        Target::Section(..) if !is_writable(p, ssec) => {
+                            add(ssec, &mut include, &mut work)
+                        }
+                        Target::Symbol(t, _) if !pairs.p2o.contains_key(&t) => {
+                            if let Some(tsec) = p.sym_section(t) {
+                                add(tsec, &mut include, &mut work);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if !more && work.is_empty() {
+            break;
+        }
+    }
+    include
+}

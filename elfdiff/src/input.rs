@@ -1,0 +1,408 @@
+//! One relocatable object, read into `object`'s ELF builder, with the indexes
+//! the differ needs: relocations per section, symbols per section, names.
+
+use crate::Error;
+use object::build::elf::{Builder, Relocation, Section, SectionData, Symbol};
+use object::build::{ByteString, Id};
+use object::elf;
+use std::collections::HashMap;
+
+/// A section of an [`Input`], by its index in the builder's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SectionId(pub usize);
+
+/// A symbol of an [`Input`], by its index in the builder's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SymbolId(pub usize);
+
+impl SectionId {
+    /// The differ's id of a builder section id.
+    pub fn of(id: object::build::elf::SectionId) -> Self {
+        SectionId(id.index())
+    }
+}
+
+impl SymbolId {
+    /// The differ's id of a builder symbol id.
+    pub fn of(id: object::build::elf::SymbolId) -> Self {
+        SymbolId(id.index())
+    }
+}
+
+/// A parsed x86_64 relocatable object.
+pub struct Input<'d> {
+    /// The object as the builder holds it.
+    pub b: Builder<'d>,
+    /// Which file this is, for messages.
+    pub label: String,
+    /// RELA section of each section that has one.
+    rela: HashMap<SectionId, SectionId>,
+    /// Defined, non-section symbols of each section, by address.
+    in_section: HashMap<SectionId, Vec<SymbolId>>,
+    /// The section symbol of each section.
+    section_symbol: HashMap<SectionId, SymbolId>,
+    /// Symbols by name (first one wins; names of defined symbols are unique
+    /// in an object except for section and file symbols).
+    by_name: HashMap<String, SymbolId>,
+    /// The source file named by the first `STT_FILE` symbol.
+    pub file_name: Option<String>,
+    /// Builder ids by index.
+    sec_ids: Vec<object::build::elf::SectionId>,
+    sym_ids: Vec<object::build::elf::SymbolId>,
+}
+
+/// What a symbol is, for the differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SymKind {
+    /// A function defined here.
+    Func,
+    /// A data object defined here.
+    Object,
+    /// A section symbol.
+    Section,
+    /// The `STT_FILE` symbol.
+    File,
+    /// Not defined here.
+    Undefined,
+    /// Anything else defined here (`STT_NOTYPE` labels and such).
+    Other,
+}
+
+impl<'d> Input<'d> {
+    /// Reads and validates an ELF64 x86_64 relocatable object.
+    pub fn parse(label: &str, data: &'d [u8]) -> Result<Self, Error> {
+        let bad = |why: String| Error::BadInput {
+            file: label.to_string(),
+            why,
+        };
+        if data.len() < 64 || &data[..4] != b"\x7fELF" {
+            return Err(bad("not an ELF file".into()));
+        }
+        if data[4] != 2 {
+            return Err(bad("not a 64-bit ELF file".into()));
+        }
+        let b = Builder::read64(data).map_err(|e| bad(format!("malformed ELF: {e}")))?;
+        if b.header.e_machine != elf::EM_X86_64 {
+            return Err(bad(format!(
+                "machine {:?} is not x86_64",
+                b.header.e_machine
+            )));
+        }
+        if b.header.e_type != elf::ET_REL {
+            return Err(bad("not a relocatable object (ET_REL)".into()));
+        }
+        let mut input = Input {
+            b,
+            label: label.to_string(),
+            rela: HashMap::new(),
+            in_section: HashMap::new(),
+            section_symbol: HashMap::new(),
+            by_name: HashMap::new(),
+            file_name: None,
+            sec_ids: Vec::new(),
+            sym_ids: Vec::new(),
+        };
+        for section in input.b.sections.iter() {
+            let i = section.id().index();
+            if input.sec_ids.len() <= i {
+                input.sec_ids.resize(i + 1, section.id());
+            }
+            input.sec_ids[i] = section.id();
+        }
+        for symbol in input.b.symbols.iter() {
+            let i = symbol.id().index();
+            if input.sym_ids.len() <= i {
+                input.sym_ids.resize(i + 1, symbol.id());
+            }
+            input.sym_ids[i] = symbol.id();
+        }
+        for section in input.b.sections.iter() {
+            if section.sh_type == elf::SHT_RELA {
+                let Some(target) = section.sh_info_section else {
+                    return Err(bad(format!(
+                        "relocation section {} applies to no section",
+                        String::from_utf8_lossy(&section.name)
+                    )));
+                };
+                input
+                    .rela
+                    .insert(SectionId::of(target), SectionId::of(section.id()));
+            } else if section.sh_type == elf::SHT_REL {
+                return Err(bad("SHT_REL relocations are not used on x86_64".into()));
+            }
+        }
+        for symbol in input.b.symbols.iter() {
+            let name = String::from_utf8_lossy(&symbol.name).into_owned();
+            if symbol.st_type() == elf::STT_FILE {
+                if input.file_name.is_none() {
+                    input.file_name = Some(name);
+                }
+                continue;
+            }
+            let id = SymbolId::of(symbol.id());
+            if let Some(section) = symbol.section.map(SectionId::of) {
+                if symbol.st_type() == elf::STT_SECTION {
+                    input.section_symbol.insert(section, id);
+                    continue;
+                }
+                let size = input.section_size(section);
+                if symbol.st_value > size || symbol.st_value + symbol.st_size > size {
+                    return Err(bad(format!("symbol {name} lies outside its section")));
+                }
+                input.in_section.entry(section).or_default().push(id);
+            }
+            if !name.is_empty() {
+                input.by_name.entry(name).or_insert(id);
+            }
+        }
+        for symbols in input.in_section.values_mut() {
+            symbols.sort_by_key(|id| (input.b.symbols.get(input.sym_ids[id.0]).st_value, id.0));
+        }
+        // Every relocation must name a symbol and stay inside its section.
+        for (&target, &rela) in &input.rela {
+            let size = input.section_size(target);
+            for r in input.relocs(target) {
+                if r.symbol.is_none() {
+                    return Err(bad(format!(
+                        "relocation at {}+{:#x} has no symbol",
+                        input.section_name(target),
+                        r.r_offset
+                    )));
+                }
+                if r.r_offset + reloc_width(r.r_type).unwrap_or(0) as u64 > size {
+                    return Err(bad(format!(
+                        "relocation at {}+{:#x} lies outside the section",
+                        input.section_name(target),
+                        r.r_offset
+                    )));
+                }
+            }
+            let _ = rela;
+        }
+        Ok(input)
+    }
+
+    /// A section.
+    pub fn section(&self, id: SectionId) -> &Section<'d> {
+        self.b.sections.get(self.sec_ids[id.0])
+    }
+
+    /// Every section, in file order.
+    pub fn sections(&self) -> impl Iterator<Item = SectionId> + '_ {
+        self.b.sections.iter().map(|s| SectionId::of(s.id()))
+    }
+
+    /// Every symbol, in file order.
+    pub fn symbols(&self) -> impl Iterator<Item = SymbolId> + '_ {
+        self.b.symbols.iter().map(|s| SymbolId::of(s.id()))
+    }
+
+    /// The section a symbol is defined in.
+    pub fn sym_section(&self, id: SymbolId) -> Option<SectionId> {
+        self.sym(id).section.map(SectionId::of)
+    }
+
+    /// The symbol a relocation references (validated on parse).
+    pub fn reloc_sym(&self, r: &Relocation) -> SymbolId {
+        SymbolId::of(
+            r.symbol
+                .expect("relocations without symbol are rejected on parse"),
+        )
+    }
+
+    /// The builder id of a section.
+    pub fn builder_section(&self, id: SectionId) -> object::build::elf::SectionId {
+        self.sec_ids[id.0]
+    }
+
+    /// The builder id of a symbol.
+    pub fn builder_symbol(&self, id: SymbolId) -> object::build::elf::SymbolId {
+        self.sym_ids[id.0]
+    }
+
+    /// A section's name.
+    pub fn section_name(&self, id: SectionId) -> String {
+        String::from_utf8_lossy(&self.section(id).name).into_owned()
+    }
+
+    /// A section's contents (empty for NOBITS).
+    pub fn data(&self, id: SectionId) -> &[u8] {
+        match &self.section(id).data {
+            SectionData::Data(bytes) => bytes,
+            _ => &[],
+        }
+    }
+
+    /// A section's size in memory.
+    pub fn section_size(&self, id: SectionId) -> u64 {
+        match &self.section(id).data {
+            SectionData::Data(bytes) => bytes.len() as u64,
+            SectionData::UninitializedData(n) => *n,
+            _ => self.section(id).sh_size,
+        }
+    }
+
+    /// Relocations applying to a section, in file order.
+    pub fn relocs(&self, id: SectionId) -> &[Relocation] {
+        match self.rela.get(&id).map(|r| &self.section(*r).data) {
+            Some(SectionData::Relocation(relocs)) => relocs,
+            _ => &[],
+        }
+    }
+
+    /// The RELA section of a section.
+    pub fn rela_of(&self, id: SectionId) -> Option<SectionId> {
+        // (kept for extraction)
+        self.rela.get(&id).copied()
+    }
+
+    /// A symbol.
+    pub fn sym(&self, id: SymbolId) -> &Symbol<'d> {
+        self.b.symbols.get(self.sym_ids[id.0])
+    }
+
+    /// A symbol's name.
+    pub fn sym_name(&self, id: SymbolId) -> String {
+        String::from_utf8_lossy(&self.sym(id).name).into_owned()
+    }
+
+    /// What a symbol is.
+    pub fn kind(&self, id: SymbolId) -> SymKind {
+        let s = self.sym(id);
+        if s.st_type() == elf::STT_SECTION {
+            return SymKind::Section;
+        }
+        if s.st_type() == elf::STT_FILE {
+            return SymKind::File;
+        }
+        if s.section.is_none() {
+            return if s.st_shndx == elf::SHN_ABS {
+                SymKind::Other
+            } else {
+                SymKind::Undefined
+            };
+        }
+        match s.st_type() {
+            elf::STT_FUNC => SymKind::Func,
+            elf::STT_OBJECT | elf::STT_TLS => SymKind::Object,
+            _ => SymKind::Other,
+        }
+    }
+
+    /// Whether a symbol has local binding.
+    pub fn is_local(&self, id: SymbolId) -> bool {
+        self.sym(id).st_bind() == elf::STB_LOCAL
+    }
+
+    /// Defined non-section symbols of a section, by address.
+    pub fn symbols_in(&self, id: SectionId) -> &[SymbolId] {
+        self.in_section.get(&id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The section symbol of a section.
+    pub fn section_symbol(&self, id: SectionId) -> Option<SymbolId> {
+        self.section_symbol.get(&id).copied()
+    }
+
+    /// A symbol by name.
+    pub fn by_name(&self, name: &str) -> Option<SymbolId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The function or object symbol covering `offset` of `section`
+    /// (a sized symbol containing it, or an unsized one starting there).
+    pub fn covering(&self, section: SectionId, offset: i64) -> Option<SymbolId> {
+        if offset < 0 {
+            return None;
+        }
+        let offset = offset as u64;
+        let mut best = None;
+        for &id in self.symbols_in(section) {
+            let s = self.sym(id);
+            if !matches!(self.kind(id), SymKind::Func | SymKind::Object) {
+                continue;
+            }
+            let hit = if s.st_size == 0 {
+                s.st_value == offset
+            } else {
+                s.st_value <= offset && offset < s.st_value + s.st_size
+            };
+            if hit {
+                best = Some(id);
+                if !self.sym_name(id).starts_with("__pfx_") {
+                    break;
+                }
+            }
+        }
+        best
+    }
+
+    /// The bytes of a symbol (its range in its section).
+    pub fn sym_bytes(&self, id: SymbolId) -> &[u8] {
+        let s = self.sym(id);
+        let Some(section) = s.section.map(SectionId::of) else {
+            return &[];
+        };
+        let data = self.data(section);
+        let start = (s.st_value as usize).min(data.len());
+        let end = ((s.st_value + s.st_size) as usize).min(data.len());
+        &data[start..end]
+    }
+
+    /// Relocations inside a symbol's range.
+    pub fn sym_relocs(&self, id: SymbolId) -> impl Iterator<Item = &Relocation> {
+        let s = self.sym(id);
+        let (start, end) = (s.st_value, s.st_value + s.st_size);
+        s.section
+            .map(|sec| self.relocs(SectionId::of(sec)))
+            .unwrap_or(&[])
+            .iter()
+            .filter(move |r| r.r_offset >= start && r.r_offset < end)
+    }
+
+    /// Takes the builder out (for extraction).
+    pub fn into_builder(self) -> Builder<'d> {
+        self.b
+    }
+}
+
+/// Width in bytes of the field an x86_64 relocation type patches.
+pub fn reloc_width(r_type: elf::RelocationType) -> Option<usize> {
+    Some(match r_type.0 {
+        x if x == elf::R_X86_64_64.0 || x == elf::R_X86_64_PC64.0 => 8,
+        x if x == elf::R_X86_64_PC32.0
+            || x == elf::R_X86_64_PLT32.0
+            || x == elf::R_X86_64_32.0
+            || x == elf::R_X86_64_32S.0
+            || x == elf::R_X86_64_GOTPCREL.0
+            || x == elf::R_X86_64_GOTPCRELX.0
+            || x == elf::R_X86_64_REX_GOTPCRELX.0 =>
+        {
+            4
+        }
+        x if x == elf::R_X86_64_16.0 || x == elf::R_X86_64_PC16.0 => 2,
+        x if x == elf::R_X86_64_8.0 || x == elf::R_X86_64_PC8.0 => 1,
+        x if x == elf::R_X86_64_NONE.0 => 0,
+        _ => return None,
+    })
+}
+
+/// Whether a relocation type is PC-relative.
+pub fn is_pc_relative(r_type: elf::RelocationType) -> bool {
+    [
+        elf::R_X86_64_PC32,
+        elf::R_X86_64_PLT32,
+        elf::R_X86_64_PC64,
+        elf::R_X86_64_PC16,
+        elf::R_X86_64_PC8,
+        elf::R_X86_64_GOTPCREL,
+        elf::R_X86_64_GOTPCRELX,
+        elf::R_X86_64_REX_GOTPCRELX,
+    ]
+    .contains(&r_type)
+}
+
+/// A name as a builder byte string.
+pub fn bytes_name(name: &str) -> ByteString<'static> {
+    ByteString::from(name.as_bytes().to_vec())
+}
