@@ -17,7 +17,10 @@ pub struct Cli {
 
 /// kpbuild's commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Diff an original and a patched object and write the livepatch object.
+    Diff(crate::diff::DiffArgs),
+}
 
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
@@ -26,5 +29,6 @@ pub fn run(cli: Cli) -> ExitCode {
             eprintln!("kpbuild: no command given; see `kpbuild --help`");
             ExitCode::from(crate::exit::ERROR)
         }
+        Some(Command::Diff(args)) => ExitCode::from(crate::diff::run(&args)),
     }
 }

@@ -3,7 +3,15 @@
 //! The library holds everything the `kpbuild` binary does, so CI jobs can call
 //! it directly:
 //! - [`cli`]: argument definitions and the dispatch to each command.
+//! - [`diff`]: `kpbuild diff`, one object pair through elfdiff and the relocator.
+//! - [`kbuild`]: `.cmd` records of a kernel build tree and replaying them.
 //! - [`exit`]: the exit codes shared by every command.
+//! - [`module`]: the livepatch module build (glue, kbuild, livepatch conversion).
+//! - [`process`]: the logged wrapper every subprocess runs through.
 
 pub mod cli;
+pub mod diff;
 pub mod exit;
+pub mod kbuild;
+pub mod module;
+pub mod process;

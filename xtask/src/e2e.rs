@@ -49,6 +49,14 @@ const CASES: &[Case] = &[
         name: "harness_catches_hung_guest",
         run: harness_catches_hung_guest,
     },
+    Case {
+        name: "module_glue_klp_relocation",
+        run: module_glue_klp_relocation,
+    },
+    Case {
+        name: "elfdiff_no_false_positives_whole_kernel",
+        run: |ctx| crate::scale::no_false_positives(&ctx.kernel),
+    },
 ];
 
 /// Runs the cases whose name contains `filter`; prints one line per case and
@@ -176,6 +184,148 @@ fn harness_catches_hung_guest(ctx: &Ctx) -> Result<(), String> {
     vm.timeout = Duration::from_secs(15);
     let report = vm.run(&script).map_err(|e| e.to_string())?;
     expect_failure(report.verify(&script), "timed out after 15 s")
+}
+
+/// The module-building stage end to end: a hand-written replacement for
+/// `cmdline_proc_show` that reads the unexported `saved_command_line` through
+/// `.klp.sym.vmlinux.saved_command_line,0`, compiled with the kernel's own
+/// flags for `fs/proc/cmdline.o`, linked with the generated glue by kbuild,
+/// converted to the livepatch format, then loaded, patched and unpatched.
+fn module_glue_klp_relocation(ctx: &Ctx) -> Result<(), String> {
+    use kpbuild::module::{ModuleSpec, PatchedFunc, PatchedObject};
+    use std::process::Command;
+    let build = &ctx.kernel.build;
+    let work = ctx.work.join("module-glue");
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let run = |cmd: &mut Command| -> Result<String, String> {
+        let out = kpbuild::process::run(cmd).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+
+    // The kernel's own compile command for fs/proc/cmdline.o, aimed at the fixture.
+    let cmd_file = build.join("fs/proc/.cmdline.o.cmd");
+    let saved =
+        std::fs::read_to_string(&cmd_file).map_err(|e| format!("{}: {e}", cmd_file.display()))?;
+    let compile = saved
+        .lines()
+        .find_map(|l| l.strip_prefix("savedcmd_fs/proc/cmdline.o := "))
+        .ok_or_else(|| format!("{}: no savedcmd line", cmd_file.display()))?;
+    let fixture = crate::repo_root().join("kmod-template/tests/cmdline_klp.c");
+    let object = work.join("cmdline_klp.o");
+    let q = |p: &std::path::Path| testbed::livepatch::shell_quote(&p.display().to_string());
+    let edits = [
+        ("-Wp,-MMD,fs/proc/.cmdline.o.d ".to_string(), String::new()),
+        (
+            format!(
+                "-c -o fs/proc/cmdline.o {}",
+                ctx.kernel.src.join("fs/proc/cmdline.c").display()
+            ),
+            format!(
+                "-ffunction-sections -fdata-sections -c -o {} {}",
+                q(&object),
+                q(&fixture)
+            ),
+        ),
+    ];
+    let mut compile = compile.to_string();
+    for (from, to) in edits {
+        if !compile.contains(&from) {
+            return Err(format!("the kernel's command lacks `{from}`: {compile}"));
+        }
+        compile = compile.replacen(&from, &to, 1);
+    }
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(&compile)
+        .current_dir(build))?;
+    let relocs = run(Command::new("readelf").args(["-W", "-r"]).arg(&object))?;
+    for needle in ["__fentry__", ".klp.sym.vmlinux.saved_command_line,0"] {
+        if !relocs.contains(needle) {
+            return Err(format!(
+                "the fixture object has no relocation to {needle}:\n{relocs}"
+            ));
+        }
+    }
+
+    // saved_command_line must really be out of the module loader's reach.
+    let symvers_path = build.join("Module.symvers");
+    let symvers = std::fs::read_to_string(&symvers_path)
+        .map_err(|e| format!("{}: {e}", symvers_path.display()))?;
+    let exports = kpbuild::module::symvers_exports(&symvers);
+    if exports.contains("saved_command_line") {
+        return Err("saved_command_line is exported: pick a non-exported symbol".into());
+    }
+
+    let spec = ModuleSpec {
+        name: "kpb_module_glue".into(),
+        replace: true,
+        objects: vec![PatchedObject {
+            name: None,
+            funcs: vec![PatchedFunc {
+                old_name: "cmdline_proc_show".into(),
+                new_symbol: "__kpb_new_0".into(),
+                sympos: 0,
+            }],
+        }],
+    };
+    let start = Instant::now();
+    let ko = kpbuild::module::build_module(&spec, &[object], build, &work.join("module"), &|s| {
+        exports.contains(s)
+    })
+    .map_err(|e| e.to_string())?;
+    eprintln!(
+        "  > module_glue: build_module took {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+
+    // The livepatch relocation section and symbol, as readelf sees them.
+    let elf = run(Command::new("readelf").args(["-W", "-S", "-s"]).arg(&ko))?;
+    let section = elf
+        .lines()
+        .find(|l| l.contains(" .klp.rela.vmlinux..text.cmdline_proc_show "))
+        .ok_or_else(|| format!("no .klp.rela.vmlinux section in {}:\n{elf}", ko.display()))?;
+    let flags = section.split_whitespace().rev().nth(3).unwrap_or("");
+    if !section.contains(" RELA ") || !flags.contains('A') || !flags.contains('o') {
+        return Err(format!(
+            "klp section lacks RELA / SHF_ALLOC / OS flag: {section}"
+        ));
+    }
+    let detail = run(Command::new("readelf").args(["-W", "-t"]).arg(&ko))?;
+    let mut lines = detail.lines();
+    lines
+        .find(|l| l.contains(".klp.rela.vmlinux..text.cmdline_proc_show"))
+        .and_then(|_| lines.nth(1))
+        .filter(|l| l.contains("0000000000100042"))
+        .ok_or_else(|| format!("klp section flags are not 0x100042:\n{detail}"))?;
+    let symbol = elf
+        .lines()
+        .find(|l| l.ends_with(" .klp.sym.vmlinux.saved_command_line,0"))
+        .ok_or_else(|| format!("no klp symbol in {}:\n{elf}", ko.display()))?;
+    if !symbol.contains(" GLOBAL ") || !(symbol.contains("0xff20") || symbol.contains("LIVEPATCH"))
+    {
+        return Err(format!(
+            "klp symbol is not GLOBAL with Ndx SHN_LIVEPATCH: {symbol}"
+        ));
+    }
+    eprintln!("  > module_glue: {}", section.trim());
+    eprintln!("  > module_glue: {}", symbol.trim());
+
+    let lifecycle = Lifecycle {
+        module_path: "/modules/kpb_module_glue.ko".into(),
+        module: std::fs::read(&ko).map_err(|e| format!("{}: {e}", ko.display()))?,
+        patch_name: spec.name.clone(),
+        probe: "cat /proc/cmdline".into(),
+        original: "console=ttyS0".into(),
+        // The marker, then the real command line read through the klp relocation.
+        patched: "kpbuild-module-glue: console=ttyS0".into(),
+    };
+    let mut script = GuestScript::default();
+    lifecycle.add_to(&mut script, "");
+    let report = ctx
+        .vm("module-glue")
+        .run(&script)
+        .map_err(|e| e.to_string())?;
+    report.verify(&script)
 }
 
 /// The demo: the sample livepatch, with the behaviour printed at each stage.

@@ -8,6 +8,7 @@
 //! ```
 
 mod e2e;
+mod scale;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};

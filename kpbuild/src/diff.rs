@@ -1,0 +1,144 @@
+//! `kpbuild diff`: one original/patched object pair → the livepatch object.
+
+use crate::exit;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `kpbuild diff`.
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The original object (built from the unpatched source).
+    pub original: PathBuf,
+    /// The patched object (same unit, built from the patched source).
+    pub patched: PathBuf,
+    /// The object being patched: `vmlinux` or a module name.
+    #[arg(long)]
+    pub target: String,
+    /// An ELF whose symbol table stands for the running target (its
+    /// `vmlinux` or `.ko`; the original object itself works too).
+    #[arg(long)]
+    pub target_symbols: PathBuf,
+    /// Where to write the livepatch object.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Print one JSON object instead of human-readable lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Entry size of a special section, overriding the built-in table.
+    #[arg(long = "entry-size", value_name = "SECTION=BYTES", value_parser = parse_entry_size)]
+    pub entry_sizes: Vec<(String, usize)>,
+}
+
+fn parse_entry_size(s: &str) -> Result<(String, usize), String> {
+    let (name, size) = s.split_once('=').ok_or("expected SECTION=BYTES")?;
+    let size: usize = size
+        .parse()
+        .map_err(|_| format!("{size:?} is not a number of bytes"))?;
+    if size == 0 {
+        return Err("an entry size of 0 bytes makes no sense".into());
+    }
+    Ok((name.to_string(), size))
+}
+
+/// Reads a file, naming it in the error.
+pub fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Writes a file atomically (temporary file + rename), so a failure never
+/// leaves a partial output.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("kpbuild-tmp");
+    std::fs::write(&tmp, data).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: {e}", path.display())
+    })
+}
+
+/// Runs `kpbuild diff`; returns the exit code.
+pub fn run(args: &DiffArgs) -> u8 {
+    match run_inner(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kpbuild diff: error: {e}");
+            exit::ERROR
+        }
+    }
+}
+
+fn run_inner(args: &DiffArgs) -> Result<u8, String> {
+    let original = read(&args.original)?;
+    let patched = read(&args.patched)?;
+    let options = elfdiff::Options {
+        entry_sizes: args.entry_sizes.iter().cloned().collect(),
+    };
+    let diff = elfdiff::diff(
+        &args.original.display().to_string(),
+        &original,
+        &args.patched.display().to_string(),
+        &patched,
+        &options,
+    )
+    .map_err(|e| e.to_string())?;
+    let code = match diff.outcome {
+        elfdiff::Outcome::Patch => exit::SUCCESS,
+        elfdiff::Outcome::NoChange => exit::NO_CHANGE,
+        elfdiff::Outcome::Refused => exit::REFUSED,
+    };
+    if code == exit::SUCCESS {
+        let object = diff
+            .object
+            .as_deref()
+            .expect("a patch outcome carries an object");
+        write_atomic(&args.output, object)?;
+    }
+    if args.json {
+        let json = serde_json::json!({
+            "outcome": diff.outcome,
+            "changed": diff.changed.iter().map(|c| &c.name).collect::<Vec<_>>(),
+            "new": diff.new,
+            "refusals": diff.refusals,
+            "included": diff.included,
+            "details": {
+                "changed": diff.changed,
+                "references": diff.references,
+                "file": diff.file_name,
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&json).expect("json"));
+    } else {
+        print!("{}", human(&diff));
+        if code == exit::SUCCESS {
+            println!("wrote {}", args.output.display());
+        }
+    }
+    Ok(code)
+}
+
+/// One line per finding, in the form the fixture expectations use.
+pub fn human(diff: &elfdiff::Diff) -> String {
+    let mut out = String::new();
+    for c in &diff.changed {
+        out.push_str(&format!(
+            "changed function: {} ({} at +{:#x})\n",
+            c.name, c.what, c.offset
+        ));
+    }
+    for n in &diff.new {
+        out.push_str(&format!("new function: {n}\n"));
+    }
+    for r in &diff.refusals {
+        let sym = if r.symbol.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", r.symbol)
+        };
+        out.push_str(&format!("refused: {}{sym}: {}\n", r.section, r.reason));
+    }
+    out.push_str(match diff.outcome {
+        elfdiff::Outcome::Patch => "outcome: patch\n",
+        elfdiff::Outcome::NoChange => "outcome: no functional change\n",
+        elfdiff::Outcome::Refused => "outcome: refused (cannot be live patched safely)\n",
+    });
+    out
+}

@@ -1,0 +1,268 @@
+//! What a kernel build tree recorded about each object: its exact compile
+//! command and its dependency list (`BUILD/dir/.name.o.cmd`), and how to
+//! replay that command out of tree with extra flags and another source root.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Errors reading a kernel build tree.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KbuildError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A `.cmd` file lacks a field.
+    #[error("{path}: no `{field}` line (is this a kbuild .cmd file?)")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// The missing field.
+        field: &'static str,
+    },
+}
+
+/// One object's record in a kbuild tree.
+#[derive(Debug, Clone)]
+pub struct UnitCommand {
+    /// The object, relative to the build directory (`fs/proc/cmdline.o`).
+    pub object: PathBuf,
+    /// The compile command as kbuild ran it, from the build directory.
+    pub command: String,
+    /// The source file as the command names it.
+    pub source: PathBuf,
+    /// Files the object depends on (headers included), as kbuild wrote them:
+    /// absolute, or relative to the build directory.
+    pub deps: Vec<PathBuf>,
+}
+
+impl UnitCommand {
+    /// Parses `.name.o.cmd`.
+    pub fn parse(cmd_file: &Path) -> Result<Self, KbuildError> {
+        let text = std::fs::read_to_string(cmd_file).map_err(|source| KbuildError::Io {
+            path: cmd_file.to_path_buf(),
+            source,
+        })?;
+        Self::parse_text(cmd_file, &text)
+    }
+
+    /// Parses the text of a `.cmd` file (`path` is for messages).
+    pub fn parse_text(path: &Path, text: &str) -> Result<Self, KbuildError> {
+        let malformed = |field| KbuildError::Malformed {
+            path: path.to_path_buf(),
+            field,
+        };
+        let mut object = None;
+        let mut command = None;
+        let mut source = None;
+        let mut deps = Vec::new();
+        let mut in_deps = false;
+        for line in text.lines() {
+            if in_deps {
+                let item = line.trim().trim_end_matches('\\').trim();
+                if !item.is_empty() && !item.starts_with("$(wildcard") {
+                    deps.push(PathBuf::from(item));
+                }
+                in_deps = line.trim_end().ends_with('\\');
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("savedcmd_") {
+                if let Some((obj, cmd)) = rest.split_once(" := ") {
+                    object = Some(PathBuf::from(obj));
+                    command = Some(cmd.trim().to_string());
+                }
+            } else if let Some(rest) = line.strip_prefix("source_") {
+                if let Some((_, src)) = rest.split_once(" := ") {
+                    source = Some(PathBuf::from(src.trim()));
+                }
+            } else if line.starts_with("deps_") && line.contains(" := ") {
+                in_deps = line.trim_end().ends_with('\\');
+            }
+        }
+        Ok(UnitCommand {
+            object: object.ok_or_else(|| malformed("savedcmd_"))?,
+            command: command.ok_or_else(|| malformed("savedcmd_"))?,
+            source: source.ok_or_else(|| malformed("source_"))?,
+            deps,
+        })
+    }
+
+    /// Whether the unit is compiled from C.
+    pub fn is_c(&self) -> bool {
+        self.source.extension().is_some_and(|e| e == "c")
+    }
+
+    /// The command that compiles this unit from the tree at `new_src` (a
+    /// copy of `old_src`, the source tree the command names) into `out`,
+    /// with `extra_flags`, writing nothing into the build tree. Run it with
+    /// the build directory as working directory (relative paths in kbuild
+    /// commands point there).
+    pub fn replay(
+        &self,
+        build: &Path,
+        old_src: &Path,
+        new_src: &Path,
+        out: &Path,
+        extra_flags: &[&str],
+    ) -> Command {
+        // Only the compiler invocation; kbuild may chain more steps with ';'.
+        let first = self.command.split(" ; ").next().unwrap_or(&self.command);
+        let old = format!("{}/", old_src.display());
+        let new = format!("{}/", new_src.display());
+        let mut words: Vec<String> = Vec::new();
+        let mut iter = first.split(' ').filter(|w| !w.is_empty()).peekable();
+        let mut first_word = true;
+        while let Some(word) = iter.next() {
+            if word == "-o" {
+                iter.next();
+                words.push("-o".into());
+                words.push(shell_word(&out.display().to_string()));
+                continue;
+            }
+            if let Some(rest) = word.strip_prefix("-Wp,-MMD,") {
+                let _ = rest;
+                words.push(shell_word(&format!("-Wp,-MMD,{}.d", out.display())));
+                continue;
+            }
+            let word = if word == self.source.display().to_string() && self.source.is_relative() {
+                // An in-tree build names the source relative to the tree.
+                shell_word(&new_src.join(&self.source).display().to_string())
+            } else {
+                word.replace(&old, &new)
+            };
+            words.push(word);
+            if first_word {
+                first_word = false;
+                for f in extra_flags {
+                    words.push(shell_word(f));
+                }
+            }
+        }
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(words.join(" ")).current_dir(build);
+        cmd
+    }
+}
+
+fn shell_word(s: &str) -> String {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_./=,+:@%".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Every `.o.cmd` record under `build` whose source is a C file.
+pub fn scan_c_units(build: &Path) -> Result<Vec<UnitCommand>, KbuildError> {
+    let mut out = Vec::new();
+    let mut stack = vec![build.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|source| KbuildError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                if !name.starts_with('.') && name != "source" {
+                    stack.push(path);
+                }
+            } else if name.starts_with('.') && name.ends_with(".o.cmd") {
+                let text = std::fs::read_to_string(&path).map_err(|source| KbuildError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                if !text.contains("\nsource_") || !text.starts_with("savedcmd_") {
+                    continue; // a link step, or another build system (tools/)
+                }
+                let unit = UnitCommand::parse_text(&path, &text)?;
+                if unit.is_c() && unit.command.contains(" -c ") {
+                    out.push(unit);
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.object.cmp(&b.object));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CMD: &str = "savedcmd_fs/proc/cmdline.o := gcc -Wp,-MMD,fs/proc/.cmdline.o.d -nostdinc -I/k/src/arch/x86/include -I./include -fmacro-prefix-map=/k/src/= -DKBUILD_MODNAME='\"proc\"' -c -o fs/proc/cmdline.o /k/src/fs/proc/cmdline.c\n\
+\n\
+source_fs/proc/cmdline.o := /k/src/fs/proc/cmdline.c\n\
+\n\
+deps_fs/proc/cmdline.o := \\\n\
+  /k/src/include/linux/compiler-version.h \\\n\
+    $(wildcard include/config/CC_VERSION_TEXT) \\\n\
+  include/generated/autoconf.h \\\n\
+  /k/src/include/linux/fs.h \\\n\
+\n\
+fs/proc/cmdline.o: $(deps_fs/proc/cmdline.o)\n\
+\n\
+$(deps_fs/proc/cmdline.o):\n";
+
+    #[test]
+    fn parses_command_source_and_deps() {
+        let u = UnitCommand::parse_text(Path::new(".cmdline.o.cmd"), CMD).unwrap();
+        assert_eq!(u.object, Path::new("fs/proc/cmdline.o"));
+        assert_eq!(u.source, Path::new("/k/src/fs/proc/cmdline.c"));
+        assert_eq!(
+            u.deps,
+            [
+                PathBuf::from("/k/src/include/linux/compiler-version.h"),
+                PathBuf::from("include/generated/autoconf.h"),
+                PathBuf::from("/k/src/include/linux/fs.h"),
+            ]
+        );
+        assert!(u.is_c());
+    }
+
+    #[test]
+    fn replay_moves_source_output_and_depfile_out_of_the_tree() {
+        let u = UnitCommand::parse_text(Path::new("x"), CMD).unwrap();
+        let cmd = u.replay(
+            Path::new("/k/build"),
+            Path::new("/k/src"),
+            Path::new("/tmp/copy"),
+            Path::new("/tmp/out/cmdline.o"),
+            &["-ffunction-sections", "-fdata-sections"],
+        );
+        let line = cmd
+            .get_args()
+            .nth(1)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(
+            line,
+            "gcc -ffunction-sections -fdata-sections -Wp,-MMD,/tmp/out/cmdline.o.d -nostdinc \
+             -I/tmp/copy/arch/x86/include -I./include -fmacro-prefix-map=/tmp/copy/= \
+             -DKBUILD_MODNAME='\"proc\"' -c -o /tmp/out/cmdline.o /tmp/copy/fs/proc/cmdline.c"
+        );
+        assert_eq!(cmd.get_current_dir(), Some(Path::new("/k/build")));
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let err = UnitCommand::parse_text(Path::new("a.cmd"), "junk\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a.cmd: no `savedcmd_` line (is this a kbuild .cmd file?)"
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! The false-positive check at scale: every C translation unit of the test
+//! kernel, compiled twice with its own kbuild command plus per-function
+//! sections — once from the cached source tree, once from a hard-linked
+//! copy at another path, as `kpbuild build` compiles patched sources —
+//! must diff as no change. The compiled pairs are kept for `bench diff`.
+
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use testbed::kernel::KernelBuild;
+
+/// Flags kpbuild adds to every unit it compiles for diffing.
+pub const DIFF_FLAGS: &[&str] = &["-ffunction-sections", "-fdata-sections"];
+
+/// A compiled pair.
+pub struct Pair {
+    /// The object, relative to the build tree.
+    pub object: PathBuf,
+    /// Original object file.
+    pub original: PathBuf,
+    /// Object compiled from the copy.
+    pub patched: PathBuf,
+}
+
+/// The hard-linked copy of the kernel source (made once).
+pub fn source_copy(kb: &KernelBuild) -> Result<PathBuf, String> {
+    let copy = kb.src.with_file_name("src-copy");
+    let stamp = kb.src.with_file_name(".stamp-src-copy");
+    if stamp.exists() {
+        return Ok(copy);
+    }
+    if copy.exists() {
+        std::fs::remove_dir_all(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+    }
+    kpbuild::process::run(
+        std::process::Command::new("cp")
+            .arg("-al")
+            .arg(&kb.src)
+            .arg(&copy),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(&stamp, b"").map_err(|e| e.to_string())?;
+    Ok(copy)
+}
+
+/// Compiles every kernel C unit twice; returns the pairs and the failures.
+pub fn compile_all(kb: &KernelBuild, out: &Path) -> Result<(Vec<Pair>, Vec<String>), String> {
+    let copy = source_copy(kb)?;
+    let units: Vec<_> = kpbuild::kbuild::scan_c_units(&kb.build)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|u| u.command.contains("-mcmodel=kernel"))
+        .collect();
+    let results: Vec<Result<Pair, String>> = units
+        .par_iter()
+        .map(|u| {
+            let original = out.join("orig").join(&u.object);
+            let patched = out.join("copy").join(&u.object);
+            for (root, dest) in [(&kb.src, &original), (&copy, &patched)] {
+                std::fs::create_dir_all(dest.parent().expect("object path has a directory"))
+                    .map_err(|e| e.to_string())?;
+                let mut cmd = u.replay(&kb.build, &kb.src, root, dest, DIFF_FLAGS);
+                kpbuild::process::run(&mut cmd)
+                    .map_err(|e| format!("{}: {e}", u.object.display()))?;
+            }
+            Ok(Pair {
+                object: u.object.clone(),
+                original,
+                patched,
+            })
+        })
+        .collect();
+    let mut pairs = Vec::new();
+    let mut failures = Vec::new();
+    for r in results {
+        match r {
+            Ok(p) => pairs.push(p),
+            Err(e) => failures.push(e),
+        }
+    }
+    Ok((pairs, failures))
+}
+
+/// Diffs every pair; returns one line per pair that is not "no change".
+pub fn diff_all(pairs: &[Pair]) -> Vec<String> {
+    pairs
+        .par_iter()
+        .filter_map(|p| {
+            let o = std::fs::read(&p.original).ok()?;
+            let q = std::fs::read(&p.patched).ok()?;
+            match elfdiff::diff("orig", &o, "copy", &q, &elfdiff::Options::default()) {
+                Ok(d) if d.outcome == elfdiff::Outcome::NoChange => None,
+                Ok(d) => Some(format!(
+                    "{}: {:?}: {}",
+                    p.object.display(),
+                    d.outcome,
+                    kpbuild::diff::human(&d).trim_end().replace('\n', "; ")
+                )),
+                Err(e) => Some(format!("{}: error: {e}", p.object.display())),
+            }
+        })
+        .collect()
+}
+
+/// The e2e case: compile everything twice, nothing may differ.
+pub fn no_false_positives(kb: &KernelBuild) -> Result<(), String> {
+    let out = kb.build.with_file_name("fp-objects");
+    let start = Instant::now();
+    let (pairs, failures) = compile_all(kb, &out)?;
+    if !failures.is_empty() {
+        return Err(format!(
+            "{} units failed to compile:\n{}",
+            failures.len(),
+            failures.join("\n")
+        ));
+    }
+    let compiled = start.elapsed();
+    let diffs = diff_all(&pairs);
+    eprintln!(
+        "  > {} units compiled twice in {:.1} s, diffed in {:.2} s",
+        pairs.len(),
+        compiled.as_secs_f64(),
+        (start.elapsed() - compiled).as_secs_f64()
+    );
+    if pairs.len() < 100 {
+        return Err(format!(
+            "only {} kernel C units found in {}",
+            pairs.len(),
+            kb.build.display()
+        ));
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} identical rebuilds were not diffed as no change:\n{}",
+            diffs.len(),
+            pairs.len(),
+            diffs.join("\n")
+        ))
+    }
+}
