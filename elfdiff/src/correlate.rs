@@ -9,7 +9,7 @@
 //!
 //! Numbers alone never decide a match.
 
-use crate::compare::{Range, Target, target};
+use crate::compare::{Range, Target, compare, target};
 use crate::input::{Input, SymKind, SymbolId};
 use crate::names::{canonical, is_generated};
 use std::collections::HashMap;
@@ -129,6 +129,49 @@ pub fn correlate(o: &Input, p: &Input) -> Pairs {
         }
         if added == 0 {
             break;
+        }
+    }
+    // Last resort for what nothing paired reaches (linker tables, constants
+    // only data points at): inside one canonical group, when the leftover
+    // names are the same on both sides and each same-named pair has equal
+    // contents, the numbering did not move.
+    for (key, ps) in &p_groups {
+        let left_p: Vec<SymbolId> = ps
+            .iter()
+            .copied()
+            .filter(|x| !pairs.p2o.contains_key(x))
+            .collect();
+        let left_o: Vec<SymbolId> = o_groups
+            .get(key)
+            .map(|v| {
+                v.iter()
+                    .copied()
+                    .filter(|x| !pairs.o2p.contains_key(x))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if left_p.is_empty() || left_p.len() != left_o.len() {
+            continue;
+        }
+        let mut matched = Vec::new();
+        for &pid in &left_p {
+            let name = p.sym_name(pid);
+            let Some(&oid) = left_o.iter().find(|&&oid| o.sym_name(oid) == name) else {
+                break;
+            };
+            if o.kind(oid) != p.kind(pid) || o.sym(oid).st_size != p.sym(pid).st_size {
+                break;
+            }
+            let (ro, rp) = (Range::of_symbol(o, oid), Range::of_symbol(p, pid));
+            if compare(o, p, &pairs, &ro, &rp).is_some() {
+                break;
+            }
+            matched.push((oid, pid));
+        }
+        if matched.len() == left_p.len() {
+            for (oid, pid) in matched {
+                pairs.add(oid, pid);
+            }
         }
     }
     // Whatever is still unpaired but has unpaired same-canonical candidates

@@ -146,6 +146,9 @@ pub struct Diff {
     pub references: Vec<Reference>,
     /// The source file (from `STT_FILE`), used to find local symbols in the target.
     pub file_name: Option<String>,
+    /// Named local functions and variables of the original object (to tell
+    /// apart same-named files in the target).
+    pub original_locals: Vec<String>,
     /// The output object; only for [`Outcome::Patch`].
     #[serde(skip)]
     pub object: Option<Vec<u8>>,
@@ -189,6 +192,14 @@ pub fn diff(
         included: Vec::new(),
         references: Vec::new(),
         file_name: p.file_name.clone(),
+        original_locals: o
+            .symbols()
+            .filter(|&s| {
+                o.is_local(s) && matches!(o.kind(s), input::SymKind::Func | input::SymKind::Object)
+            })
+            .map(|s| o.sym_name(s))
+            .filter(|n| !n.is_empty())
+            .collect(),
         object: None,
     };
     result.changed.sort_by(|x, y| x.name.cmp(&y.name));

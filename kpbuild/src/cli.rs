@@ -18,6 +18,8 @@ pub struct Cli {
 /// kpbuild's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build a livepatch module from source patches against a built kernel tree.
+    Build(crate::build::BuildArgs),
     /// Diff an original and a patched object and write the livepatch object.
     Diff(crate::diff::DiffArgs),
 }
@@ -30,5 +32,6 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::from(crate::exit::ERROR)
         }
         Some(Command::Diff(args)) => ExitCode::from(crate::diff::run(&args)),
+        Some(Command::Build(args)) => ExitCode::from(crate::build::run(&args)),
     }
 }

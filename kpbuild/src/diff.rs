@@ -20,6 +20,14 @@ pub struct DiffArgs {
     /// Where to write the livepatch object.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// The target's `Module.symvers` (exports); without it, exports are read
+    /// from the `__ksymtab_` symbols of `--target-symbols` (or `--vmlinux`).
+    #[arg(long)]
+    pub symvers: Option<PathBuf>,
+    /// vmlinux, when `--target` is a module: references the module does not
+    /// define resolve there.
+    #[arg(long)]
+    pub vmlinux: Option<PathBuf>,
     /// Print one JSON object instead of human-readable lines.
     #[arg(long)]
     pub json: bool,
@@ -85,12 +93,23 @@ fn run_inner(args: &DiffArgs) -> Result<u8, String> {
         elfdiff::Outcome::NoChange => exit::NO_CHANGE,
         elfdiff::Outcome::Refused => exit::REFUSED,
     };
+    let mut relocated = None;
     if code == exit::SUCCESS {
         let object = diff
             .object
             .as_deref()
             .expect("a patch outcome carries an object");
-        write_atomic(&args.output, object)?;
+        let target = crate::target::TargetFiles::load(
+            &args.target,
+            &args.target_symbols,
+            args.vmlinux.as_deref(),
+            args.symvers.as_deref(),
+        )?;
+        let r = target.relocate(&diff, object, "kpb_new_")?;
+        let final_object = relocator::klp::convert_to_livepatch(&r.object)
+            .map_err(|e| format!("{}: {e}", args.output.display()))?;
+        write_atomic(&args.output, &final_object)?;
+        relocated = Some(r);
     }
     if args.json {
         let json = serde_json::json!({
@@ -104,10 +123,15 @@ fn run_inner(args: &DiffArgs) -> Result<u8, String> {
                 "references": diff.references,
                 "file": diff.file_name,
             },
+            "functions": relocated.as_ref().map(|r| crate::target::functions_json(&r.functions)),
+            "relocations": relocated.as_ref().map(|r| crate::target::resolutions_json(&r.resolutions)),
         });
         println!("{}", serde_json::to_string_pretty(&json).expect("json"));
     } else {
         print!("{}", human(&diff));
+        if let Some(r) = &relocated {
+            print!("{}", crate::target::human(r));
+        }
         if code == exit::SUCCESS {
             println!("wrote {}", args.output.display());
         }

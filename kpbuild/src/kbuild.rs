@@ -130,8 +130,13 @@ impl UnitCommand {
                 continue;
             }
             let word = if word == self.source.display().to_string() && self.source.is_relative() {
-                // An in-tree build names the source relative to the tree.
-                shell_word(&new_src.join(&self.source).display().to_string())
+                if build == old_src {
+                    // An in-tree build names sources relative to the tree.
+                    shell_word(&new_src.join(&self.source).display().to_string())
+                } else {
+                    // A generated source in the O= build tree: nothing to move.
+                    word.to_string()
+                }
             } else {
                 word.replace(&old, &new)
             };

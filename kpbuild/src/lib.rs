@@ -2,16 +2,24 @@
 //!
 //! The library holds everything the `kpbuild` binary does, so CI jobs can call
 //! it directly:
+//! - [`build`]: `kpbuild build`, the build driver (patch → module).
+//! - [`tree`]: the target description every build step works from.
+//! - [`patch`]: which files a patch touches, and applying it to a private copy.
 //! - [`cli`]: argument definitions and the dispatch to each command.
 //! - [`diff`]: `kpbuild diff`, one object pair through elfdiff and the relocator.
 //! - [`kbuild`]: `.cmd` records of a kernel build tree and replaying them.
 //! - [`exit`]: the exit codes shared by every command.
 //! - [`module`]: the livepatch module build (glue, kbuild, livepatch conversion).
+//! - [`target`]: the running target's symbols and exports, shared by all units.
 //! - [`process`]: the logged wrapper every subprocess runs through.
 
+pub mod build;
 pub mod cli;
 pub mod diff;
 pub mod exit;
 pub mod kbuild;
 pub mod module;
+pub mod patch;
 pub mod process;
+pub mod target;
+pub mod tree;

@@ -1,6 +1,15 @@
 //! relocator: livepatch relocations and symbol positions.
+//!
+//! - [`target`]: the running target's symbols, positions, file groups, exports.
+//! - [`resolve`]: every reference of an extracted object → exported or
+//!   livepatch symbol; aliases and the function list for the module glue.
+//! - [`klp`]: livepatch symbol names and the post-link conversion into
+//!   `.klp.rela.*` sections with `SHN_LIVEPATCH` symbols.
+//!
+//! The crate does no I/O: it takes bytes and returns bytes and data.
 
 pub mod klp;
+pub mod resolve;
 pub mod target;
 
 /// Everything that can go wrong while resolving symbols against a target.
@@ -160,4 +169,10 @@ pub enum Error {
         "the converted file would have {0} sections; extended section numbering is not supported"
     )]
     TooManySections(usize),
+    /// The extracted object has no `STT_FILE` symbol, so its local symbols
+    /// cannot be found in the target.
+    #[error(
+        "the extracted object names no source file (STT_FILE); its local symbols cannot be located in the target"
+    )]
+    NoFileSymbol,
 }

@@ -54,6 +54,10 @@ const CASES: &[Case] = &[
         run: module_glue_klp_relocation,
     },
     Case {
+        name: "build_proc_cmdline_string",
+        run: |ctx| patch_case(ctx, &PROC_CMDLINE_STRING),
+    },
+    Case {
         name: "elfdiff_no_false_positives_whole_kernel",
         run: |ctx| crate::scale::no_false_positives(&ctx.kernel),
     },
@@ -367,4 +371,81 @@ pub fn demo(kb: &KernelBuild) -> Result<(), String> {
     );
     let _ = std::fs::remove_dir_all(&ctx.work);
     Ok(())
+}
+
+/// A patch built with `kpbuild build` against the test kernel and proven
+/// in the guest: before, patched, after disable, after unload.
+struct PatchCase {
+    /// Module name.
+    module: &'static str,
+    /// Patch files under `fixtures/patches/`, applied in order.
+    patches: &'static [&'static str],
+    /// Shell command showing the behaviour.
+    probe: &'static str,
+    /// Text the probe prints unpatched.
+    original: &'static str,
+    /// Text the probe prints only while patched.
+    patched: &'static str,
+}
+
+const PROC_CMDLINE_STRING: PatchCase = PatchCase {
+    module: "kpb_cmdline_string",
+    patches: &["proc-cmdline-string.patch"],
+    probe: "cat /proc/cmdline",
+    original: "console=ttyS0",
+    patched: "kpbuild=cmdline-string",
+};
+
+/// Runs `kpbuild build` through the library; returns the exit code and the
+/// report, or the reason it stopped.
+fn kpbuild_build(
+    ctx: &Ctx,
+    module: &str,
+    patches: &[&str],
+    out: &std::path::Path,
+) -> (u8, Result<serde_json::Value, String>) {
+    let args = kpbuild::build::BuildArgs {
+        src: ctx.kernel.src.clone(),
+        build: ctx.kernel.build.clone(),
+        patches: patches
+            .iter()
+            .map(|p| crate::repo_root().join("fixtures/patches").join(p))
+            .collect(),
+        name: module.to_string(),
+        out: out.to_path_buf(),
+        no_replace: false,
+        jobs: None,
+        json: false,
+        keep_tmp: false,
+        quiet: true,
+    };
+    kpbuild::build::execute(&args)
+}
+
+fn patch_case(ctx: &Ctx, case: &PatchCase) -> Result<(), String> {
+    let out = ctx.work.join(case.module);
+    let (code, result) = kpbuild_build(ctx, case.module, case.patches, &out);
+    if let Err(why) = result {
+        return Err(format!(
+            "kpbuild build exited {code} for {:?}: {why}",
+            case.patches
+        ));
+    }
+    let ko = out.join(format!("{}.ko", case.module));
+    let module = std::fs::read(&ko).map_err(|e| format!("{}: {e}", ko.display()))?;
+    let mut script = GuestScript::default();
+    Lifecycle {
+        module_path: format!("/modules/{}.ko", case.module),
+        module,
+        patch_name: case.module.to_string(),
+        probe: case.probe.into(),
+        original: case.original.into(),
+        patched: case.patched.into(),
+    }
+    .add_to(&mut script, "");
+    let report = ctx
+        .vm(case.module)
+        .run(&script)
+        .map_err(|e| e.to_string())?;
+    report.verify(&script)
 }

@@ -1,0 +1,153 @@
+//! The running target as kpbuild sees it: the symbol table of the object
+//! being patched, vmlinux's when that object is a module, and vmlinux's
+//! exports. Loaded once and shared by every unit of a build.
+
+use relocator::resolve::{
+    FunctionRef, How, PatchInput, PatchedFunction, Relocated, Resolution, SymbolRef, Target,
+};
+use relocator::target::{Exports, TargetKind, TargetSymbols};
+use std::path::Path;
+
+/// The loaded target.
+pub struct TargetFiles {
+    /// Symbols of the object being patched.
+    pub symbols: TargetSymbols,
+    /// vmlinux's symbols when the object being patched is a module.
+    pub vmlinux: Option<TargetSymbols>,
+    /// vmlinux's exports.
+    pub exports: Exports,
+}
+
+fn kind_of(data: &[u8]) -> TargetKind {
+    // e_type 2 = ET_EXEC: a linked kernel; anything else is read like a module.
+    if data.len() > 17 && u16::from_le_bytes([data[16], data[17]]) == 2 {
+        TargetKind::Vmlinux
+    } else {
+        TargetKind::Module
+    }
+}
+
+impl TargetFiles {
+    /// Loads the target: `name` is `vmlinux` or a module name.
+    pub fn load(
+        name: &str,
+        symbols: &Path,
+        vmlinux: Option<&Path>,
+        symvers: Option<&Path>,
+    ) -> Result<Self, String> {
+        let read = |p: &Path| crate::diff::read(p);
+        let data = read(symbols)?;
+        let objname = name.replace('-', "_");
+        let target = TargetSymbols::from_elf(&objname, kind_of(&data), &data)
+            .map_err(|e| format!("{}: {e}", symbols.display()))?;
+        let vmlinux_symbols = match vmlinux {
+            Some(p) => {
+                let d = read(p)?;
+                Some(
+                    TargetSymbols::from_elf("vmlinux", TargetKind::Vmlinux, &d)
+                        .map_err(|e| format!("{}: {e}", p.display()))?,
+                )
+            }
+            None => None,
+        };
+        let exports = match symvers {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                Exports::from_module_symvers(&text).map_err(|e| format!("{}: {e}", p.display()))?
+            }
+            None => {
+                let source = vmlinux.unwrap_or(symbols);
+                let d = read(source)?;
+                Exports::from_ksymtab(&d).map_err(|e| format!("{}: {e}", source.display()))?
+            }
+        };
+        Ok(TargetFiles {
+            symbols: target,
+            vmlinux: vmlinux_symbols,
+            exports,
+        })
+    }
+
+    /// Runs the relocator on one diffed unit.
+    pub fn relocate(
+        &self,
+        diff: &elfdiff::Diff,
+        object: &[u8],
+        alias_prefix: &str,
+    ) -> Result<Relocated, String> {
+        let input = PatchInput {
+            object,
+            file_name: diff.file_name.as_deref(),
+            references: diff
+                .references
+                .iter()
+                .map(|r| SymbolRef {
+                    name: r.name.clone(),
+                    local: r.local,
+                })
+                .collect(),
+            functions: diff
+                .changed
+                .iter()
+                .map(|c| FunctionRef {
+                    name: c.name.clone(),
+                    original_name: c.original_name.clone(),
+                    local: c.local,
+                })
+                .collect(),
+            original_locals: diff.original_locals.clone(),
+            alias_prefix,
+        };
+        let target = Target {
+            symbols: &self.symbols,
+            exports: &self.exports,
+            vmlinux: self.vmlinux.as_ref(),
+        };
+        relocator::resolve::relocate(&input, target).map_err(|e| e.to_string())
+    }
+}
+
+/// Human lines for the relocator's results.
+pub fn human(r: &Relocated) -> String {
+    let mut out = String::new();
+    for f in &r.functions {
+        out.push_str(&format!(
+            "patched function: {} in {} (position {}, old size {})\n",
+            f.old_name, f.objname, f.sympos, f.old_size
+        ));
+    }
+    for res in &r.resolutions {
+        match &res.how {
+            How::Exported => out.push_str(&format!("exported symbol: {}\n", res.name)),
+            How::Livepatch(s) => out.push_str(&format!("livepatch symbol: {} → {s}\n", res.name)),
+        }
+    }
+    out
+}
+
+/// JSON for the function list.
+pub fn functions_json(functions: &[PatchedFunction]) -> serde_json::Value {
+    functions
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "name": f.old_name, "object": f.objname, "position": f.sympos,
+                "old_size": f.old_size, "new_symbol": f.new_symbol,
+            })
+        })
+        .collect()
+}
+
+/// JSON for the resolutions.
+pub fn resolutions_json(resolutions: &[Resolution]) -> serde_json::Value {
+    resolutions
+        .iter()
+        .map(|r| match &r.how {
+            How::Exported => serde_json::json!({"name": r.name, "kind": "exported"}),
+            How::Livepatch(s) => {
+                serde_json::json!({"name": r.name, "kind": "livepatch", "symbol": s})
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,268 @@
+//! Resolution of every reference of an extracted object against the target.
+//!
+//! Each undefined symbol of the object becomes one of:
+//! - a normal reference, when vmlinux exports it (the module loader resolves it);
+//! - a livepatch symbol `.klp.sym.OBJ.NAME,POS`, resolved by the livepatch
+//!   core by name and position, for everything else (static functions and
+//!   variables, unexported globals, anything in a target module).
+//!
+//! The object is written in *pre-link* form: livepatch symbols are plain
+//! undefined globals, so the module can be linked by kbuild; the module's
+//! final `.ko` is converted by [`crate::klp::convert_to_livepatch`].
+
+use crate::Error;
+use crate::klp::klp_symbol_name;
+use crate::target::{Exports, FileGroupId, SymbolId, TargetSymbols};
+use object::build::elf::Builder;
+use object::build::ByteString;
+use object::elf;
+use std::collections::HashMap;
+
+/// A symbol the extracted object references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymbolRef {
+    /// Its name in the original object (and so in the target).
+    pub name: String,
+    /// Whether it is local to the source file.
+    pub local: bool,
+}
+
+/// A changed function the patch replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionRef {
+    /// Its name in the extracted object.
+    pub name: String,
+    /// Its name in the original object and the target.
+    pub original_name: String,
+    /// Whether it is local to the source file.
+    pub local: bool,
+}
+
+/// What the relocator needs from the differ.
+#[derive(Debug, Clone)]
+pub struct PatchInput<'a> {
+    /// The extracted object (undefined symbols name the target's symbols).
+    pub object: &'a [u8],
+    /// Source file name from `STT_FILE`, to find the file's locals in the target.
+    pub file_name: Option<&'a str>,
+    /// Undefined symbols of the object.
+    pub references: Vec<SymbolRef>,
+    /// Functions the patch replaces.
+    pub functions: Vec<FunctionRef>,
+    /// Every named local function or variable of the original object; used
+    /// to tell apart two files of the same name in the target.
+    pub original_locals: Vec<String>,
+    /// Prefix of the global aliases the module glue references.
+    pub alias_prefix: &'a str,
+}
+
+/// The running target.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The object being patched (vmlinux or a module).
+    pub symbols: &'a TargetSymbols,
+    /// What vmlinux exports (Module.symvers or `__ksymtab_`).
+    pub exports: &'a Exports,
+    /// vmlinux, when the object being patched is a module: references the
+    /// module does not define resolve there.
+    pub vmlinux: Option<&'a TargetSymbols>,
+}
+
+/// How one reference was resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum How {
+    /// Exported by vmlinux: a normal relocation.
+    Exported,
+    /// A livepatch relocation against this symbol.
+    Livepatch(String),
+}
+
+/// One resolved reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// The target's name for it.
+    pub name: String,
+    /// How it is reached.
+    pub how: How,
+}
+
+/// A function the module glue registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchedFunction {
+    /// The name of the function being replaced.
+    pub old_name: String,
+    /// The object it lives in (`vmlinux` or a module name).
+    pub objname: String,
+    /// Its livepatch position (0: unique).
+    pub sympos: u32,
+    /// Its size in the target.
+    pub old_size: u64,
+    /// The global alias of the replacement in the output object.
+    pub new_symbol: String,
+}
+
+/// The relocator's result.
+#[derive(Debug, Clone)]
+pub struct Relocated {
+    /// The object in pre-link form.
+    pub object: Vec<u8>,
+    /// The functions to register.
+    pub functions: Vec<PatchedFunction>,
+    /// How every reference resolved.
+    pub resolutions: Vec<Resolution>,
+}
+
+fn find_group(
+    target: &TargetSymbols,
+    input: &PatchInput,
+    needed: &[&str],
+) -> Result<FileGroupId, Error> {
+    let file = input.file_name.ok_or(Error::NoFileSymbol)?;
+    match target.find_file_group(file, needed) {
+        Err(Error::AmbiguousFileGroup { .. }) if !input.original_locals.is_empty() => {
+            // More locals tell more files apart.
+            let all: Vec<&str> = input.original_locals.iter().map(String::as_str).collect();
+            target.find_file_group(file, &all)
+        }
+        other => other,
+    }
+}
+
+/// Resolves every reference and function of `input` against `target`.
+pub fn relocate(input: &PatchInput, target: Target) -> Result<Relocated, Error> {
+    let objname = target.symbols.objname().to_string();
+    let mut needed: Vec<&str> = input
+        .references
+        .iter()
+        .filter(|r| r.local)
+        .map(|r| r.name.as_str())
+        .collect();
+    needed.extend(
+        input
+            .functions
+            .iter()
+            .filter(|f| f.local)
+            .map(|f| f.original_name.as_str()),
+    );
+    needed.sort();
+    needed.dedup();
+    let group = if needed.is_empty() {
+        None
+    } else {
+        Some(find_group(target.symbols, input, &needed)?)
+    };
+
+    let livepatch = |symbols: &TargetSymbols, id: SymbolId| -> Result<(String, u32), Error> {
+        let pos = symbols.checked_position(id)?;
+        Ok((
+            klp_symbol_name(symbols.objname(), &symbols.symbol(id).name, pos),
+            pos,
+        ))
+    };
+
+    let mut resolutions = Vec::new();
+    for r in &input.references {
+        let how = if r.local {
+            let id = target
+                .symbols
+                .resolve_local(group.expect("locals need a group"), &r.name)?;
+            How::Livepatch(livepatch(target.symbols, id)?.0)
+        } else if target.exports.exporter(&r.name) == Some("vmlinux")
+            && target
+                .exports
+                .export(&r.name)
+                .is_some_and(|e| e.namespace.is_none())
+        {
+            How::Exported
+        } else {
+            match target.symbols.resolve_global(&r.name) {
+                Ok(id) => How::Livepatch(livepatch(target.symbols, id)?.0),
+                Err(Error::GlobalNotFound { .. }) if target.vmlinux.is_some() => {
+                    let vmlinux = target.vmlinux.expect("checked");
+                    How::Livepatch(livepatch(vmlinux, vmlinux.resolve_global(&r.name)?)?.0)
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        resolutions.push(Resolution {
+            name: r.name.clone(),
+            how,
+        });
+    }
+
+    let mut functions = Vec::new();
+    for (i, f) in input.functions.iter().enumerate() {
+        let id = if f.local {
+            target
+                .symbols
+                .resolve_local(group.expect("locals need a group"), &f.original_name)?
+        } else {
+            target.symbols.resolve_global(&f.original_name)?
+        };
+        let pos = target.symbols.checked_position(id)?;
+        functions.push(PatchedFunction {
+            old_name: f.original_name.clone(),
+            objname: objname.clone(),
+            sympos: pos,
+            old_size: target.symbols.symbol(id).size,
+            new_symbol: format!("{}{i}", input.alias_prefix),
+        });
+    }
+
+    let object = write(input, &resolutions, &functions)?;
+    Ok(Relocated {
+        object,
+        functions,
+        resolutions,
+    })
+}
+
+fn write(
+    input: &PatchInput,
+    resolutions: &[Resolution],
+    functions: &[PatchedFunction],
+) -> Result<Vec<u8>, Error> {
+    let bad = |why: String| Error::MalformedElf(why);
+    let mut b = Builder::read64(input.object).map_err(|e| bad(e.to_string()))?;
+    let renames: HashMap<&str, &str> = resolutions
+        .iter()
+        .filter_map(|r| match &r.how {
+            How::Livepatch(s) => Some((r.name.as_str(), s.as_str())),
+            How::Exported => None,
+        })
+        .collect();
+    let mut defined: HashMap<String, object::build::elf::SymbolId> = HashMap::new();
+    for s in b.symbols.iter_mut() {
+        let name = String::from_utf8_lossy(&s.name).into_owned();
+        if s.section.is_none() && s.st_shndx == elf::SHN_UNDEF && !name.is_empty() {
+            if let Some(new) = renames.get(name.as_str()) {
+                s.name = ByteString::from(new.as_bytes().to_vec());
+                let ty = s.st_type();
+                s.set_st_info(elf::STB_GLOBAL, ty);
+            }
+        } else if s.st_type() == elf::STT_FUNC {
+            defined.insert(name, s.id());
+        }
+    }
+    for (f, func) in input.functions.iter().zip(functions) {
+        let id = *defined.get(&f.name).ok_or_else(|| {
+            bad(format!(
+                "patched function {} is not defined in the extracted object",
+                f.name
+            ))
+        })?;
+        let src = b.symbols.get(id);
+        let (section, value, size, other) = (src.section, src.st_value, src.st_size, src.st_other);
+        let alias = b.symbols.add();
+        alias.name = ByteString::from(func.new_symbol.as_bytes().to_vec());
+        alias.section = section;
+        alias.st_value = value;
+        alias.st_size = size;
+        alias.st_other = other;
+        alias.set_st_info(elf::STB_GLOBAL, elf::STT_FUNC);
+    }
+    let mut out = Vec::new();
+    b.write(&mut out)
+        .map_err(|e| bad(format!("cannot write the object: {e}")))?;
+    Ok(out)
+}
