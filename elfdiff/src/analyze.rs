@@ -48,6 +48,12 @@ pub fn entries(input: &Input, options: &Options) -> Result<Entries, Error> {
             continue;
         };
         let size = input.section_size(id);
+        if input.data(id).len() as u64 != size {
+            return Err(Error::BadInput {
+                file: input.label.clone(),
+                why: format!("special section {} has no contents in the file", spec.name),
+            });
+        }
         if !size.is_multiple_of(spec.entry_size as u64) {
             return Err(Error::EntrySize {
                 file: input.label.clone(),
@@ -263,6 +269,16 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
         });
     }
     let pairs = correlate(o, p);
+    // Two builds of one file share functions; same-named unrelated files
+    // (or swapped arguments of different units) share none.
+    let has_func = |i: &Input| i.symbols().any(|s| i.kind(s) == SymKind::Func);
+    if has_func(o) && has_func(p) && !pairs.o2p.keys().any(|&s| o.kind(s) == SymKind::Func) {
+        let file = |i: &Input| i.file_name.clone().unwrap_or_else(|| "no STT_FILE".into());
+        return Err(Error::Mismatch {
+            original: format!("{} ({})", o.label, file(o)),
+            patched: format!("{} ({}, no function in common)", p.label, file(p)),
+        });
+    }
     let oe = entries(o, options)?;
     let pe = entries(p, options)?;
     let mut changed = Vec::new();

@@ -81,7 +81,7 @@ impl<'d> Input<'d> {
         if data[4] != 2 {
             return Err(bad("not a 64-bit ELF file".into()));
         }
-        let b = Builder::read64(data).map_err(|e| bad(format!("malformed ELF: {e}")))?;
+        let mut b = Builder::read64(data).map_err(|e| bad(format!("malformed ELF: {e}")))?;
         if b.header.e_machine != elf::EM_X86_64 {
             return Err(bad(format!(
                 "machine {:?} is not x86_64",
@@ -90,6 +90,34 @@ impl<'d> Input<'d> {
         }
         if b.header.e_type != elf::ET_REL {
             return Err(bad("not a relocatable object (ET_REL)".into()));
+        }
+        // Names are compared and written back as text: lossy decoding would
+        // merge distinct names and the output would carry names no tool reads.
+        for (what, name) in b
+            .sections
+            .iter()
+            .map(|s| ("section", &s.name))
+            .chain(b.symbols.iter().map(|s| ("symbol", &s.name)))
+        {
+            if std::str::from_utf8(name).is_err() {
+                return Err(bad(format!(
+                    "{what} name {:?} is not UTF-8",
+                    String::from_utf8_lossy(name)
+                )));
+            }
+        }
+        // 0 means no alignment; the writer needs a power of two, and pads
+        // the output to it (kernel objects align to a page at most).
+        for section in b.sections.iter_mut() {
+            if section.sh_addralign == 0 {
+                section.sh_addralign = 1;
+            } else if !section.sh_addralign.is_power_of_two() || section.sh_addralign > 1 << 21 {
+                return Err(bad(format!(
+                    "section {} has alignment {}, not a power of two up to 2 MiB",
+                    String::from_utf8_lossy(&section.name),
+                    section.sh_addralign
+                )));
+            }
         }
         let mut input = Input {
             b,
@@ -140,13 +168,16 @@ impl<'d> Input<'d> {
                 continue;
             }
             let id = SymbolId::of(symbol.id());
+            if symbol.st_type() == elf::STT_SECTION && symbol.section.is_none() {
+                return Err(bad(format!("section symbol #{} has no section", id.0)));
+            }
             if let Some(section) = symbol.section.map(SectionId::of) {
                 if symbol.st_type() == elf::STT_SECTION {
                     input.section_symbol.insert(section, id);
                     continue;
                 }
                 let size = input.section_size(section);
-                if symbol.st_value > size || symbol.st_value + symbol.st_size > size {
+                if symbol.st_value > size || symbol.st_size > size - symbol.st_value {
                     return Err(bad(format!("symbol {name} lies outside its section")));
                 }
                 input.in_section.entry(section).or_default().push(id);
@@ -169,7 +200,10 @@ impl<'d> Input<'d> {
                         r.r_offset
                     )));
                 }
-                if r.r_offset + reloc_width(r.r_type).unwrap_or(0) as u64 > size {
+                if r.r_offset
+                    .checked_add(reloc_width(r.r_type).unwrap_or(0) as u64)
+                    .is_none_or(|end| end > size)
+                {
                     return Err(bad(format!(
                         "relocation at {}+{:#x} lies outside the section",
                         input.section_name(target),
@@ -352,7 +386,7 @@ impl<'d> Input<'d> {
     /// Relocations inside a symbol's range.
     pub fn sym_relocs(&self, id: SymbolId) -> impl Iterator<Item = &Relocation> {
         let s = self.sym(id);
-        let (start, end) = (s.st_value, s.st_value + s.st_size);
+        let (start, end) = (s.st_value, s.st_value.saturating_add(s.st_size));
         s.section
             .map(|sec| self.relocs(SectionId::of(sec)))
             .unwrap_or(&[])

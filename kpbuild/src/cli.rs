@@ -22,6 +22,9 @@ pub enum Command {
     Build(crate::build::BuildArgs),
     /// Diff an original and a patched object and write the livepatch object.
     Diff(crate::diff::DiffArgs),
+    /// Show the patched functions, livepatch relocations and module info of a
+    /// livepatch object or module, and what the kernel would reject.
+    Inspect(crate::inspect::InspectArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -33,5 +36,6 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Some(Command::Diff(args)) => ExitCode::from(crate::diff::run(&args)),
         Some(Command::Build(args)) => ExitCode::from(crate::build::run(&args)),
+        Some(Command::Inspect(args)) => ExitCode::from(crate::inspect::run(&args)),
     }
 }

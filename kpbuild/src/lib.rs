@@ -7,6 +7,7 @@
 //! - [`patch`]: which files a patch touches, and applying it to a private copy.
 //! - [`cli`]: argument definitions and the dispatch to each command.
 //! - [`diff`]: `kpbuild diff`, one object pair through elfdiff and the relocator.
+//! - [`inspect`]: `kpbuild inspect`, what a livepatch object or module holds.
 //! - [`kbuild`]: `.cmd` records of a kernel build tree and replaying them.
 //! - [`exit`]: the exit codes shared by every command.
 //! - [`module`]: the livepatch module build (glue, kbuild, livepatch conversion).
@@ -17,6 +18,7 @@ pub mod build;
 pub mod cli;
 pub mod diff;
 pub mod exit;
+pub mod inspect;
 pub mod kbuild;
 pub mod module;
 pub mod patch;

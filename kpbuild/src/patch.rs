@@ -1,7 +1,6 @@
 //! Source patches: which files they touch, whether kpbuild can handle each,
 //! and applying them to a private copy of the source.
 
-use crate::process;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -85,24 +84,33 @@ pub fn unsupported(path: &Path) -> Option<&'static str> {
     Some("kpbuild handles changes to C sources and headers only")
 }
 
-/// Makes a private copy of `src` at `copy` (hard links: cheap, and nothing
-/// is written through them), then applies `patches` in order. Files a patch
-/// touches are unlinked first, so the original tree is never modified.
+/// Makes a private view of `src` at `copy` and applies `patches` in order.
+///
+/// The view is a shadow tree: every entry of `src` appears as a symlink,
+/// except along the paths of the files the patches touch, where directories
+/// are real and touched files are real copies. `patch` therefore writes only
+/// into the view, never through a link into `src`, and making the view costs
+/// a few hundred symlinks instead of a copy of the whole tree. Compilers see
+/// the same relative layout (`-fmacro-prefix-map` keeps `__FILE__` equal).
 pub fn apply(src: &Path, copy: &Path, patches: &[(PathBuf, String)]) -> Result<(), String> {
-    process::run(Command::new("cp").arg("-al").arg(src).arg(copy)).map_err(|e| e.to_string())?;
-    for (path, text) in patches {
-        for t in touched_files(text) {
-            let file = copy.join(&t.path);
-            if file.is_file() {
-                let data = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-                let perms = std::fs::metadata(&file)
-                    .map_err(|e| e.to_string())?
-                    .permissions();
-                std::fs::remove_file(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-                std::fs::write(&file, data).map_err(|e| format!("{}: {e}", file.display()))?;
-                std::fs::set_permissions(&file, perms).map_err(|e| e.to_string())?;
-            }
+    let touched: Vec<PathBuf> = patches
+        .iter()
+        .flat_map(|(_, text)| touched_files(text))
+        .map(|t| t.path)
+        .collect();
+    for t in &touched {
+        if t.is_absolute()
+            || t.components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(format!(
+                "the patches name a path outside the tree: {}",
+                t.display()
+            ));
         }
+    }
+    shadow_tree(src, copy, &touched)?;
+    for (path, _) in patches {
         let out = Command::new("patch")
             .args([
                 "-p1",
@@ -126,6 +134,45 @@ pub fn apply(src: &Path, copy: &Path, patches: &[(PathBuf, String)]) -> Result<(
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Builds the shadow tree described at [`apply`].
+pub fn shadow_tree(src: &Path, copy: &Path, touched: &[PathBuf]) -> Result<(), String> {
+    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    // Directories that must be real: every ancestor of a touched path.
+    let mut real_dirs: std::collections::BTreeSet<PathBuf> = std::collections::BTreeSet::new();
+    real_dirs.insert(PathBuf::new());
+    for t in touched {
+        let mut dir = t.parent();
+        while let Some(d) = dir {
+            real_dirs.insert(d.to_path_buf());
+            dir = d.parent();
+        }
+    }
+    let touched: std::collections::HashSet<&Path> = touched.iter().map(PathBuf::as_path).collect();
+    for dir in &real_dirs {
+        let target = copy.join(dir);
+        std::fs::create_dir_all(&target).map_err(|e| io(&target, e))?;
+        let source = src.join(dir);
+        let Ok(entries) = std::fs::read_dir(&source) else {
+            continue;
+        }; // created by the patch
+        for entry in entries {
+            let entry = entry.map_err(|e| io(&source, e))?;
+            let rel = dir.join(entry.file_name());
+            if real_dirs.contains(&rel) {
+                continue;
+            }
+            let from = entry.path();
+            let to = copy.join(&rel);
+            if touched.contains(rel.as_path()) {
+                std::fs::copy(&from, &to).map_err(|e| io(&from, e))?;
+            } else {
+                std::os::unix::fs::symlink(&from, &to).map_err(|e| io(&to, e))?;
+            }
         }
     }
     Ok(())
@@ -157,6 +204,45 @@ mod tests {
                 deleted: false
             }
         );
+    }
+
+    #[test]
+    fn shadow_tree_links_everything_but_touched_paths() {
+        let root = std::env::temp_dir().join(format!("kpbuild-shadow-{}", std::process::id()));
+        let src = root.join("src");
+        std::fs::create_dir_all(src.join("fs/proc")).unwrap();
+        std::fs::create_dir_all(src.join("include/linux")).unwrap();
+        std::fs::write(src.join("fs/proc/cmdline.c"), "a").unwrap();
+        std::fs::write(src.join("fs/proc/internal.h"), "h").unwrap();
+        std::fs::write(src.join("include/linux/fs.h"), "f").unwrap();
+        let copy = root.join("copy");
+        shadow_tree(&src, &copy, &[PathBuf::from("fs/proc/cmdline.c")]).unwrap();
+        assert!(
+            copy.join("include")
+                .symlink_metadata()
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert!(
+            copy.join("fs/proc/internal.h")
+                .symlink_metadata()
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let touched = copy.join("fs/proc/cmdline.c").symlink_metadata().unwrap();
+        assert!(touched.file_type().is_file());
+        std::fs::write(copy.join("fs/proc/cmdline.c"), "b").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(src.join("fs/proc/cmdline.c")).unwrap(),
+            "a"
+        );
+        assert_eq!(
+            std::fs::read_to_string(copy.join("include/linux/fs.h")).unwrap(),
+            "f"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -12,9 +12,9 @@
 
 use crate::Error;
 use crate::klp::klp_symbol_name;
-use crate::target::{Exports, FileGroupId, SymbolId, TargetSymbols};
-use object::build::elf::Builder;
+use crate::target::{Exports, FileGroupId, SymbolId, TargetKind, TargetSymbols};
 use object::build::ByteString;
+use object::build::elf::Builder;
 use object::elf;
 use std::collections::HashMap;
 
@@ -172,6 +172,13 @@ pub fn relocate(input: &PatchInput, target: Target) -> Result<Relocated, Error> 
                 .exports
                 .export(&r.name)
                 .is_some_and(|e| e.namespace.is_none())
+            // A target module's own global of that name wins over vmlinux's export.
+            && (target.symbols.kind() == TargetKind::Vmlinux
+                || target
+                    .symbols
+                    .named(&r.name)
+                    .iter()
+                    .all(|&id| target.symbols.symbol(id).local))
         {
             How::Exported
         } else {
@@ -261,8 +268,49 @@ fn write(
         alias.st_other = other;
         alias.set_st_info(elf::STB_GLOBAL, elf::STT_FUNC);
     }
+    // The function list, for `kpbuild inspect`: one line per function,
+    // `OBJ OLD_NAME POS OLD_SIZE NEW_SYMBOL`. Not allocated, so the module
+    // loader ignores it; linking concatenates the lists of all units.
+    let mut list = String::new();
+    for f in functions {
+        list.push_str(&format!(
+            "{} {} {} {} {}\n",
+            f.objname, f.old_name, f.sympos, f.old_size, f.new_symbol
+        ));
+    }
+    if !list.is_empty() {
+        let section = b.sections.add();
+        section.name = ByteString::from(FUNCTIONS_SECTION.as_bytes().to_vec());
+        section.sh_type = elf::SHT_PROGBITS;
+        section.sh_flags = elf::SectionFlags(0);
+        section.sh_addralign = 1;
+        section.data = object::build::elf::SectionData::Data(list.into_bytes().into());
+    }
     let mut out = Vec::new();
     b.write(&mut out)
         .map_err(|e| bad(format!("cannot write the object: {e}")))?;
     Ok(out)
+}
+
+/// Name of the non-allocated section listing the patched functions.
+pub const FUNCTIONS_SECTION: &str = ".kpbuild.functions";
+
+/// Parses the lines of a [`FUNCTIONS_SECTION`].
+pub fn parse_functions(data: &[u8]) -> Vec<PatchedFunction> {
+    String::from_utf8_lossy(data)
+        .lines()
+        .filter_map(|line| {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            if w.len() != 5 {
+                return None;
+            }
+            Some(PatchedFunction {
+                objname: w[0].to_string(),
+                old_name: w[1].to_string(),
+                sympos: w[2].parse().ok()?,
+                old_size: w[3].parse().ok()?,
+                new_symbol: w[4].to_string(),
+            })
+        })
+        .collect()
 }

@@ -36,6 +36,9 @@ pub struct KernelSpec {
     pub source_version: String,
     /// Fragment applied on top of `tinyconfig`.
     pub fragment: PathBuf,
+    /// Patches (`-p1`) applied to the extracted source before building:
+    /// the test bed's own code. Part of the cache key.
+    pub patches: Vec<PathBuf>,
     /// Cache root, usually `~/.cache/kpbuild`.
     pub cache: PathBuf,
     /// Parallel make jobs.
@@ -69,10 +72,15 @@ impl KernelBuild {
 }
 
 impl KernelSpec {
-    /// The cache key: `VERSION-HASH12` where HASH is SHA-256 of the fragment.
+    /// The cache key: `VERSION-HASH12` where HASH is SHA-256 of the fragment
+    /// followed by each patch.
     pub fn key(&self) -> Result<String, Error> {
-        let fragment = read(&self.fragment)?;
-        let digest = Sha256::digest(&fragment);
+        let mut hasher = Sha256::new();
+        hasher.update(read(&self.fragment)?);
+        for p in &self.patches {
+            hasher.update(read(p)?);
+        }
+        let digest = hasher.finalize();
         let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
         let version: String = self
             .source_version
@@ -105,6 +113,19 @@ impl KernelSpec {
             return Ok(kb);
         }
         std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        // One builder per key: a second process waits here, then finds the
+        // stamps the first one left.
+        let lock_path = root.with_extension("lock");
+        let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+        if lock.try_lock().is_err() {
+            progress(&format!(
+                "kernel {key}: another process is building it; waiting"
+            ));
+            lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+        }
+        if stamp("built").exists() && kb.bzimage().exists() && kb.vmlinux().exists() {
+            return Ok(kb);
+        }
 
         if !stamp("extracted").exists() {
             progress(&format!(
@@ -123,6 +144,16 @@ impl KernelSpec {
                     .arg(&kb.src)
                     .arg("--strip-components=1"),
             )?;
+            for patch in &self.patches {
+                progress(&format!("kernel {key}: applying {}", patch.display()));
+                run_logged(
+                    Command::new("patch")
+                        .args(["-p1", "--batch", "--forward", "-d"])
+                        .arg(&kb.src)
+                        .arg("-i")
+                        .arg(patch),
+                )?;
+            }
             touch(&stamp("extracted"))?;
         }
 
@@ -317,13 +348,22 @@ CONFIG_MODULES=y\nCONFIG_MODULE_UNLOAD=y\nCONFIG_KALLSYMS_ALL=y\n";
             tarball: "/x.tar.xz".into(),
             source_version: "6.12.117-1~deb12u1".into(),
             fragment: fragment.clone(),
+            patches: vec![],
             cache: dir.clone(),
             jobs: 2,
         };
         let a = spec.key().unwrap();
         assert!(a.starts_with("6.12.117-1_deb12u1-"), "{a}");
         std::fs::write(&fragment, "CONFIG_A=m\n").unwrap();
-        assert_ne!(a, spec.key().unwrap());
+        let b = spec.key().unwrap();
+        assert_ne!(a, b);
+        let patch = dir.join("t.patch");
+        std::fs::write(&patch, "--- a/x\n+++ b/x\n").unwrap();
+        let with_patch = KernelSpec {
+            patches: vec![patch],
+            ..spec
+        };
+        assert_ne!(b, with_patch.key().unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

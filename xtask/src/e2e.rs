@@ -58,6 +58,42 @@ const CASES: &[Case] = &[
         run: |ctx| patch_case(ctx, &PROC_CMDLINE_STRING),
     },
     Case {
+        name: "build_new_helper_function",
+        run: |ctx| patch_case(ctx, &NEW_HELPER),
+    },
+    Case {
+        name: "build_static_function_and_variable",
+        run: |ctx| patch_case(ctx, &STATIC_CALL),
+    },
+    Case {
+        name: "build_static_local_counter_keeps_value",
+        run: |ctx| patch_case(ctx, &STATIC_COUNTER),
+    },
+    Case {
+        name: "build_inlined_callee_patches_callers",
+        run: |ctx| patch_case(ctx, &INLINED),
+    },
+    Case {
+        name: "build_replace_second_patch_replaces_first",
+        run: build_replace,
+    },
+    Case {
+        name: "build_module_target_before_and_after_load",
+        run: build_module_target,
+    },
+    Case {
+        name: "build_refuses_init_code_change",
+        run: |ctx| refusal_case(ctx, "proc-cmdline-init-refused.patch", 2, "__init"),
+    },
+    Case {
+        name: "build_refuses_initialised_data_change",
+        run: |ctx| refusal_case(ctx, "printk-data-refused.patch", 2, "console_printk"),
+    },
+    Case {
+        name: "build_comment_only_is_no_change",
+        run: |ctx| refusal_case(ctx, "proc-cmdline-comment-only.patch", 3, "no function"),
+    },
+    Case {
         name: "elfdiff_no_false_positives_whole_kernel",
         run: |ctx| crate::scale::no_false_positives(&ctx.kernel),
     },
@@ -338,7 +374,41 @@ pub fn demo(kb: &KernelBuild) -> Result<(), String> {
         kernel: kb.clone(),
         work: std::env::temp_dir().join(format!("kpbuild-demo-{}", std::process::id())),
     };
-    let lifecycle = sample_lifecycle(&ctx)?;
+    let case = &PROC_CMDLINE_STRING;
+    let patch = crate::repo_root()
+        .join("fixtures/patches")
+        .join(case.patches[0]);
+    println!(
+        "$ kpbuild build --patch {} --name {}",
+        patch.display(),
+        case.module
+    );
+    let out = ctx.work.join(case.module);
+    let (code, result) = kpbuild_build(&ctx, case.module, case.patches, &out);
+    let report = result.map_err(|why| format!("kpbuild build exited {code}: {why}"))?;
+    for object in report["objects"].as_array().into_iter().flatten() {
+        for f in object["functions"].as_array().into_iter().flatten() {
+            println!(
+                "  patched function {} in {} (position {})",
+                f["name"].as_str().unwrap_or("?"),
+                object["name"].as_str().unwrap_or("?"),
+                f["position"]
+            );
+        }
+    }
+    println!(
+        "  built {}.ko in {} s (steps: {})",
+        case.module, report["timings_s"]["total"], report["timings_s"]
+    );
+    let ko = out.join(format!("{}.ko", case.module));
+    let lifecycle = Lifecycle {
+        module_path: format!("/modules/{}.ko", case.module),
+        module: std::fs::read(&ko).map_err(|e| format!("{}: {e}", ko.display()))?,
+        patch_name: case.module.to_string(),
+        probe: case.probe.into(),
+        original: case.original.into(),
+        patched: case.patched.into(),
+    };
     let mut script = GuestScript::default();
     lifecycle.add_to(&mut script, "");
     println!(
@@ -395,6 +465,151 @@ const PROC_CMDLINE_STRING: PatchCase = PatchCase {
     original: "console=ttyS0",
     patched: "kpbuild=cmdline-string",
 };
+
+const NEW_HELPER: PatchCase = PatchCase {
+    module: "kpb_new_helper",
+    patches: &["proc-cmdline-new-helper.patch"],
+    probe: "cat /proc/cmdline",
+    original: "console=ttyS0",
+    patched: "kpbuild=new-helper",
+};
+
+/// The fix calls `kpb_mix`, a static function of its file, on `kpb_secret`,
+/// a static variable set at boot: both reached through livepatch relocations.
+const STATIC_CALL: PatchCase = PatchCase {
+    module: "kpb_static_call",
+    patches: &["testbed-static-call.patch"],
+    probe: "cat /proc/kpbuild_fix",
+    original: "fix=none",
+    patched: "fix=85",
+};
+
+/// The probe reads the file twice before loading and once while patched: a
+/// patch that used its own copy of the counter would print 1, not 3.
+const STATIC_COUNTER: PatchCase = PatchCase {
+    module: "kpb_static_counter",
+    patches: &["testbed-counter.patch"],
+    probe: "cat /proc/kpbuild_calls",
+    original: "kpbuild-testbed calls=",
+    patched: "patched-calls=3",
+};
+
+/// `kpb_scale` is inlined into two callers; both must be replaced for the
+/// output to change in both fields.
+const INLINED: PatchCase = PatchCase {
+    module: "kpb_inlined",
+    patches: &["testbed-inline.patch"],
+    probe: "cat /proc/kpbuild_scale",
+    original: "scale=1001 twice=2004",
+    patched: "scale=2001 twice=4004",
+};
+
+/// Builds a patch and returns the module bytes.
+fn built_module(ctx: &Ctx, module: &str, patches: &[&str]) -> Result<Vec<u8>, String> {
+    let out = ctx.work.join(module);
+    let (code, result) = kpbuild_build(ctx, module, patches, &out);
+    if let Err(why) = result {
+        return Err(format!(
+            "kpbuild build exited {code} for {patches:?}: {why}"
+        ));
+    }
+    let ko = out.join(format!("{module}.ko"));
+    std::fs::read(&ko).map_err(|e| format!("{}: {e}", ko.display()))
+}
+
+/// Two cumulative patches built one after the other: loading the second
+/// atomically replaces the first.
+fn build_replace(ctx: &Ctx) -> Result<(), String> {
+    let a = built_module(ctx, "kpb_replace_a", &["proc-cmdline-string.patch"])?;
+    let b = built_module(ctx, "kpb_replace_b", &["proc-cmdline-string-v2.patch"])?;
+    let sys = "/sys/kernel/livepatch";
+    let mut script = GuestScript::default();
+    script
+        .file("/modules/kpb_replace_a.ko", a)
+        .file("/modules/kpb_replace_b.ko", b);
+    script
+        .check("before", "original /proc/cmdline", "expect_lacks 'cat /proc/cmdline' kpbuild=")
+        .check("load-a", "first patch loads", "insmod /modules/kpb_replace_a.ko")
+        .check("a-done", "first patch enabled", format!("wait_value {sys}/kpb_replace_a/enabled 1 5 && wait_value {sys}/kpb_replace_a/transition 0 30"))
+        .check("a-patched", "first patch's behaviour", "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-string")
+        .check("load-b", "second patch loads", "insmod /modules/kpb_replace_b.ko")
+        .check("b-done", "second patch enabled", format!("wait_value {sys}/kpb_replace_b/enabled 1 5 && wait_value {sys}/kpb_replace_b/transition 0 30"))
+        .check("a-replaced", "first patch is gone, replaced", format!("wait_gone {sys}/kpb_replace_a 30"))
+        .check("b-patched", "second patch's behaviour only", "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-v2 && expect_lacks 'cat /proc/cmdline' kpbuild=cmdline-string")
+        .check("unload-a", "the replaced module unloads", "rmmod kpb_replace_a")
+        .check("disable-b", "second patch disables", format!("echo 0 > {sys}/kpb_replace_b/enabled && wait_gone {sys}/kpb_replace_b 30"))
+        .check("after", "original behaviour is back", "expect_contains 'cat /proc/cmdline' console=ttyS0 && expect_lacks 'cat /proc/cmdline' kpbuild=")
+        .check("unload-b", "second module unloads", "rmmod kpb_replace_b");
+    let report = ctx.vm("replace").run(&script).map_err(|e| e.to_string())?;
+    report.verify(&script)
+}
+
+/// A patch to `foo_show` of the `kobject-example` module: loaded before the
+/// module (applied when the module comes), then again after it.
+fn build_module_target(ctx: &Ctx) -> Result<(), String> {
+    let patch = built_module(ctx, "kpb_kobject", &["kobject-example-foo.patch"])?;
+    let target = ctx.module("samples/kobject/kobject-example.ko")?;
+    let sys = "/sys/kernel/livepatch/kpb_kobject";
+    let foo_file = "cat /sys/kernel/kobject_example/foo";
+    let mut script = GuestScript::default();
+    script
+        .file("/modules/kpb_kobject.ko", patch)
+        .file("/modules/kobject-example.ko", target);
+    script
+        .check("patch-first", "patch loads while its module is absent", "insmod /modules/kpb_kobject.ko")
+        .check("enabled", "patch enabled", format!("wait_value {sys}/enabled 1 5 && wait_value {sys}/transition 0 30"))
+        .check("not-yet", "object not patched while absent", format!("wait_value {sys}/kobject_example/patched 0 5"))
+        .check("module-comes", "target module loads", "insmod /modules/kobject-example.ko")
+        .check("patched-on-load", "module patched as it loads", format!("wait_value {sys}/kobject_example/patched 1 5 && expect_contains '{foo_file}' kpbuild=module"))
+        .check("disable", "patch disables", format!("echo 0 > {sys}/enabled && wait_gone {sys} 30"))
+        .check("module-original", "module's original code back", format!("expect_lacks '{foo_file}' kpbuild && expect_contains '{foo_file}' 0"))
+        .check("unload-patch", "patch unloads", "rmmod kpb_kobject")
+        .check("module-first", "patch loads while its module is present", "insmod /modules/kpb_kobject.ko")
+        .check("enabled-again", "patch enabled", format!("wait_value {sys}/enabled 1 5 && wait_value {sys}/transition 0 30"))
+        .check("patched-loaded", "loaded module patched", format!("wait_value {sys}/kobject_example/patched 1 5 && expect_contains '{foo_file}' kpbuild=module"))
+        .check("disable-again", "patch disables", format!("echo 0 > {sys}/enabled && wait_gone {sys} 30"))
+        .check("after", "original back", format!("expect_lacks '{foo_file}' kpbuild"))
+        .check("unload-all", "both modules unload", "rmmod kpb_kobject && rmmod kobject_example");
+    let report = ctx
+        .vm("module-target")
+        .run(&script)
+        .map_err(|e| e.to_string())?;
+    report.verify(&script)
+}
+
+/// A patch kpbuild must not turn into a module: the exit code and a message
+/// naming what is wrong, and nothing written.
+fn refusal_case(ctx: &Ctx, patch: &str, want: u8, needle: &str) -> Result<(), String> {
+    let module = format!("kpb_refusal_{want}");
+    let out = ctx
+        .work
+        .join(format!("refusal-{}", patch.trim_end_matches(".patch")));
+    let (code, result) = kpbuild_build(ctx, &module, &[patch], &out);
+    let message = match result {
+        Ok(_) => {
+            return Err(format!(
+                "kpbuild build made a module from {patch}; expected exit {want}"
+            ));
+        }
+        Err(m) => m,
+    };
+    if code != want {
+        return Err(format!("exit {code}, expected {want}: {message}"));
+    }
+    if !message.contains(needle) {
+        return Err(format!(
+            "the message does not mention `{needle}`: {message}"
+        ));
+    }
+    if out.exists()
+        && std::fs::read_dir(&out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
+        return Err(format!("{} is not empty after a refusal", out.display()));
+    }
+    Ok(())
+}
 
 /// Runs `kpbuild build` through the library; returns the exit code and the
 /// report, or the reason it stopped.

@@ -7,6 +7,7 @@
 //! cargo xtask kernel    build (or reuse) the cached test kernel and print its paths
 //! ```
 
+mod bench;
 mod e2e;
 mod scale;
 
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("test") => test(),
         Some("e2e") => e2e::run_suite(args.get(1).map(String::as_str)).map(|_| ()),
+        Some("bench") => bench::run(args.get(1).map(String::as_str)),
         Some("kernel") => kernel().map(|kb| {
             println!("source: {}", kb.src.display());
             println!("build:  {}", kb.build.display());
@@ -31,7 +33,8 @@ fn main() -> ExitCode {
                  demo    build the test kernel if needed, livepatch it in QEMU, show the effect\n\
                  test    cargo test --workspace, then the kernel end-to-end suite\n\
                  e2e     only the kernel end-to-end suite\n\
-                 kernel  build or reuse the cached test kernel"
+                 kernel  build or reuse the cached test kernel\n\
+                 bench [diff|build]  benchmarks: elfdiff over the whole kernel, kpbuild build vs make"
             );
             return ExitCode::from(1);
         }
@@ -67,6 +70,7 @@ pub fn kernel() -> Result<KernelBuild, String> {
             .map_err(|e| e.to_string())?,
         tarball,
         fragment: repo_root().join("fixtures/kernel/livepatch.config"),
+        patches: vec![repo_root().join("fixtures/kernel/testbed.patch")],
         cache: testbed::cache_dir(),
         jobs: std::thread::available_parallelism()
             .map(|n| n.get())

@@ -43,14 +43,37 @@ pub fn source_copy(kb: &KernelBuild) -> Result<PathBuf, String> {
     Ok(copy)
 }
 
-/// Compiles every kernel C unit twice; returns the pairs and the failures.
-pub fn compile_all(kb: &KernelBuild, out: &Path) -> Result<(Vec<Pair>, Vec<String>), String> {
-    let copy = source_copy(kb)?;
-    let units: Vec<_> = kpbuild::kbuild::scan_c_units(&kb.build)
+/// The units `compile_all` compiles: every C unit of kernel text.
+fn kernel_units(kb: &KernelBuild) -> Result<Vec<kpbuild::kbuild::UnitCommand>, String> {
+    Ok(kpbuild::kbuild::scan_c_units(&kb.build)
         .map_err(|e| e.to_string())?
         .into_iter()
         .filter(|u| u.command.contains("-mcmodel=kernel"))
+        .collect())
+}
+
+/// The pairs an earlier `compile_all` left in `out`, if both objects of
+/// every unit are there; `None` when any is missing (compile them again).
+pub fn compiled_pairs(kb: &KernelBuild, out: &Path) -> Result<Option<Vec<Pair>>, String> {
+    let pairs: Vec<Pair> = kernel_units(kb)?
+        .into_iter()
+        .map(|u| Pair {
+            original: out.join("orig").join(&u.object),
+            patched: out.join("copy").join(&u.object),
+            object: u.object,
+        })
         .collect();
+    let complete = !pairs.is_empty()
+        && pairs
+            .iter()
+            .all(|p| p.original.is_file() && p.patched.is_file());
+    Ok(complete.then_some(pairs))
+}
+
+/// Compiles every kernel C unit twice; returns the pairs and the failures.
+pub fn compile_all(kb: &KernelBuild, out: &Path) -> Result<(Vec<Pair>, Vec<String>), String> {
+    let copy = source_copy(kb)?;
+    let units = kernel_units(kb)?;
     let results: Vec<Result<Pair, String>> = units
         .par_iter()
         .map(|u| {
