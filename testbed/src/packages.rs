@@ -18,6 +18,7 @@ pub const TESTBED_PACKAGES: &[&str] = &[
     "kmod",
     "dwarves",
     "binutils",
+    "patch",
 ];
 
 /// Which of `packages` are not installed.
