@@ -40,11 +40,26 @@ fn pairable(kind: SymKind) -> bool {
     )
 }
 
+type Groups = HashMap<(String, bool), Vec<SymbolId>>;
+
+/// The original object's symbols of one canonical group not paired yet.
+fn unpaired_original(o_groups: &Groups, key: &(String, bool), pairs: &Pairs) -> Vec<SymbolId> {
+    o_groups
+        .get(key)
+        .map(|v| {
+            v.iter()
+                .copied()
+                .filter(|x| !pairs.o2p.contains_key(x))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Pairs the symbols of `o` and `p`.
 pub fn correlate(o: &Input, p: &Input) -> Pairs {
     let mut pairs = Pairs::default();
     // Canonical name → unpaired symbols, per side.
-    let mut o_groups: HashMap<(String, bool), Vec<SymbolId>> = HashMap::new();
+    let mut o_groups: Groups = HashMap::new();
     for id in o.symbols() {
         let s = o.sym(id);
         let kind = o.kind(id);
@@ -57,7 +72,7 @@ pub fn correlate(o: &Input, p: &Input) -> Pairs {
             .or_default()
             .push(id);
     }
-    let mut p_groups: HashMap<(String, bool), Vec<SymbolId>> = HashMap::new();
+    let mut p_groups: Groups = HashMap::new();
     for id in p.symbols() {
         let s = p.sym(id);
         let kind = p.kind(id);
@@ -81,15 +96,7 @@ pub fn correlate(o: &Input, p: &Input) -> Pairs {
     }
     // Unique canonical forms pair.
     for (key, ps) in &p_groups {
-        let os: Vec<SymbolId> = o_groups
-            .get(key)
-            .map(|v| {
-                v.iter()
-                    .copied()
-                    .filter(|x| !pairs.o2p.contains_key(x))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let os = unpaired_original(&o_groups, key, &pairs);
         if ps.len() == 1 && os.len() == 1 {
             pairs.add(os[0], ps[0]);
         }
@@ -141,15 +148,7 @@ pub fn correlate(o: &Input, p: &Input) -> Pairs {
             .copied()
             .filter(|x| !pairs.p2o.contains_key(x))
             .collect();
-        let left_o: Vec<SymbolId> = o_groups
-            .get(key)
-            .map(|v| {
-                v.iter()
-                    .copied()
-                    .filter(|x| !pairs.o2p.contains_key(x))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let left_o = unpaired_original(&o_groups, key, &pairs);
         if left_p.is_empty() || left_p.len() != left_o.len() {
             continue;
         }

@@ -73,9 +73,9 @@ impl From<String> for Stop {
     }
 }
 
-/// Runs `kpbuild build` for a library caller: the exit code, and the report
-/// or the reason it stopped.
-pub fn execute(args: &BuildArgs) -> (u8, Result<serde_json::Value, String>) {
+/// Runs the build in its own scratch directory, removed afterwards unless
+/// `--keep-tmp`.
+fn build_in_scratch(args: &BuildArgs) -> Result<serde_json::Value, Stop> {
     let work = std::env::temp_dir().join(format!("kpbuild-{}-{}", args.name, std::process::id()));
     let result = build(args, &work);
     if args.keep_tmp {
@@ -83,7 +83,13 @@ pub fn execute(args: &BuildArgs) -> (u8, Result<serde_json::Value, String>) {
     } else {
         let _ = std::fs::remove_dir_all(&work);
     }
-    match result {
+    result
+}
+
+/// Runs `kpbuild build` for a library caller: the exit code, and the report
+/// or the reason it stopped.
+pub fn execute(args: &BuildArgs) -> (u8, Result<serde_json::Value, String>) {
+    match build_in_scratch(args) {
         Ok(report) => (exit::SUCCESS, Ok(report)),
         Err(stop) => (stop.code, Err(stop.message)),
     }
@@ -91,14 +97,7 @@ pub fn execute(args: &BuildArgs) -> (u8, Result<serde_json::Value, String>) {
 
 /// Runs `kpbuild build`; returns the exit code.
 pub fn run(args: &BuildArgs) -> u8 {
-    let work = std::env::temp_dir().join(format!("kpbuild-{}-{}", args.name, std::process::id()));
-    let result = build(args, &work);
-    if args.keep_tmp {
-        eprintln!("kpbuild: scratch directory kept: {}", work.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&work);
-    }
-    match result {
+    match build_in_scratch(args) {
         Ok(report) => {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("json"));
@@ -107,8 +106,7 @@ pub fn run(args: &BuildArgs) -> u8 {
         }
         Err(stop) => {
             if args.json {
-                let report = stop.report.unwrap_or_else(|| json!({"outcome": "error"}));
-                let mut report = report;
+                let mut report = stop.report.unwrap_or_else(|| json!({"outcome": "error"}));
                 report["message"] = json!(stop.message);
                 println!("{}", serde_json::to_string_pretty(&report).expect("json"));
             }

@@ -291,16 +291,6 @@ fn render_kbuild(name: &str, patch_count: usize) -> String {
     )
 }
 
-/// The exported symbols listed in a `Module.symvers` text
-/// (`CRC<TAB>symbol<TAB>module<TAB>export type<TAB>namespace` per line).
-pub fn symvers_exports(text: &str) -> HashSet<String> {
-    text.lines()
-        .filter_map(|line| line.split('\t').nth(1))
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// Builds the livepatch module `spec.name` in `work` against the kernel
 /// build tree `kbuild_dir` (the `O=` tree with `Module.symvers`) and returns
 /// the path of the finished `.ko`.
@@ -543,15 +533,6 @@ mod tests {
         let k = render_kbuild("kpb_test", 2);
         assert!(k.contains("obj-m := kpb_test.o\n"));
         assert!(k.contains("kpb_test-y := kpb_glue.o kpb_patch0.o kpb_patch1.o\n"));
-    }
-
-    #[test]
-    fn symvers_lines_give_exports() {
-        let text = "0x00000000\t_printk\tvmlinux\tEXPORT_SYMBOL\t\n\
-                    0x12345678\tklp_enable_patch\tvmlinux\tEXPORT_SYMBOL_GPL\t\n";
-        let exports = symvers_exports(text);
-        assert!(exports.contains("_printk") && exports.contains("klp_enable_patch"));
-        assert_eq!(exports.len(), 2);
     }
 
     #[test]

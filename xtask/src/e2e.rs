@@ -291,7 +291,8 @@ fn module_glue_klp_relocation(ctx: &Ctx) -> Result<(), String> {
     let symvers_path = build.join("Module.symvers");
     let symvers = std::fs::read_to_string(&symvers_path)
         .map_err(|e| format!("{}: {e}", symvers_path.display()))?;
-    let exports = kpbuild::module::symvers_exports(&symvers);
+    let exports = relocator::target::Exports::from_module_symvers(&symvers)
+        .map_err(|e| format!("{}: {e}", symvers_path.display()))?;
     if exports.contains("saved_command_line") {
         return Err("saved_command_line is exported: pick a non-exported symbol".into());
     }
