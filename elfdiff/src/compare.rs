@@ -84,7 +84,7 @@ pub fn target(input: &Input, r: &Relocation, bias: i64) -> Target {
     let section = input
         .sym_section(sym)
         .expect("section symbol has a section");
-    let place = r.r_addend + bias;
+    let place = r.r_addend.saturating_add(bias);
     if is_string_section(input, section) {
         let data = input.data(section);
         let start = (place.max(0) as usize).min(data.len());
@@ -102,7 +102,7 @@ pub fn target(input: &Input, r: &Relocation, bias: i64) -> Target {
         return Target::Constant(data[start..end].to_vec(), bias);
     }
     match input.covering(section, place) {
-        Some(s) => Target::Symbol(s, r.r_addend - input.sym(s).st_value as i64),
+        Some(s) => Target::Symbol(s, r.r_addend.wrapping_sub(input.sym(s).st_value as i64)),
         None => Target::Section(section, r.r_addend),
     }
 }
@@ -345,7 +345,7 @@ fn same_replacement(
     let sub = |input: &'_ Input, sec: SectionId, at: i64| -> Option<(u64, usize)> {
         let start = at as u64;
         let end = start + lo as u64;
-        (end <= input.section_size(sec)).then_some((start, end as usize))
+        (end <= input.data(sec).len() as u64).then_some((start, end as usize))
     };
     let (Some((so_start, so_end)), Some((sp_start, sp_end))) = (sub(o, *so, *ao), sub(p, *sp, *ap))
     else {

@@ -169,7 +169,10 @@ impl<'d> Input<'d> {
             }
             let id = SymbolId::of(symbol.id());
             if symbol.st_type() == elf::STT_SECTION && symbol.section.is_none() {
-                return Err(bad(format!("section symbol #{} has no section", id.0)));
+                return Err(bad(format!(
+                    "a section symbol (STT_SECTION) has no section (st_shndx {:#x})",
+                    symbol.st_shndx
+                )));
             }
             if let Some(section) = symbol.section.map(SectionId::of) {
                 if symbol.st_type() == elf::STT_SECTION {

@@ -32,8 +32,10 @@ pub struct DiffArgs {
     #[arg(long)]
     pub json: bool,
     /// Entry size of a special section, overriding the built-in table.
-    #[arg(long = "entry-size", value_name = "SECTION=BYTES", value_parser = parse_entry_size)]
-    pub entry_sizes: Vec<(String, usize)>,
+    /// (Checked when the command runs, so a bad value exits 1, not with
+    /// clap's usage code 2, which means "refused".)
+    #[arg(long = "entry-size", value_name = "SECTION=BYTES")]
+    pub entry_sizes: Vec<String>,
 }
 
 fn parse_entry_size(s: &str) -> Result<(String, usize), String> {
@@ -75,11 +77,14 @@ pub fn run(args: &DiffArgs) -> u8 {
 }
 
 fn run_inner(args: &DiffArgs) -> Result<u8, String> {
+    let entry_sizes = args
+        .entry_sizes
+        .iter()
+        .map(|s| parse_entry_size(s).map_err(|e| format!("--entry-size {s}: {e}")))
+        .collect::<Result<_, _>>()?;
     let original = read(&args.original)?;
     let patched = read(&args.patched)?;
-    let options = elfdiff::Options {
-        entry_sizes: args.entry_sizes.iter().cloned().collect(),
-    };
+    let options = elfdiff::Options { entry_sizes };
     let diff = elfdiff::diff(
         &args.original.display().to_string(),
         &original,
@@ -135,6 +140,18 @@ fn run_inner(args: &DiffArgs) -> Result<u8, String> {
         if code == exit::SUCCESS {
             println!("wrote {}", args.output.display());
         }
+    }
+    // The verdict on stderr too, naming the input (stdout may be JSON).
+    match diff.outcome {
+        elfdiff::Outcome::Patch => {}
+        elfdiff::Outcome::Refused => eprintln!(
+            "kpbuild diff: {}: refused: the change cannot be live patched safely",
+            args.patched.display()
+        ),
+        elfdiff::Outcome::NoChange => eprintln!(
+            "kpbuild diff: {}: no functional change",
+            args.patched.display()
+        ),
     }
     Ok(code)
 }

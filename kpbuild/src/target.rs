@@ -59,7 +59,15 @@ impl TargetFiles {
             None => {
                 let source = vmlinux.unwrap_or(symbols);
                 let d = read(source)?;
-                Exports::from_ksymtab(&d).map_err(|e| format!("{}: {e}", source.display()))?
+                match Exports::from_ksymtab(&d) {
+                    Ok(exports) => exports,
+                    // An object standing for the target (the original object
+                    // itself, say) has no export table: the names it leaves
+                    // undefined are the ones the module loader resolves.
+                    Err(_) if kind_of(&d) == TargetKind::Module => undefined_as_exports(&d)
+                        .map_err(|e| format!("{}: {e}", source.display()))?,
+                    Err(e) => return Err(format!("{}: {e}", source.display())),
+                }
             }
         };
         Ok(TargetFiles {
@@ -106,6 +114,21 @@ impl TargetFiles {
         };
         relocator::resolve::relocate(&input, target).map_err(|e| e.to_string())
     }
+}
+
+/// The undefined symbols of a relocatable file, as exports of vmlinux.
+fn undefined_as_exports(data: &[u8]) -> Result<Exports, String> {
+    use object::{Object, ObjectSymbol};
+    let file = object::File::parse(data).map_err(|e| e.to_string())?;
+    let mut symvers = String::new();
+    for s in file.symbols().filter(|s| s.is_undefined()) {
+        if let Ok(name) = s.name()
+            && !name.is_empty()
+        {
+            symvers.push_str(&format!("0x00000000\t{name}\tvmlinux\tEXPORT_SYMBOL\t\n"));
+        }
+    }
+    Exports::from_module_symvers(&symvers).map_err(|e| e.to_string())
 }
 
 /// Human lines for the relocator's results.

@@ -78,6 +78,7 @@ const SHDR_SIZE: usize = 64;
 const SYM_SIZE: usize = 24;
 const RELA_SIZE: usize = 24;
 const SHT_SYMTAB: u32 = 2;
+const SHT_STRTAB: u32 = 3;
 const SHT_RELA: u32 = 4;
 const SHT_NOBITS: u32 = 8;
 const SHT_REL: u32 = 9;
@@ -229,6 +230,19 @@ impl<'a> Elf<'a> {
             if s.sh_type != SHT_NOBITS {
                 elf.bytes_of(index, s)?;
             }
+            // The output is padded to it: a power of two, a page or so at most.
+            if s.addralign > 1 && (!s.addralign.is_power_of_two() || s.addralign > 1 << 21) {
+                return Err(malformed(format!(
+                    "section [{index}] alignment {:#x} is not a power of two up to 2 MiB",
+                    s.addralign
+                )));
+            }
+        }
+        // The conversion appends names to it: it must be a string table.
+        if elf.sections[elf.shstrndx].sh_type != SHT_STRTAB {
+            return Err(malformed(format!(
+                "e_shstrndx {shstrndx} is not a string table"
+            )));
         }
         let symtabs: Vec<usize> = (1..elf.sections.len())
             .filter(|&i| elf.sections[i].sh_type == SHT_SYMTAB)
