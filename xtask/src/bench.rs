@@ -107,6 +107,8 @@ struct DiffRun {
     per_pair_s: Vec<f64>,
     /// Pairs not diffed as "no change" (there should be none).
     problems: Vec<String>,
+    /// RSS when the pass started, and its peak during the pass.
+    start_rss_kib: Option<u64>,
     peak_rss_kib: Option<u64>,
 }
 
@@ -174,8 +176,9 @@ fn bench_diff() -> Result<(), String> {
             "wall_s_min": min(&walls),
             "pairs_per_s": pairs.len() as f64 / med,
             "mb_per_s": mb / med,
-            "cpu_s_sum_of_pairs_median": median(&runs.iter().map(|r| r.per_pair_s.iter().sum()).collect::<Vec<f64>>()),
+            "pair_s_sum_median": median(&runs.iter().map(|r| r.per_pair_s.iter().sum()).collect::<Vec<f64>>()),
             "peak_rss_kib": runs.iter().filter_map(|r| r.peak_rss_kib).max(),
+            "start_rss_kib": runs.iter().filter_map(|r| r.start_rss_kib).max(),
         })
     };
     let par = summary(&parallel, threads);
@@ -239,17 +242,18 @@ fn bench_diff() -> Result<(), String> {
     println!("  passes        {RUNS} per mode: median (min)");
     println!();
     println!(
-        "  {:<18} {:>7} {:>16} {:>9} {:>8} {:>13}",
-        "mode", "threads", "wall s", "pairs/s", "MB/s", "peak RSS MiB"
+        "  {:<18} {:>7} {:>16} {:>9} {:>8} {:>11} {:>19}",
+        "mode", "threads", "wall s", "pairs/s", "MB/s", "sum pair s", "peak (start) RSS MiB"
     );
     for (label, s) in [("rayon, all cores", &par), ("single thread", &one)] {
-        let peak = s["peak_rss_kib"]
-            .as_u64()
-            .map_or("?".to_string(), |k| format!("{:.0}", k as f64 / 1024.0));
+        let mib = |k: &Value| {
+            k.as_u64()
+                .map_or("?".to_string(), |k| format!("{:.0}", k as f64 / 1024.0))
+        };
         println!(
-            "  {:<18} {:>7} {:>16} {:>9.0} {:>8.1} {:>13}",
+            "  {:<18} {:>7} {:>16} {:>9.0} {:>8.1} {:>11.3} {:>19}",
             label,
-            s["threads"],
+            s["threads"].as_u64().unwrap_or(0),
             format!(
                 "{:.3} ({:.3})",
                 s["wall_s_median"].as_f64().unwrap_or(0.0),
@@ -257,10 +261,13 @@ fn bench_diff() -> Result<(), String> {
             ),
             s["pairs_per_s"].as_f64().unwrap_or(0.0),
             s["mb_per_s"].as_f64().unwrap_or(0.0),
-            peak
+            s["pair_s_sum_median"].as_f64().unwrap_or(0.0),
+            format!("{} ({})", mib(&s["peak_rss_kib"]), mib(&s["start_rss_kib"]))
         );
     }
-    println!("  speed-up      {speedup:.2}x on {threads} threads");
+    println!(
+        "  speed-up      {speedup:.2}x on {threads} threads (sum pair s: time inside the pairs, summed over threads)"
+    );
     println!("  slowest pairs (single thread, median):");
     for s in &slowest {
         println!(
@@ -294,6 +301,7 @@ fn diff_pass(pairs: &[scale::Pair], threads: usize) -> Result<DiffRun, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let peak_reset = reset_peak_rss();
+    let start_rss_kib = status_kib("VmRSS:");
     let start = Instant::now();
     let results: Vec<(f64, Option<String>)> = pool.install(|| {
         pairs
@@ -310,6 +318,7 @@ fn diff_pass(pairs: &[scale::Pair], threads: usize) -> Result<DiffRun, String> {
         wall_s,
         per_pair_s: results.iter().map(|r| r.0).collect(),
         problems: results.into_iter().filter_map(|r| r.1).collect(),
+        start_rss_kib,
         peak_rss_kib: if peak_reset { peak_rss_kib() } else { None },
     })
 }
@@ -365,6 +374,16 @@ fn bench_build() -> Result<(), String> {
         journal: key_dir.join(".bench-in-place"),
         jobs,
     };
+    // The lock kernel builds take per key: no other build of this kernel, and
+    // no other `bench build`, while this one may patch it in place.
+    let lock_path = key_dir.with_extension("lock");
+    let lock = File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        return Err(format!(
+            "refusing to start: {} is held (the test kernel is being built, or another `bench build` runs)",
+            lock_path.display()
+        ));
+    }
     refuse_if_in_use(&key_dir)?;
     PROTECTED.store(true, Ordering::SeqCst);
     let recovered = tree.recover();
@@ -457,8 +476,8 @@ fn bench_build() -> Result<(), String> {
     };
     PROTECTED.store(false, Ordering::SeqCst);
     let restore = restore?;
-    let incremental = incremental?;
     stop_if_interrupted()?;
+    let incremental = incremental?;
     let after = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     if after != pristine {
         return Err(format!(
@@ -627,6 +646,7 @@ fn bench_build() -> Result<(), String> {
     );
     print_load(load);
     println!("  wrote {}", path.display());
+    drop(lock);
     Ok(())
 }
 
@@ -934,10 +954,15 @@ fn reset_peak_rss() -> bool {
 
 /// This process's peak RSS (`VmHWM`) in KiB.
 fn peak_rss_kib() -> Option<u64> {
+    status_kib("VmHWM:")
+}
+
+/// A `/proc/self/status` field in KiB.
+fn status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()
@@ -945,28 +970,58 @@ fn peak_rss_kib() -> Option<u64> {
         .ok()
 }
 
-/// The one-minute load average when the benchmark started.
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
+/// How busy the machine was before the benchmark: the one-minute load
+/// average, and the share of all CPU time spent busy over one second.
+#[derive(Clone, Copy)]
+struct Load {
+    average_1min: Option<f64>,
+    busy: Option<f64>,
+}
+
+fn load_average() -> Load {
+    let average_1min = std::fs::read_to_string("/proc/loadavg")
         .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok());
+    // `cpu  user nice system idle iowait irq softirq steal ...`
+    let sample = || -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        let idle = fields.get(3)? + fields.get(4)?;
+        Some((fields.iter().sum(), idle))
+    };
+    let before = sample();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let busy = match (before, sample()) {
+        (Some((t0, i0)), Some((t1, i1))) if t1 > t0 => {
+            Some(1.0 - (i1 - i0) as f64 / (t1 - t0) as f64)
+        }
+        _ => None,
+    };
+    Load { average_1min, busy }
 }
 
-fn print_load(load: Option<f64>) {
-    if let Some(load) = load {
-        let note = if load > 0.5 {
-            ": other work was running, the figures are noisy"
-        } else {
-            ""
-        };
-        println!("  load average at start {load:.2}{note}");
-    }
+fn print_load(load: Load) {
+    let busy = load.busy.unwrap_or(0.0);
+    let note = if busy > 0.1 {
+        ": other work was running, the figures are noisy"
+    } else {
+        ""
+    };
+    println!(
+        "  machine before the run: CPU {:.0}% busy over 1 s, load average {:.2}{note}",
+        busy * 100.0,
+        load.average_1min.unwrap_or(f64::NAN)
+    );
 }
 
-fn machine(load: Option<f64>) -> Value {
+fn machine(load: Load) -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
         t.lines()
             .find_map(|l| l.strip_prefix("model name"))
@@ -975,7 +1030,8 @@ fn machine(load: Option<f64>) -> Value {
     json!({
         "cpus": cores(),
         "cpu": cpu,
-        "load_average_1min_at_start": load,
+        "load_average_1min_at_start": load.average_1min,
+        "cpu_busy_share_before_start": load.busy,
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
     })
 }

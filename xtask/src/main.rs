@@ -5,6 +5,8 @@
 //! cargo xtask test      cargo test --workspace, then the kernel end-to-end suite
 //! cargo xtask e2e [F]   only the kernel end-to-end suite (cases containing F)
 //! cargo xtask kernel    build (or reuse) the cached test kernel and print its paths
+//! cargo xtask bench [diff|build]  benchmarks (release build): elfdiff over the
+//!                       whole kernel; kpbuild build vs the incremental make
 //! ```
 
 mod bench;
@@ -29,7 +31,7 @@ fn main() -> ExitCode {
         }),
         _ => {
             eprintln!(
-                "usage: cargo xtask <demo|test|e2e [FILTER]|kernel>\n\n\
+                "usage: cargo xtask <demo|test|e2e [FILTER]|kernel|bench [diff|build]>\n\n\
                  demo    build the test kernel if needed, livepatch it in QEMU, show the effect\n\
                  test    cargo test --workspace, then the kernel end-to-end suite\n\
                  e2e     only the kernel end-to-end suite\n\
