@@ -130,8 +130,10 @@ pub fn no_false_positives(kb: &KernelBuild) -> Result<(), String> {
     let out = kb.build.with_file_name("fp-objects");
     // One writer of the shared pair directory at a time (bench diff reads it).
     let lock_path = out.with_extension("lock");
-    let lock = std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    lock.lock().map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
     let start = Instant::now();
     let (pairs, failures) = compile_all(kb, &out)?;
     if !failures.is_empty() {
