@@ -110,7 +110,14 @@ fn run_inner(args: &DiffArgs) -> Result<u8, String> {
             args.vmlinux.as_deref(),
             args.symvers.as_deref(),
         )?;
-        let r = target.relocate(&diff, object, "kpb_new_")?;
+        let r = match target.relocate(&diff, object, "kpb_new_") {
+            Ok(r) => r,
+            Err(e @ relocator::Error::Unsupported { .. }) => {
+                eprintln!("kpbuild diff: refused: {}: {e}", args.patched.display());
+                return Ok(exit::REFUSED);
+            }
+            Err(e) => return Err(format!("{}: {e}", args.patched.display())),
+        };
         let final_object = relocator::klp::convert_to_livepatch(&r.object)
             .map_err(|e| format!("{}: {e}", args.output.display()))?;
         write_atomic(&args.output, &final_object)?;

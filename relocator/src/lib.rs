@@ -175,4 +175,15 @@ pub enum Error {
         "the extracted object names no source file (STT_FILE); its local symbols cannot be located in the target"
     )]
     NoFileSymbol,
+    /// A reference the running kernel could not honour: the change cannot
+    /// be live patched safely.
+    #[error("cannot be live patched: {section} references {symbol}: {why}")]
+    Unsupported {
+        /// The section holding the reference.
+        section: String,
+        /// The symbol referenced.
+        symbol: String,
+        /// Why it cannot work.
+        why: String,
+    },
 }

@@ -216,6 +216,7 @@ pub fn relocate(input: &PatchInput, target: Target) -> Result<Relocated, Error> 
         });
     }
 
+    check_code_patching_sites(input.object, &resolutions)?;
     let object = write(input, &resolutions, &functions)?;
     Ok(Relocated {
         object,
@@ -290,6 +291,56 @@ fn write(
     b.write(&mut out)
         .map_err(|e| bad(format!("cannot write the object: {e}")))?;
     Ok(out)
+}
+
+/// Sections whose entries the kernel reads when the livepatch module loads,
+/// to patch code (jump labels, static calls). A key they reference must be
+/// resolved by then: livepatch relocations into a module are applied only
+/// when that module loads, so such a key cannot be reached.
+const LOAD_TIME_SITE_SECTIONS: &[&str] = &["__jump_table", ".static_call_sites"];
+
+/// Refuses entries of [`LOAD_TIME_SITE_SECTIONS`] that would reference a
+/// module's symbol through a livepatch relocation.
+fn check_code_patching_sites(object: &[u8], resolutions: &[Resolution]) -> Result<(), Error> {
+    use object::read::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
+    let into_module: HashMap<&str, &str> = resolutions
+        .iter()
+        .filter_map(|r| match &r.how {
+            How::Livepatch(s) => crate::klp::parse_klp_symbol_name(s)
+                .filter(|(obj, _, _)| *obj != "vmlinux")
+                .map(|(obj, _, _)| (r.name.as_str(), obj)),
+            How::Exported => None,
+        })
+        .collect();
+    if into_module.is_empty() {
+        return Ok(());
+    }
+    let file = object::File::parse(object).map_err(|e| Error::MalformedElf(e.to_string()))?;
+    for section in file.sections() {
+        let name = section.name().unwrap_or("");
+        if !LOAD_TIME_SITE_SECTIONS.contains(&name) {
+            continue;
+        }
+        for (_, reloc) in section.relocations() {
+            let RelocationTarget::Symbol(index) = reloc.target() else {
+                continue;
+            };
+            let Ok(symbol) = file.symbol_by_index(index) else {
+                continue;
+            };
+            let symbol_name = symbol.name().unwrap_or("");
+            if let Some(module) = into_module.get(symbol_name) {
+                return Err(Error::Unsupported {
+                    section: name.to_string(),
+                    symbol: symbol_name.to_string(),
+                    why: format!(
+                        "its key lives in module {module}, whose livepatch relocations are applied only when that module loads, after the kernel has read the entry"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Name of the non-allocated section listing the patched functions.

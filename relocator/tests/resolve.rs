@@ -1295,3 +1295,73 @@ fn same_inputs_give_identical_bytes() {
     assert_eq!(news, [format!("{PREFIX}0"), format!("{PREFIX}1")]);
     assert_eq!(function_list(&x.object), x.functions);
 }
+
+/// A jump-label entry whose static key lives in the target module cannot be
+/// honoured: the kernel reads `__jump_table` when the livepatch module loads,
+/// but livepatch relocations into a module are applied only when that module
+/// loads. The same key in vmlinux is fine.
+#[test]
+fn jump_label_key_in_a_module_is_refused() {
+    let vm = vmlinux_for_modules();
+    let m = module_image().module("mymod");
+    let ex = exports();
+    let target = Target {
+        symbols: &m,
+        exports: &ex,
+        vmlinux: Some(&vm),
+    };
+    let with_jump_table = |key: &str| {
+        let mut e = Extracted::new("m.c", "mod_fn", false);
+        let table = e
+            .obj
+            .add_section(Vec::new(), b"__jump_table".to_vec(), SectionKind::Data);
+        e.obj.append_section_data(table, &[0; 16], 8);
+        let key_symbol = e.undefined(key);
+        let code = e.obj.section_symbol(e.text);
+        for (offset, symbol, r_type, addend) in [
+            (0, code, PC32, 0x14),
+            (4, code, PC32, 0x20),
+            (8, key_symbol, elf::R_X86_64_PC64.0, 0),
+        ] {
+            e.obj
+                .add_relocation(
+                    table,
+                    write::Relocation {
+                        offset,
+                        symbol,
+                        addend,
+                        flags: RelocationFlags::Elf {
+                            r_type: elf::RelocationType(r_type),
+                        },
+                    },
+                )
+                .unwrap();
+        }
+        e.bytes()
+    };
+    let obj = with_jump_table("mod_state");
+    let mut inp = input(
+        &obj,
+        vec![local("mod_state")],
+        vec![function("mod_fn", false)],
+        &[],
+    );
+    inp.file_name = Some("m.c");
+    let err = resolve::relocate(&inp, target).unwrap_err().to_string();
+    assert!(err.contains("__jump_table references mod_state"), "{err}");
+    assert!(err.contains("module mymod"), "{err}");
+
+    let obj = with_jump_table("vm_internal");
+    let mut inp = input(
+        &obj,
+        vec![global("vm_internal")],
+        vec![function("mod_fn", false)],
+        &[],
+    );
+    inp.file_name = Some("m.c");
+    let out = resolve::relocate(&inp, target).unwrap();
+    assert_eq!(
+        out.resolutions,
+        vec![lp("vm_internal", ".klp.sym.vmlinux.vm_internal,0")]
+    );
+}
