@@ -112,7 +112,7 @@ fn run_inner(args: &DiffArgs) -> Result<u8, String> {
         )?;
         let r = match target.relocate(&diff, object, "kpb_new_") {
             Ok(r) => r,
-            Err(e @ relocator::Error::Unsupported { .. }) => {
+            Err(e) if matches!(*e, relocator::Error::Unsupported { .. }) => {
                 eprintln!("kpbuild diff: refused: {}: {e}", args.patched.display());
                 return Ok(exit::REFUSED);
             }

@@ -83,7 +83,7 @@ impl TargetFiles {
         diff: &elfdiff::Diff,
         object: &[u8],
         alias_prefix: &str,
-    ) -> Result<Relocated, relocator::Error> {
+    ) -> Result<Relocated, Box<relocator::Error>> {
         let input = PatchInput {
             object,
             file_name: diff.file_name.as_deref(),
@@ -112,7 +112,7 @@ impl TargetFiles {
             exports: &self.exports,
             vmlinux: self.vmlinux.as_ref(),
         };
-        relocator::resolve::relocate(&input, target)
+        relocator::resolve::relocate(&input, target).map_err(Box::new)
     }
 }
 
