@@ -78,13 +78,15 @@ pub fn is_merge_section(input: &Input, section: SectionId) -> bool {
 /// Resolves where a relocation points.
 pub fn target(input: &Input, r: &Relocation, bias: i64) -> Target {
     let sym = input.reloc_sym(r);
-    if input.kind(sym) != SymKind::Section {
-        return Target::Symbol(sym, r.r_addend);
-    }
-    let section = input
-        .sym_section(sym)
-        .expect("section symbol has a section");
-    let place = r.r_addend.saturating_add(bias);
+    // Assembler labels (`.LC13`, kept by gas for references into mergeable
+    // sections) name a place, not a thing: treat them like the section
+    // symbol plus their value.
+    let (section, addend) = match input.section_relative(sym) {
+        Some(base) => base,
+        None => return Target::Symbol(sym, r.r_addend),
+    };
+    let addend = r.r_addend.saturating_add(addend);
+    let place = addend.saturating_add(bias);
     if is_string_section(input, section) {
         let data = input.data(section);
         let start = (place.max(0) as usize).min(data.len());
@@ -102,8 +104,8 @@ pub fn target(input: &Input, r: &Relocation, bias: i64) -> Target {
         return Target::Constant(data[start..end].to_vec(), bias);
     }
     match input.covering(section, place) {
-        Some(s) => Target::Symbol(s, r.r_addend.wrapping_sub(input.sym(s).st_value as i64)),
-        None => Target::Section(section, r.r_addend),
+        Some(s) => Target::Symbol(s, addend.wrapping_sub(input.sym(s).st_value as i64)),
+        None => Target::Section(section, addend),
     }
 }
 

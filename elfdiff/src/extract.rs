@@ -77,24 +77,24 @@ pub fn extract(o: &Input, p: Input, a: &Analysis, options: &Options) -> Result<E
         let mut out = Vec::with_capacity(relocs.len());
         for mut r in relocs {
             let s = p.reloc_sym(&r);
-            if p.kind(s) == SymKind::Section {
-                let tsec = p.sym_section(s).expect("section symbol");
-                if !keep.contains(&tsec) {
-                    let b = bias
-                        .as_ref()
-                        .map_or(0, |c: &CodeBias| c.bias(r.r_offset, r.r_type));
-                    let named = p.covering(tsec, r.r_addend + b).ok_or_else(|| {
-                        internal(format!(
-                            "{}+{:#x} references {}{:+} which no symbol names",
-                            p.section_name(sec),
-                            r.r_offset,
-                            p.section_name(tsec),
-                            r.r_addend
-                        ))
-                    })?;
-                    r.r_addend -= p.sym(named).st_value as i64;
-                    r.symbol = Some(p.builder_symbol(named));
-                }
+            if let Some((tsec, base)) = p.section_relative(s)
+                && !keep.contains(&tsec)
+            {
+                let b = bias
+                    .as_ref()
+                    .map_or(0, |c: &CodeBias| c.bias(r.r_offset, r.r_type));
+                r.r_addend += base;
+                let named = p.covering(tsec, r.r_addend + b).ok_or_else(|| {
+                    internal(format!(
+                        "{}+{:#x} references {}{:+} which no symbol names",
+                        p.section_name(sec),
+                        r.r_offset,
+                        p.section_name(tsec),
+                        r.r_addend
+                    ))
+                })?;
+                r.r_addend -= p.sym(named).st_value as i64;
+                r.symbol = Some(p.builder_symbol(named));
             }
             out.push(r);
         }

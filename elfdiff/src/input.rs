@@ -326,6 +326,20 @@ impl<'d> Input<'d> {
         }
     }
 
+    /// For a section symbol, or a local assembler label (`.L…`) that stands
+    /// for a place in a section: the section and the offset the symbol adds.
+    pub fn section_relative(&self, id: SymbolId) -> Option<(SectionId, i64)> {
+        let s = self.sym(id);
+        let section = self.sym_section(id)?;
+        match self.kind(id) {
+            SymKind::Section => Some((section, 0)),
+            SymKind::Other if self.is_local(id) && s.name.starts_with(b".L") => {
+                Some((section, s.st_value as i64))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether a symbol has local binding.
     pub fn is_local(&self, id: SymbolId) -> bool {
         self.sym(id).st_bind() == elf::STB_LOCAL

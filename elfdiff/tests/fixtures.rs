@@ -86,7 +86,21 @@ fn expected(case: &Path) -> Result<BTreeSet<String>, String> {
 
 /// What every written object must satisfy.
 fn check_output(object: &[u8], dir: &Path) -> Result<(), String> {
-    object::File::parse(object).map_err(|e| format!("object cannot read the output: {e}"))?;
+    use object::{Object, ObjectSymbol};
+    let file =
+        object::File::parse(object).map_err(|e| format!("object cannot read the output: {e}"))?;
+    // Assembler labels name places in this object: the running kernel has
+    // no symbol of that name, so one left undefined could never resolve.
+    if let Some(label) = file
+        .symbols()
+        .filter(|s| s.is_undefined())
+        .filter_map(|s| s.name().ok())
+        .find(|n| n.starts_with(".L"))
+    {
+        return Err(format!(
+            "the output references assembler label {label} as an external symbol"
+        ));
+    }
     goblin::elf::Elf::parse(object).map_err(|e| format!("goblin cannot read the output: {e}"))?;
     let path = dir.join("out.o");
     std::fs::write(&path, object).map_err(|e| e.to_string())?;

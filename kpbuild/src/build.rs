@@ -23,12 +23,14 @@ pub const DIFF_FLAGS: &[&str] = &["-ffunction-sections", "-fdata-sections"];
 /// Arguments of `kpbuild build`.
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
-    /// The kernel source tree the running kernel was built from (never modified).
-    #[arg(long)]
+    /// The kernel source tree the running kernel was built from (never
+    /// modified); not needed with --debian.
+    #[arg(long, default_value = "", hide_default_value = true, value_parser = any_path)]
     pub src: PathBuf,
     /// Its build tree (`O=` directory, or SRC itself): .config, vmlinux,
-    /// Module.symvers and kbuild's .cmd files.
-    #[arg(long)]
+    /// Module.symvers and kbuild's .cmd files. Without it: --config,
+    /// --vmlinux and --headers (tree-less mode), or --debian.
+    #[arg(long, default_value = "", hide_default_value = true, value_parser = any_path)]
     pub build: PathBuf,
     /// A unified diff (-p1) to apply; repeat for several, applied in order.
     #[arg(long = "patch", required = true)]
@@ -54,6 +56,51 @@ pub struct BuildArgs {
     /// Print no progress, only errors.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Sign the module with this RSA private key (PEM), for a kernel that
+    /// checks module signatures; the digest is the tree's
+    /// CONFIG_MODULE_SIG_HASH (sha256 when unset). Needs --sign-cert.
+    #[arg(long, requires = "sign_cert")]
+    pub sign_key: Option<PathBuf>,
+    /// The certificate (PEM or DER) of --sign-key.
+    #[arg(long, requires = "sign_key")]
+    pub sign_cert: Option<PathBuf>,
+}
+
+/// A path argument that may be left empty (not given).
+fn any_path(s: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(s))
+}
+
+/// How the target is described when there is no built tree (tree-less
+/// mode), or a vmlinux to use instead of the tree's.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TargetArgs {
+    /// Kernel config of the target (tree-less mode, with --vmlinux and --headers).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The target's unstripped vmlinux (tree-less mode; with --build it
+    /// replaces BUILD/vmlinux).
+    #[arg(long)]
+    pub vmlinux: Option<PathBuf>,
+    /// The target's module build tree with Module.symvers (e.g.
+    /// /lib/modules/RELEASE/build); the module glue is built against it.
+    #[arg(long)]
+    pub headers: Option<PathBuf>,
+    /// A Debian kernel release (`6.12.117+deb12-cloud-amd64`): fetch its
+    /// packages into the cache and build against them (tree-less mode).
+    #[arg(long, conflicts_with_all = ["config", "vmlinux", "headers"])]
+    pub debian: Option<String>,
+}
+
+/// `kpbuild build` as the command line gives it.
+#[derive(Debug, clap::Args)]
+pub struct BuildCommand {
+    /// The common arguments.
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// The target description beyond a built tree.
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 /// A failure with its exit code.
@@ -75,9 +122,9 @@ impl From<String> for Stop {
 
 /// Runs the build in its own scratch directory, removed afterwards unless
 /// `--keep-tmp`.
-fn build_in_scratch(args: &BuildArgs) -> Result<serde_json::Value, Stop> {
+fn build_in_scratch(args: &BuildArgs, target: &TargetArgs) -> Result<serde_json::Value, Stop> {
     let work = std::env::temp_dir().join(format!("kpbuild-{}-{}", args.name, std::process::id()));
-    let result = build(args, &work);
+    let result = build(args, target, &work);
     if args.keep_tmp {
         eprintln!("kpbuild: scratch directory kept: {}", work.display());
     } else {
@@ -89,15 +136,25 @@ fn build_in_scratch(args: &BuildArgs) -> Result<serde_json::Value, Stop> {
 /// Runs `kpbuild build` for a library caller: the exit code, and the report
 /// or the reason it stopped.
 pub fn execute(args: &BuildArgs) -> (u8, Result<serde_json::Value, String>) {
-    match build_in_scratch(args) {
+    execute_with(args, &TargetArgs::default())
+}
+
+/// [`execute`] with a target described by [`TargetArgs`] (tree-less mode,
+/// `--debian`, or another vmlinux).
+pub fn execute_with(
+    args: &BuildArgs,
+    target: &TargetArgs,
+) -> (u8, Result<serde_json::Value, String>) {
+    match build_in_scratch(args, target) {
         Ok(report) => (exit::SUCCESS, Ok(report)),
         Err(stop) => (stop.code, Err(stop.message)),
     }
 }
 
 /// Runs `kpbuild build`; returns the exit code.
-pub fn run(args: &BuildArgs) -> u8 {
-    match build_in_scratch(args) {
+pub fn run(command: &BuildCommand) -> u8 {
+    let args = &command.build;
+    match build_in_scratch(args, &command.target) {
         Ok(report) => {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("json"));
@@ -144,7 +201,7 @@ struct Unit<'a> {
     patched: PathBuf,
 }
 
-fn build(args: &BuildArgs, work: &Path) -> Result<serde_json::Value, Stop> {
+fn build(args: &BuildArgs, target: &TargetArgs, work: &Path) -> Result<serde_json::Value, Stop> {
     let start = Instant::now();
     let mut timings = BTreeMap::new();
     let mut lap = Instant::now();
@@ -186,7 +243,11 @@ fn build(args: &BuildArgs, work: &Path) -> Result<serde_json::Value, Stop> {
             .map_err(|e| format!("{}: {e}", p.display()))?;
         patches.push((absolute, text));
     }
-    let tree = TargetTree::from_build_tree(&args.src, &args.build)?;
+    let tree = crate::treeless::target_tree(args, target, &patches, &|m| {
+        if !args.quiet && !args.json {
+            eprintln!("      {m}");
+        }
+    })?;
     check_compiler(&tree)?;
     time("check", &mut lap);
 
@@ -319,7 +380,7 @@ fn build(args: &BuildArgs, work: &Path) -> Result<serde_json::Value, Stop> {
         "name": args.name,
         "replace": !args.no_replace,
         "inputs": {
-            "src": tree.src, "build": tree.build,
+            "src": tree.src, "build": tree.build, "vmlinux": tree.vmlinux, "mode": tree.mode.name(),
             "patches": patches.iter().map(|(p, t)| json!({"path": p, "sha256": sha256_hex(t.as_bytes())})).collect::<Vec<_>>(),
         },
         "units": unit_reports,
@@ -357,6 +418,27 @@ fn build(args: &BuildArgs, work: &Path) -> Result<serde_json::Value, Stop> {
         });
     }
 
+    // Pre-match: the original code compiled here must be the target's code.
+    let to_check: Vec<crate::prematch::UnitToCheck> = per_target
+        .iter()
+        .flat_map(|(t, list)| list.iter().map(move |(i, d)| (t, i, d)))
+        .map(|(t, i, d)| crate::prematch::UnitToCheck {
+            target: t.clone(),
+            label: units[*i].cmd.object.display().to_string(),
+            original: units[*i].original.clone(),
+            replaced: d.changed.iter().map(|c| c.original_name.clone()).collect(),
+        })
+        .collect();
+    report["prematch"] = crate::prematch::verify_units(&to_check, &|t| {
+        if t == "vmlinux" {
+            Ok(tree.vmlinux.clone())
+        } else {
+            tree.module_ko(t)
+                .map(Path::to_path_buf)
+                .ok_or_else(|| format!("module {t}: no .ko in {}", tree.build.display()))
+        }
+    })?;
+
     let mut objects = Vec::new();
     let mut patch_objects = Vec::new();
     let mut objects_report = Vec::new();
@@ -378,7 +460,15 @@ fn build(args: &BuildArgs, work: &Path) -> Result<serde_json::Value, Stop> {
             let object = d.object.as_deref().expect("patch outcome has an object");
             let r = files
                 .relocate(d, object, &format!("kpb_u{i}_"))
-                .map_err(|e| format!("{}: {e}", units[*i].cmd.object.display()))?;
+                .map_err(|e| Stop {
+                    code: if matches!(*e, relocator::Error::Unsupported { .. }) {
+                        exit::REFUSED
+                    } else {
+                        exit::ERROR
+                    },
+                    message: format!("{}: {e}", units[*i].cmd.object.display()),
+                    report: None,
+                })?;
             let path = work.join("patch").join(format!("u{i}.o"));
             std::fs::create_dir_all(path.parent().expect("dir")).map_err(|e| e.to_string())?;
             std::fs::write(&path, &r.object).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -416,13 +506,23 @@ fn build(args: &BuildArgs, work: &Path) -> Result<serde_json::Value, Stop> {
     let ko = crate::module::build_module(
         &spec,
         &patch_objects,
-        &tree.build,
+        &tree.module_build,
         &work.join("module"),
         &|s| exports.contains(s),
     )
     .map_err(|e| e.to_string())?;
     time("module", &mut lap);
-    let ko_bytes = crate::diff::read(&ko)?;
+    let mut ko_bytes = crate::diff::read(&ko)?;
+    match (&args.sign_key, &args.sign_cert) {
+        (Some(key), Some(cert)) => {
+            let hash = sign_hash(&tree)?;
+            ko_bytes = crate::sign::sign_bytes(&ko_bytes, key, cert, hash)?;
+            report["signature"] = json!({"hash": hash.name(), "certificate": cert});
+            time("sign", &mut lap);
+        }
+        (None, None) => {}
+        _ => return Err("--sign-key and --sign-cert go together".to_string().into()),
+    }
     report["outcome"] = json!("patch");
     report["module"] =
         json!({"file": format!("{}.ko", args.name), "sha256": sha256_hex(&ko_bytes)});
@@ -454,6 +554,16 @@ fn build(args: &BuildArgs, work: &Path) -> Result<serde_json::Value, Stop> {
         );
     }
     Ok(report)
+}
+
+/// The digest the target kernel signs its modules with.
+fn sign_hash(tree: &TargetTree) -> Result<modsign::Hash, String> {
+    match tree.config.get("CONFIG_MODULE_SIG_HASH") {
+        None => Ok(modsign::Hash::Sha256),
+        Some(name) => name
+            .parse()
+            .map_err(|e| format!("CONFIG_MODULE_SIG_HASH of {}: {e}", tree.build.display())),
+    }
 }
 
 /// Units whose source is a changed `.c` file or that depend on a changed header.

@@ -19,12 +19,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build a livepatch module from source patches against a built kernel tree.
-    Build(crate::build::BuildArgs),
+    Build(crate::build::BuildCommand),
     /// Diff an original and a patched object and write the livepatch object.
     Diff(crate::diff::DiffArgs),
     /// Show the patched functions, livepatch relocations and module info of a
     /// livepatch object or module, and what the kernel would reject.
     Inspect(crate::inspect::InspectArgs),
+    /// Sign a module for a kernel with module signature checking (replaces an
+    /// existing signature).
+    Sign(crate::sign::SignArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -37,5 +40,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Diff(args)) => ExitCode::from(crate::diff::run(&args)),
         Some(Command::Build(args)) => ExitCode::from(crate::build::run(&args)),
         Some(Command::Inspect(args)) => ExitCode::from(crate::inspect::run(&args)),
+        Some(Command::Sign(args)) => ExitCode::from(crate::sign::run(&args)),
     }
 }

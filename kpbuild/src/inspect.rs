@@ -154,6 +154,13 @@ pub struct Signature {
     pub length: Option<u32>,
     /// `id_type`: `PKCS#7` (2) is the only kind the kernel accepts.
     pub id_type: Option<String>,
+    /// Who signed it (`ISSUER, serial HEX`), when the CMS message names the
+    /// certificate by issuer and serial number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The digest algorithm (`sha256`, `sha512`), when the CMS message is readable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
 }
 
 /// One disassembled instruction.
@@ -618,6 +625,8 @@ fn read_signature(data: &[u8], problems: &mut Vec<String>) -> (usize, Signature)
         appended: false,
         length: None,
         id_type: None,
+        signer: None,
+        hash: None,
     };
     let Some(rest) = data.strip_suffix(SIG_MAGIC) else {
         return (data.len(), absent);
@@ -638,10 +647,16 @@ fn read_signature(data: &[u8], problems: &mut Vec<String>) -> (usize, Signature)
         PKEY_ID_PKCS7 => "PKCS#7".to_string(),
         n => format!("unknown ({n})"),
     };
+    let parsed = modsign::parse_signature(data);
     let signature = Signature {
         appended: true,
         length: Some(sig_len),
         id_type: Some(id_type.clone()),
+        signer: parsed
+            .as_ref()
+            .and_then(|p| p.signer.as_ref())
+            .map(|s| format!("{}, serial {}", s.issuer, s.serial)),
+        hash: parsed.and_then(|p| p.hash).map(|h| h.name().to_string()),
     };
     let before = rest.len() - SIG_INFO_LEN;
     // kernel/module_signature.c mod_check_sig.
@@ -1245,7 +1260,13 @@ pub fn human(report: &Report) -> String {
     if let Some(s) = &report.signature {
         match (s.appended, s.length, &s.id_type) {
             (true, Some(len), Some(id)) => {
-                out.push_str(&format!("signature: appended ({id}, {len} bytes)\n"))
+                out.push_str(&format!("signature: appended ({id}, {len} bytes)\n"));
+                if let Some(signer) = &s.signer {
+                    out.push_str(&format!("  signer: {signer}\n"));
+                }
+                if let Some(hash) = &s.hash {
+                    out.push_str(&format!("  hash: {hash}\n"));
+                }
             }
             _ => out.push_str("signature: none\n"),
         }

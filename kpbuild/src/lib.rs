@@ -13,15 +13,21 @@
 //! - [`module`]: the livepatch module build (glue, kbuild, livepatch conversion).
 //! - [`target`]: the running target's symbols and exports, shared by all units.
 //! - [`process`]: the logged wrapper every subprocess runs through.
+//! - [`sign`]: `kpbuild sign`, appending a kernel module signature.
+//! - [`prematch`]: the original code must be the code the target runs.
 
 pub mod build;
 pub mod cli;
+pub mod debian;
 pub mod diff;
 pub mod exit;
 pub mod inspect;
 pub mod kbuild;
 pub mod module;
 pub mod patch;
+pub mod prematch;
 pub mod process;
+pub mod sign;
 pub mod target;
 pub mod tree;
+pub mod treeless;

@@ -321,6 +321,10 @@ pub fn build_module(
     for (i, object) in patch_objects.iter().enumerate() {
         let dest = work.join(format!("kpb_patch{i}.o"));
         std::fs::copy(object, &dest).map_err(io(object))?;
+        // With CONFIG_MODVERSIONS modpost reads every member's `.NAME.o.cmd`
+        // (for `#SYMVER` lines); a prebuilt object exports nothing.
+        let cmd = work.join(format!(".kpb_patch{i}.o.cmd"));
+        std::fs::write(&cmd, "# prebuilt by kpbuild: no exported symbols\n").map_err(io(&cmd))?;
     }
     let kbuild = work.join("Kbuild");
     std::fs::write(&kbuild, render_kbuild(&spec.name, patch_objects.len())).map_err(io(&kbuild))?;

@@ -25,6 +25,35 @@ pub struct TargetTree {
     /// Module name (with `_`) of each object linked into a module, and the
     /// module's `.ko` in the build tree.
     pub module_of: HashMap<PathBuf, (String, PathBuf)>,
+    /// The tree the livepatch module is built against (`make -C … M=`):
+    /// the build tree, or the target's headers in tree-less mode.
+    pub module_build: PathBuf,
+    /// How the target was described.
+    pub mode: TreeMode,
+}
+
+/// How a [`TargetTree`] was obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TreeMode {
+    /// A built kernel tree with every unit's `.cmd` record.
+    Built,
+    /// Tree-less: a private directory prepared from the source and the
+    /// config (`olddefconfig` + `prepare`), units compiled on demand; the
+    /// target's vmlinux and headers come from elsewhere (a distribution).
+    Prepared {
+        /// The compiler named by `CONFIG_CC_VERSION_TEXT`.
+        cc: String,
+    },
+}
+
+impl TreeMode {
+    /// A short name for reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TreeMode::Built => "tree",
+            TreeMode::Prepared { .. } => "tree-less",
+        }
+    }
 }
 
 impl TargetTree {
@@ -68,18 +97,69 @@ impl TargetTree {
             ));
         }
         let module_of = modules(build)?;
+        let build = build
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", build.display()))?;
         Ok(TargetTree {
             src: src
                 .canonicalize()
                 .map_err(|e| format!("{}: {e}", src.display()))?,
-            build: build
-                .canonicalize()
-                .map_err(|e| format!("{}: {e}", build.display()))?,
+            module_build: build.clone(),
+            build,
             vmlinux,
             symvers,
             config,
             units,
             module_of,
+            mode: TreeMode::Built,
+        })
+    }
+
+    /// Describes a tree-less target: `prepared` is a kbuild output directory
+    /// made from `src` and `config`, holding the units compiled so far;
+    /// `vmlinux` and `headers` (with Module.symvers) are the target's own.
+    pub fn prepared(
+        src: &Path,
+        prepared: &Path,
+        vmlinux: &Path,
+        headers: &Path,
+        cc: &str,
+        units: Vec<UnitCommand>,
+    ) -> Result<Self, String> {
+        let config_path = prepared.join(".config");
+        let config = parse_config(
+            &std::fs::read_to_string(&config_path)
+                .map_err(|e| format!("{}: {e}", config_path.display()))?,
+        );
+        if config.get("CONFIG_LIVEPATCH").map(String::as_str) != Some("y") {
+            return Err(format!(
+                "{}: CONFIG_LIVEPATCH is not enabled; this kernel cannot load livepatches",
+                config_path.display()
+            ));
+        }
+        let symvers = headers.join("Module.symvers");
+        for (p, what) in [
+            (vmlinux, "the target's vmlinux"),
+            (&symvers, "exports of the target"),
+        ] {
+            if !p.is_file() {
+                return Err(format!("{}: missing ({what})", p.display()));
+            }
+        }
+        let canon = |p: &Path| {
+            p.canonicalize()
+                .map_err(|e| format!("{}: {e}", p.display()))
+        };
+        Ok(TargetTree {
+            src: canon(src)?,
+            build: canon(prepared)?,
+            vmlinux: canon(vmlinux)?,
+            symvers,
+            config,
+            units,
+            module_of: HashMap::new(),
+            module_build: canon(headers)?,
+            mode: TreeMode::Prepared { cc: cc.to_string() },
         })
     }
 

@@ -39,6 +39,15 @@ pub struct KernelSpec {
     /// Patches (`-p1`) applied to the extracted source before building:
     /// the test bed's own code. Part of the cache key.
     pub patches: Vec<PathBuf>,
+    /// More fragments applied after `fragment`, in order (a test-kernel
+    /// variant, e.g. module signing). Part of the cache key when non-empty.
+    pub extra_fragments: Vec<PathBuf>,
+    /// Files copied into the build tree before `make`: (source, path relative
+    /// to the `O=` tree), e.g. a certificate named by `CONFIG_SYSTEM_TRUSTED_KEYS`
+    /// (kbuild runs in the `O=` tree, so a relative name is looked up there
+    /// first, then in the source tree through `VPATH`). Part of the cache key
+    /// (name and contents) when non-empty.
+    pub build_files: Vec<(PathBuf, PathBuf)>,
     /// Cache root, usually `~/.cache/kpbuild`.
     pub cache: PathBuf,
     /// Parallel make jobs.
@@ -79,6 +88,17 @@ impl KernelSpec {
         hasher.update(read(&self.fragment)?);
         for p in &self.patches {
             hasher.update(read(p)?);
+        }
+        // Absent extras leave the key of a plain test kernel unchanged.
+        for f in &self.extra_fragments {
+            hasher.update(b"\0kpbuild-extra-fragment\0");
+            hasher.update(read(f)?);
+        }
+        for (source, dest) in &self.build_files {
+            hasher.update(b"\0kpbuild-build-file\0");
+            hasher.update(dest.as_os_str().as_encoded_bytes());
+            hasher.update(b"\0");
+            hasher.update(read(source)?);
         }
         let digest = hasher.finalize();
         let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
@@ -168,13 +188,35 @@ impl KernelSpec {
             let mut base = read(&config)?;
             base.extend_from_slice(b"\n");
             base.extend_from_slice(&read(&self.fragment)?);
+            for f in &self.extra_fragments {
+                base.extend_from_slice(b"\n");
+                base.extend_from_slice(&read(f)?);
+            }
             std::fs::write(&config, base).map_err(|e| Error::io(&config, e))?;
             run_logged(make(&kb).arg("olddefconfig"))?;
             touch(&stamp("configured"))?;
         }
         // Checked on every build attempt: a fragment option that silently
         // dropped out is an error, not a different test kernel.
-        verify_config(&read(&self.fragment)?, &read(&kb.build.join(".config"))?)?;
+        let mut fragments = read(&self.fragment)?;
+        for f in &self.extra_fragments {
+            fragments.extend_from_slice(b"\n");
+            fragments.extend_from_slice(&read(f)?);
+        }
+        verify_config(&fragments, &read(&kb.build.join(".config"))?)?;
+        for (source, dest) in &self.build_files {
+            if dest.is_absolute() || dest.components().any(|c| c.as_os_str() == "..") {
+                return Err(Error::Config(vec![format!(
+                    "build file {}: not a path inside the build tree",
+                    dest.display()
+                )]));
+            }
+            let target = kb.build.join(dest);
+            if let Some(dir) = target.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            std::fs::copy(source, &target).map_err(|e| Error::io(source, e))?;
+        }
 
         progress(&format!(
             "kernel {key}: make -j{} bzImage modules (several minutes on first run)",
@@ -349,6 +391,8 @@ CONFIG_MODULES=y\nCONFIG_MODULE_UNLOAD=y\nCONFIG_KALLSYMS_ALL=y\n";
             source_version: "6.12.117-1~deb12u1".into(),
             fragment: fragment.clone(),
             patches: vec![],
+            extra_fragments: vec![],
+            build_files: vec![],
             cache: dir.clone(),
             jobs: 2,
         };
@@ -363,7 +407,34 @@ CONFIG_MODULES=y\nCONFIG_MODULE_UNLOAD=y\nCONFIG_KALLSYMS_ALL=y\n";
             patches: vec![patch],
             ..spec
         };
-        assert_ne!(b, with_patch.key().unwrap());
+        let c = with_patch.key().unwrap();
+        assert_ne!(b, c);
+        // A variant: extra fragment and build files change the key; their
+        // absence leaves it as it was.
+        let extra = dir.join("sig.config");
+        std::fs::write(&extra, "CONFIG_MODULE_SIG=y\n").unwrap();
+        let cert = dir.join("cert.pem");
+        std::fs::write(&cert, "cert-1").unwrap();
+        let variant = KernelSpec {
+            extra_fragments: vec![extra],
+            ..with_patch.clone()
+        };
+        let d = variant.key().unwrap();
+        assert_ne!(c, d);
+        let with_cert = KernelSpec {
+            build_files: vec![(cert.clone(), "certs/t.pem".into())],
+            ..variant.clone()
+        };
+        let e = with_cert.key().unwrap();
+        assert_ne!(d, e);
+        std::fs::write(&cert, "cert-2").unwrap();
+        assert_ne!(e, with_cert.key().unwrap());
+        let renamed = KernelSpec {
+            build_files: vec![(cert, "certs/u.pem".into())],
+            ..variant
+        };
+        assert_ne!(e, renamed.key().unwrap());
+        assert_eq!(c, with_patch.key().unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -421,6 +421,8 @@ fn bench_build() -> Result<(), String> {
             json: false,
             keep_tmp: false,
             quiet: true,
+            sign_key: None,
+            sign_cert: None,
         };
         let peak_reset = reset_peak_rss();
         let start = Instant::now();

@@ -97,6 +97,30 @@ const CASES: &[Case] = &[
         name: "elfdiff_no_false_positives_whole_kernel",
         run: |ctx| crate::scale::no_false_positives(&ctx.kernel),
     },
+    Case {
+        name: "prematch_cmdline_matches_test_kernel",
+        run: prematch_matches,
+    },
+    Case {
+        name: "prematch_flipped_vmlinux_byte_exits_1",
+        run: prematch_flipped_byte,
+    },
+    Case {
+        name: "debian_cloud_kernel_cmdline_string",
+        run: debian_cloud_kernel,
+    },
+    Case {
+        name: "signing_kernel_enforces_signatures",
+        run: signing_kernel_enforces_signatures,
+    },
+    Case {
+        name: "signing_reproducible_two_builds",
+        run: signing_reproducible,
+    },
+    Case {
+        name: "treeless_test_kernel_cmdline_string",
+        run: treeless_test_kernel,
+    },
 ];
 
 /// Runs the cases whose name contains `filter`; prints one line per case and
@@ -620,7 +644,17 @@ fn kpbuild_build(
     patches: &[&str],
     out: &std::path::Path,
 ) -> (u8, Result<serde_json::Value, String>) {
-    let args = kpbuild::build::BuildArgs {
+    kpbuild::build::execute(&kpbuild_args(ctx, module, patches, out))
+}
+
+/// The arguments of `kpbuild build` against the test kernel.
+fn kpbuild_args(
+    ctx: &Ctx,
+    module: &str,
+    patches: &[&str],
+    out: &std::path::Path,
+) -> kpbuild::build::BuildArgs {
+    kpbuild::build::BuildArgs {
         src: ctx.kernel.src.clone(),
         build: ctx.kernel.build.clone(),
         patches: patches
@@ -634,8 +668,9 @@ fn kpbuild_build(
         json: false,
         keep_tmp: false,
         quiet: true,
-    };
-    kpbuild::build::execute(&args)
+        sign_key: None,
+        sign_cert: None,
+    }
 }
 
 fn patch_case(ctx: &Ctx, case: &PatchCase) -> Result<(), String> {
@@ -663,5 +698,383 @@ fn patch_case(ctx: &Ctx, case: &PatchCase) -> Result<(), String> {
         .vm(case.module)
         .run(&script)
         .map_err(|e| e.to_string())?;
+    report.verify(&script)
+}
+
+/// The cmdline patch against the test kernel passes the pre-match: every
+/// function of the original unit equals vmlinux outside relocations.
+fn prematch_matches(ctx: &Ctx) -> Result<(), String> {
+    let out = ctx.work.join("prematch-ok");
+    let (code, result) = kpbuild_build(ctx, "kpb_prematch", &["proc-cmdline-string.patch"], &out);
+    let report = result.map_err(|why| format!("kpbuild build exited {code}: {why}"))?;
+    let checked = report["prematch"]["checked"].as_u64().unwrap_or(0);
+    if checked == 0 {
+        return Err(format!("no function pre-matched: {}", report["prematch"]));
+    }
+    eprintln!("  > prematch: {}", report["prematch"]);
+    Ok(())
+}
+
+/// A vmlinux whose `cmdline_proc_show` differs in one byte (the first one
+/// compared after `endbr64` and the `__fentry__` call) stops the build with
+/// exit 1 naming the function and the offset.
+fn prematch_flipped_byte(ctx: &Ctx) -> Result<(), String> {
+    let dir = ctx.work.join("prematch-flip");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let object = ctx.kernel.build.join("fs/proc/cmdline.o");
+    let object_bytes = std::fs::read(&object).map_err(|e| format!("{}: {e}", object.display()))?;
+    let flip = kpbuild::prematch::function_images("cmdline.o", &object_bytes)?
+        .into_iter()
+        .find(|f| f.name == "cmdline_proc_show")
+        .and_then(|f| f.first_unmasked(4))
+        .ok_or("no compared byte in cmdline_proc_show")?;
+    let vmlinux = ctx.kernel.vmlinux();
+    let mut data = std::fs::read(&vmlinux).map_err(|e| format!("{}: {e}", vmlinux.display()))?;
+    let (offset, size) = kpbuild::prematch::TargetCode::new(&data)?
+        .file_range("cmdline_proc_show")
+        .ok_or("no cmdline_proc_show in vmlinux")?;
+    if size as usize <= flip {
+        return Err(format!("cmdline_proc_show is only {size} bytes"));
+    }
+    data[offset as usize + flip] ^= 0xff;
+    let want = format!("+{flip:#x}");
+    let copy = dir.join("vmlinux");
+    std::fs::write(&copy, &data).map_err(|e| format!("{}: {e}", copy.display()))?;
+    let args = kpbuild_args(
+        ctx,
+        "kpb_prematch_bad",
+        &["proc-cmdline-string.patch"],
+        &dir.join("out"),
+    );
+    let target = kpbuild::build::TargetArgs {
+        vmlinux: Some(copy),
+        ..Default::default()
+    };
+    let (code, result) = kpbuild::build::execute_with(&args, &target);
+    let message = match result {
+        Ok(_) => return Err("kpbuild build accepted a vmlinux that differs".into()),
+        Err(m) => m,
+    };
+    if code != 1 || !message.contains("cmdline_proc_show") || !message.contains(&want) {
+        return Err(format!(
+            "expected exit 1 naming cmdline_proc_show at {want}; got exit {code}: {message}"
+        ));
+    }
+    eprintln!("  > prematch: {message}");
+    Ok(())
+}
+
+/// The Debian release the tree-less end-to-end case patches.
+const DEBIAN_RELEASE: &str = "6.12.117+deb12-cloud-amd64";
+
+/// `kpbuild build --debian RELEASE`: Debian's own cloud kernel, no kernel
+/// build; the module is loaded into Debian's vmlinuz under QEMU.
+fn debian_cloud_kernel(ctx: &Ctx) -> Result<(), String> {
+    let case = &PROC_CMDLINE_STRING;
+    let out = ctx.work.join("debian");
+    let mut args = kpbuild_args(ctx, "kpb_debian_cmdline", case.patches, &out);
+    args.src = PathBuf::new();
+    args.build = PathBuf::new();
+    args.quiet = false;
+    let target = kpbuild::build::TargetArgs {
+        debian: Some(DEBIAN_RELEASE.into()),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let (code, result) = kpbuild::build::execute_with(&args, &target);
+    let report = result.map_err(|why| format!("kpbuild build --debian exited {code}: {why}"))?;
+    eprintln!(
+        "  > debian: built in {:.1} s, prematch {}",
+        start.elapsed().as_secs_f64(),
+        report["prematch"]
+    );
+    let kernel = kpbuild::debian::fetch(DEBIAN_RELEASE, &|_| {})?;
+    let ko = out.join("kpb_debian_cmdline.ko");
+    let mut script = GuestScript::default();
+    Lifecycle {
+        module_path: "/modules/kpb_debian_cmdline.ko".into(),
+        module: std::fs::read(&ko).map_err(|e| format!("{}: {e}", ko.display()))?,
+        patch_name: "kpb_debian_cmdline".into(),
+        probe: case.probe.into(),
+        original: case.original.into(),
+        patched: case.patched.into(),
+    }
+    .add_to(&mut script, "");
+    let mut vm = Vm::new(&kernel.vmlinuz, &ctx.work.join("debian-vm"));
+    vm.memory_mb = 1024;
+    vm.timeout = Duration::from_secs(240);
+    let report = vm.run(&script).map_err(|e| e.to_string())?;
+    // An unsigned out-of-tree livepatch taints the kernel; that is expected
+    // and not a WARNING/BUG/Oops.
+    for line in report
+        .dmesg
+        .iter()
+        .filter(|l| l.contains("taint") || l.contains("verification") || l.contains("livepatch"))
+    {
+        eprintln!("  > debian guest: {line}");
+    }
+    report.verify(&script)
+}
+
+/// A test signing key and certificate under `fixtures/signing/`.
+fn signing_fixture(name: &str) -> PathBuf {
+    crate::repo_root().join("fixtures/signing").join(name)
+}
+
+fn read_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The module-signing test kernel (`CONFIG_MODULE_SIG_FORCE`, the test
+/// certificate trusted): a module `kpbuild build --sign-key/--sign-cert`
+/// makes against that kernel's tree loads and patches; the same module
+/// unsigned, signed with a key the kernel does not trust, or with one byte
+/// flipped after signing is refused by `insmod`. One boot.
+fn signing_kernel_enforces_signatures(_ctx: &Ctx) -> Result<(), String> {
+    let start = Instant::now();
+    let kb = crate::signing_kernel()?;
+    eprintln!(
+        "  > signing kernel ready in {:.1} s: {}",
+        start.elapsed().as_secs_f64(),
+        kb.build.display()
+    );
+    let work = std::env::temp_dir().join(format!("kpbuild-e2e-signing-{}", std::process::id()));
+    let case = &PROC_CMDLINE_STRING;
+    let module = "kpb_signed";
+    let out = work.join("out");
+    let args = kpbuild::build::BuildArgs {
+        src: kb.src.clone(),
+        build: kb.build.clone(),
+        patches: case
+            .patches
+            .iter()
+            .map(|p| crate::repo_root().join("fixtures/patches").join(p))
+            .collect(),
+        name: module.to_string(),
+        out: out.clone(),
+        no_replace: false,
+        jobs: None,
+        json: false,
+        keep_tmp: false,
+        quiet: true,
+        sign_key: Some(signing_fixture("test-key.pem")),
+        sign_cert: Some(signing_fixture("test-cert.pem")),
+    };
+    let (code, result) = kpbuild::build::execute(&args);
+    let report = result.map_err(|why| format!("kpbuild build exited {code}: {why}"))?;
+    if report["signature"]["hash"] != "sha256" {
+        return Err(format!(
+            "report has no sha256 signature: {}",
+            report["signature"]
+        ));
+    }
+    let signed = read_file(&out.join(format!("{module}.ko")))?;
+    let info = modsign::parse_signature(&signed).ok_or("the built module is not signed")?;
+    let signer = info.signer.ok_or("the signature names no signer")?;
+    if !signer.issuer.contains("kpbuild test signing key")
+        || info.hash != Some(modsign::Hash::Sha256)
+    {
+        return Err(format!(
+            "unexpected signer {signer:?} / hash {:?}",
+            info.hash
+        ));
+    }
+    let unsigned = modsign::strip_signature(&signed)
+        .map_err(|e| e.to_string())?
+        .to_vec();
+    let timed = Instant::now();
+    let other = modsign::sign(
+        &unsigned,
+        &read_file(&signing_fixture("other-key.pem"))?,
+        &read_file(&signing_fixture("other-cert.pem"))?,
+        modsign::Hash::Sha256,
+    )
+    .map_err(|e| e.to_string())?;
+    eprintln!(
+        "  > signing kernel: {} bytes signed in {:.1} ms",
+        unsigned.len(),
+        timed.elapsed().as_secs_f64() * 1000.0
+    );
+    let mut flipped = signed.clone();
+    flipped[unsigned.len() / 2] ^= 0x01;
+
+    let mut script = GuestScript::default();
+    for (name, bytes) in [
+        ("unsigned", unsigned),
+        ("other", other),
+        ("flipped", flipped),
+    ] {
+        script.file(&format!("/modules/kpb_{name}.ko"), bytes);
+    }
+    // insmod must fail with EKEYREJECTED; the kernel logs why for the first two.
+    let refused = |name: &str, dmesg: Option<&str>| {
+        let mut shell = format!(
+            "out=$(insmod /modules/kpb_{name}.ko 2>&1); rc=$?; echo \"insmod rc=$rc: $out\"; \
+             [ $rc -ne 0 ] && case \"$out\" in *'Key was rejected by service'*) true ;; *) false ;; esac \
+             && ! grep -q '^{module} ' /proc/modules"
+        );
+        if let Some(reason) = dmesg {
+            shell.push_str(&format!(" && dmesg | grep '{reason}'"));
+        }
+        shell
+    };
+    script
+        .check(
+            "cert-trusted",
+            "the kernel loaded the test certificate into its keyring",
+            "dmesg | grep \"Loaded X.509 cert 'kpbuild test signing key\"",
+        )
+        .check(
+            "unsigned-refused",
+            "the unsigned module is refused",
+            refused("unsigned", Some("Loading of unsigned module is rejected")),
+        )
+        .check(
+            "other-key-refused",
+            "the module signed with an untrusted key is refused",
+            refused(
+                "other",
+                Some("Loading of module with unavailable key is rejected"),
+            ),
+        )
+        .check(
+            "flipped-refused",
+            "the module with a byte flipped after signing is refused",
+            refused("flipped", None),
+        );
+    Lifecycle {
+        module_path: format!("/modules/{module}.ko"),
+        module: signed,
+        patch_name: module.to_string(),
+        probe: case.probe.into(),
+        original: case.original.into(),
+        patched: case.patched.into(),
+    }
+    .add_to(&mut script, "signed-");
+    let report = Vm::new(&kb.bzimage(), &work.join("vm"))
+        .run(&script)
+        .map_err(|e| e.to_string())?;
+    let verdict = report.verify(&script);
+    if verdict.is_ok() {
+        for id in [
+            "cert-trusted",
+            "unsigned-refused",
+            "other-key-refused",
+            "flipped-refused",
+        ] {
+            for line in report.output(&id.replace('-', "_")) {
+                eprintln!("  > {id}: {line}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    verdict
+}
+
+/// Two `kpbuild build` runs of the same patch against the same tree, in two
+/// processes (so every scratch path differs), signed with the same key: the
+/// signed modules are byte-identical, and so are the unsigned ones.
+fn signing_reproducible(ctx: &Ctx) -> Result<(), String> {
+    let dir = ctx.work.join("reproducible");
+    let mut modules = Vec::new();
+    for run in ["a", "b"] {
+        let out = dir.join(run);
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.current_dir(crate::repo_root())
+            .args([
+                "run",
+                "--quiet",
+                "--package",
+                "kpbuild",
+                "--",
+                "build",
+                "--quiet",
+            ])
+            .arg("--src")
+            .arg(&ctx.kernel.src)
+            .arg("--build")
+            .arg(&ctx.kernel.build)
+            .arg("--patch")
+            .arg(crate::repo_root().join("fixtures/patches/proc-cmdline-string.patch"))
+            .args(["--name", "kpb_repro", "--out"])
+            .arg(&out)
+            .arg("--sign-key")
+            .arg(signing_fixture("test-key.pem"))
+            .arg("--sign-cert")
+            .arg(signing_fixture("test-cert.pem"));
+        kpbuild::process::run(&mut cmd).map_err(|e| e.to_string())?;
+        modules.push(read_file(&out.join("kpb_repro.ko"))?);
+    }
+    let (a, b) = (&modules[0], &modules[1]);
+    let strip = |m: &[u8]| {
+        modsign::strip_signature(m)
+            .map(<[u8]>::to_vec)
+            .map_err(|e| e.to_string())
+    };
+    let (ua, ub) = (strip(a)?, strip(b)?);
+    if ua != ub {
+        let at = ua
+            .iter()
+            .zip(&ub)
+            .position(|(x, y)| x != y)
+            .unwrap_or(ua.len().min(ub.len()));
+        return Err(format!(
+            "the unsigned modules of two builds differ ({} vs {} bytes, first at offset {at:#x}); \
+             compare {} and {}",
+            ua.len(),
+            ub.len(),
+            dir.join("a/kpb_repro.ko").display(),
+            dir.join("b/kpb_repro.ko").display()
+        ));
+    }
+    if a != b {
+        return Err("identical unsigned modules got different signatures".into());
+    }
+    eprintln!(
+        "  > reproducible: two builds, {} bytes, byte-identical when signed",
+        a.len()
+    );
+    Ok(())
+}
+
+/// Tree-less mode on the test kernel: only its source, config, vmlinux and
+/// module build tree are given (no `.cmd` records are read from it); the
+/// unit is compiled in a prepared private directory and the module loads.
+fn treeless_test_kernel(ctx: &Ctx) -> Result<(), String> {
+    let case = &PROC_CMDLINE_STRING;
+    let out = ctx.work.join("treeless");
+    let mut args = kpbuild_args(ctx, "kpb_treeless", case.patches, &out);
+    args.build = PathBuf::new();
+    let build = &ctx.kernel.build;
+    let target = kpbuild::build::TargetArgs {
+        config: Some(build.join(".config")),
+        vmlinux: Some(ctx.kernel.vmlinux()),
+        headers: Some(build.clone()),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let (code, result) = kpbuild::build::execute_with(&args, &target);
+    let report = result.map_err(|why| format!("tree-less kpbuild build exited {code}: {why}"))?;
+    if report["inputs"]["mode"] != "tree-less" {
+        return Err(format!("not built tree-less: {}", report["inputs"]));
+    }
+    eprintln!(
+        "  > treeless: built in {:.1} s, prematch {}",
+        start.elapsed().as_secs_f64(),
+        report["prematch"]
+    );
+    let ko = out.join("kpb_treeless.ko");
+    let mut script = GuestScript::default();
+    Lifecycle {
+        module_path: "/modules/kpb_treeless.ko".into(),
+        module: std::fs::read(&ko).map_err(|e| format!("{}: {e}", ko.display()))?,
+        patch_name: "kpb_treeless".into(),
+        probe: case.probe.into(),
+        original: case.original.into(),
+        patched: case.patched.into(),
+    }
+    .add_to(&mut script, "");
+    let report = ctx.vm("treeless").run(&script).map_err(|e| e.to_string())?;
     report.verify(&script)
 }

@@ -5,6 +5,7 @@
 //! cargo xtask test      cargo test --workspace, then the kernel end-to-end suite
 //! cargo xtask e2e [F]   only the kernel end-to-end suite (cases containing F)
 //! cargo xtask kernel    build (or reuse) the cached test kernel and print its paths
+//! cargo xtask kernel signing   the same for the module-signing variant
 //! cargo xtask bench [diff|build]  benchmarks (release build): elfdiff over the
 //!                       whole kernel; kpbuild build vs the incremental make
 //! ```
@@ -24,6 +25,12 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("e2e") => e2e::run_suite(args.get(1).map(String::as_str)).map(|_| ()),
         Some("bench") => bench::run(args.get(1).map(String::as_str)),
+        Some("kernel") if args.get(1).map(String::as_str) == Some("signing") => signing_kernel()
+            .map(|kb| {
+                println!("source: {}", kb.src.display());
+                println!("build:  {}", kb.build.display());
+                println!("image:  {}", kb.bzimage().display());
+            }),
         Some("kernel") => kernel().map(|kb| {
             println!("source: {}", kb.src.display());
             println!("build:  {}", kb.build.display());
@@ -35,7 +42,7 @@ fn main() -> ExitCode {
                  demo    build the test kernel if needed, livepatch it in QEMU, show the effect\n\
                  test    cargo test --workspace, then the kernel end-to-end suite\n\
                  e2e     only the kernel end-to-end suite\n\
-                 kernel  build or reuse the cached test kernel\n\
+                 kernel [signing]  build or reuse the cached test kernel (or its signing variant)\n\
                  bench [diff|build]  benchmarks: elfdiff over the whole kernel, kpbuild build vs make"
             );
             return ExitCode::from(1);
@@ -73,6 +80,33 @@ pub fn kernel() -> Result<KernelBuild, String> {
         tarball,
         fragment: repo_root().join("fixtures/kernel/livepatch.config"),
         patches: vec![repo_root().join("fixtures/kernel/testbed.patch")],
+        extra_fragments: vec![],
+        build_files: vec![],
+        cache: testbed::cache_dir(),
+        jobs: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+    };
+    spec.ensure_built(&mut progress).map_err(|e| e.to_string())
+}
+
+/// The test kernel's module-signing variant: `fixtures/kernel/signing.config`
+/// on top (signatures enforced, SHA-256) and the test certificate
+/// `fixtures/signing/test-cert.pem` built into its trusted keyring.
+pub fn signing_kernel() -> Result<KernelBuild, String> {
+    testbed::packages::ensure(testbed::packages::TESTBED_PACKAGES, &mut progress)
+        .map_err(|e| e.to_string())?;
+    let spec = KernelSpec {
+        source_version: testbed::packages::version("linux-source-6.12")
+            .map_err(|e| e.to_string())?,
+        tarball: PathBuf::from("/usr/src/linux-source-6.12.tar.xz"),
+        fragment: repo_root().join("fixtures/kernel/livepatch.config"),
+        patches: vec![repo_root().join("fixtures/kernel/testbed.patch")],
+        extra_fragments: vec![repo_root().join("fixtures/kernel/signing.config")],
+        build_files: vec![(
+            repo_root().join("fixtures/signing/test-cert.pem"),
+            PathBuf::from("kpbuild-test-signing.pem"),
+        )],
         cache: testbed::cache_dir(),
         jobs: std::thread::available_parallelism()
             .map(|n| n.get())

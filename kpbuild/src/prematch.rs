@@ -1,0 +1,389 @@
+//! Pre-match: before a module is written, the original code kpbuild compiled
+//! must be the code the target runs. Every function of an original object
+//! (compiled with `-ffunction-sections`) is compared with the same symbol's
+//! bytes in the linked target (vmlinux, or a module's `.ko`), outside the
+//! bytes the link or the build legitimately changes:
+//!
+//! - relocation fields of the original object;
+//! - the `__fentry__` call (the opcode byte too: vmlinux has it as a NOP);
+//! - `__jump_table` code sites (`e9 rel32` / `eb rel8` in the object may be
+//!   `0f 1f 44 00 00` / `66 90` in vmlinux);
+//! - a sealed `endbr64` at offset 0 (`CONFIG_X86_KERNEL_IBT`: objtool turns
+//!   the `endbr64` of functions not address-taken into a 4-byte NOP).
+//!
+//! A difference means the source, the config or the compiler is not the one
+//! the target was built from; the patch would be built against other code.
+
+use elfdiff::input::{Input, SymKind, reloc_width};
+use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+use std::collections::HashMap;
+use std::ops::Range;
+
+/// `endbr64`.
+const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+/// 4-byte sequences a sealed `endbr64` may become.
+const SEALED_ENDBR: &[[u8; 4]] = &[
+    [0x0f, 0x1f, 0x40, 0x00],
+    [0x66, 0x0f, 0x1f, 0x00],
+    [0x0f, 0x1f, 0x40, 0xd6],
+];
+
+/// A function's bytes in an original object and the ranges not compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionImage {
+    /// The function's name.
+    pub name: String,
+    /// Whether it is a weak definition (may be overridden in the target).
+    pub weak: bool,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Byte ranges (relative to the function) excluded from the comparison.
+    pub masked: Vec<Range<usize>>,
+}
+
+impl FunctionImage {
+    fn is_masked(&self, offset: usize) -> bool {
+        self.masked.iter().any(|r| r.contains(&offset))
+    }
+
+    /// The first offset where `target` differs outside the masked ranges,
+    /// or `None` when equal. A size difference is a difference at the end
+    /// of the shorter one.
+    pub fn first_difference(&self, target: &[u8]) -> Option<usize> {
+        let n = self.bytes.len().min(target.len());
+        let sealed = self.bytes.len() >= 4
+            && target.len() >= 4
+            && self.bytes[..4] == ENDBR64
+            && SEALED_ENDBR.iter().any(|s| target[..4] == s[..]);
+        let start = if sealed { 4 } else { 0 };
+        if let Some(i) = (start..n).find(|&i| self.bytes[i] != target[i] && !self.is_masked(i)) {
+            return Some(i);
+        }
+        (self.bytes.len() != target.len()).then_some(n)
+    }
+
+    /// The first offset that is compared (not masked) at or after `from`.
+    pub fn first_unmasked(&self, from: usize) -> Option<usize> {
+        (from..self.bytes.len()).find(|&i| !self.is_masked(i))
+    }
+}
+
+/// Every defined function of an original object with its masked ranges.
+pub fn function_images(label: &str, object: &[u8]) -> Result<Vec<FunctionImage>, String> {
+    let input = Input::parse(label, object).map_err(|e| e.to_string())?;
+    // Jump-label code sites: (section, offset) of each `__jump_table` entry's code field.
+    let mut jump_sites: HashMap<usize, Vec<u64>> = HashMap::new();
+    for sec in input.sections() {
+        if input.section_name(sec) != "__jump_table" {
+            continue;
+        }
+        for r in input.relocs(sec) {
+            // Entries are 16 bytes: code (rel32), target (rel32), key (rel64).
+            if r.r_offset % 16 != 0 {
+                continue;
+            }
+            let s = input.sym(input.reloc_sym(r));
+            if let Some(target_sec) = s.section {
+                let at = (s.st_value as i64 + r.r_addend) as u64;
+                jump_sites
+                    .entry(elfdiff::input::SectionId::of(target_sec).0)
+                    .or_default()
+                    .push(at);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for id in input.symbols() {
+        if input.kind(id) != SymKind::Func {
+            continue;
+        }
+        let s = input.sym(id);
+        let name = input.sym_name(id);
+        if s.st_size == 0 || name.starts_with("__pfx_") || name.starts_with("__cfi_") {
+            continue;
+        }
+        let bytes = input.sym_bytes(id).to_vec();
+        let start = s.st_value;
+        let mut masked = Vec::new();
+        for r in input.sym_relocs(id) {
+            let off = (r.r_offset - start) as usize;
+            let width = reloc_width(r.r_type).unwrap_or(4);
+            let callee = input.sym_name(input.reloc_sym(r));
+            if callee == "__fentry__" {
+                masked.push(off.saturating_sub(1)..off + width);
+            } else {
+                masked.push(off..off + width);
+            }
+        }
+        if let Some(sites) = s
+            .section
+            .and_then(|sec| jump_sites.get(&elfdiff::input::SectionId::of(sec).0))
+        {
+            for &at in sites {
+                if at >= start && at < start + s.st_size {
+                    let off = (at - start) as usize;
+                    let len = if bytes.get(off) == Some(&0xeb) { 2 } else { 5 };
+                    masked.push(off..off + len);
+                }
+            }
+        }
+        out.push(FunctionImage {
+            name,
+            weak: s.st_bind() == object::elf::STB_WEAK,
+            bytes,
+            masked,
+        });
+    }
+    Ok(out)
+}
+
+/// The function symbols of a linked target (vmlinux or a `.ko`), by name.
+pub struct TargetCode<'d> {
+    file: object::File<'d>,
+    by_name: HashMap<&'d str, Vec<(object::SectionIndex, u64, u64)>>,
+}
+
+impl<'d> TargetCode<'d> {
+    /// Indexes the function symbols of `data`.
+    pub fn new(data: &'d [u8]) -> Result<Self, String> {
+        let file = object::File::parse(data).map_err(|e| e.to_string())?;
+        let mut by_name: HashMap<&'d str, Vec<_>> = HashMap::new();
+        for sym in file.symbols() {
+            if sym.kind() != SymbolKind::Text || sym.size() == 0 {
+                continue;
+            }
+            let (Ok(name), Some(section)) = (sym.name(), sym.section_index()) else {
+                continue;
+            };
+            by_name
+                .entry(name)
+                .or_default()
+                .push((section, sym.address(), sym.size()));
+        }
+        Ok(TargetCode { file, by_name })
+    }
+
+    /// File offset and size of the first function named `name`.
+    pub fn file_range(&self, name: &str) -> Option<(u64, u64)> {
+        let &(section, address, size) = self.by_name.get(name)?.first()?;
+        let sec = self.file.section_by_index(section).ok()?;
+        let (offset, _) = sec.file_range()?;
+        Some((offset + address.wrapping_sub(sec.address()), size))
+    }
+
+    /// The bytes of every function named `name`.
+    pub fn functions(&self, name: &str) -> Vec<&'d [u8]> {
+        let mut out = Vec::new();
+        for &(section, address, size) in self.by_name.get(name).into_iter().flatten() {
+            let Ok(sec) = self.file.section_by_index(section) else {
+                continue;
+            };
+            let Ok(data) = sec.data() else { continue };
+            // vmlinux: addresses; a relocatable .ko: offsets (section address 0).
+            let start = address.wrapping_sub(sec.address()) as usize;
+            if let Some(bytes) = start
+                .checked_add(size as usize)
+                .and_then(|end| data.get(start..end))
+            {
+                out.push(bytes);
+            }
+        }
+        out
+    }
+}
+
+/// What the pre-match found for one object.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Functions compared and equal.
+    pub checked: usize,
+    /// Functions not compared: (name, reason).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// A function whose original code differs from the target's.
+#[derive(Debug)]
+pub struct Mismatch {
+    /// The function.
+    pub function: String,
+    /// First differing offset.
+    pub offset: usize,
+    /// Sizes: original object, target.
+    pub sizes: (usize, usize),
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} differs from the target at +{:#x} (original object {} bytes, target {} bytes): \
+             the source, config or compiler is not the one the target was built with",
+            self.function, self.offset, self.sizes.0, self.sizes.1
+        )
+    }
+}
+
+/// Compares every function of an original object with the target. `replaced`
+/// names the functions the module will replace: those must be found.
+pub fn check(
+    target: &TargetCode<'_>,
+    images: &[FunctionImage],
+    replaced: &[String],
+) -> Result<Outcome, Result<Mismatch, String>> {
+    let mut outcome = Outcome::default();
+    for image in images {
+        let candidates = target.functions(&image.name);
+        let must = replaced.contains(&image.name);
+        let skip = |why: &str| -> Result<(String, String), Result<Mismatch, String>> {
+            if must {
+                Err(Err(format!(
+                    "{}: replaced, but cannot be pre-matched: {why}",
+                    image.name
+                )))
+            } else {
+                Ok((image.name.clone(), why.to_string()))
+            }
+        };
+        if candidates.is_empty() {
+            outcome.skipped.push(skip(
+                "not in the target (inlined, discarded or in another object)",
+            )?);
+            continue;
+        }
+        let same_size: Vec<&[u8]> = candidates
+            .iter()
+            .copied()
+            .filter(|c| c.len() == image.bytes.len())
+            .collect();
+        if same_size.is_empty() && image.weak {
+            outcome
+                .skipped
+                .push(skip("weak definition overridden in the target")?);
+            continue;
+        }
+        let pool = if same_size.is_empty() {
+            &candidates
+        } else {
+            &same_size
+        };
+        // Same-named local functions of other files: any equal one matches.
+        let mut first = None;
+        for c in pool {
+            match image.first_difference(c) {
+                None => {
+                    first = None;
+                    break;
+                }
+                Some(off) => {
+                    first.get_or_insert((off, c.len()));
+                }
+            }
+        }
+        if let Some((offset, size)) = first {
+            return Err(Ok(Mismatch {
+                function: image.name.clone(),
+                offset,
+                sizes: (image.bytes.len(), size),
+            }));
+        }
+        outcome.checked += 1;
+    }
+    Ok(outcome)
+}
+
+/// One original object to pre-match.
+pub struct UnitToCheck {
+    /// `vmlinux` or a module name.
+    pub target: String,
+    /// The unit's object path, for messages.
+    pub label: String,
+    /// The original object as compiled for diffing.
+    pub original: std::path::PathBuf,
+    /// Original names of the functions the module replaces from this unit.
+    pub replaced: Vec<String>,
+}
+
+/// Pre-matches every unit against its target (`target_file` gives the ELF of
+/// `vmlinux` or a module); returns the report entry
+/// `{"checked": N, "skipped": [...]}` or the reason to stop.
+pub fn verify_units(
+    units: &[UnitToCheck],
+    target_file: &dyn Fn(&str) -> Result<std::path::PathBuf, String>,
+) -> Result<serde_json::Value, String> {
+    let mut checked = 0;
+    let mut skipped = Vec::new();
+    let mut targets: Vec<&str> = units.iter().map(|u| u.target.as_str()).collect();
+    targets.sort();
+    targets.dedup();
+    for t in targets {
+        let path = target_file(t)?;
+        let data = crate::diff::read(&path)?;
+        let code = TargetCode::new(&data).map_err(|e| format!("{}: {e}", path.display()))?;
+        for u in units.iter().filter(|u| u.target == t) {
+            let bytes = crate::diff::read(&u.original)?;
+            let images = function_images(&u.label, &bytes)?;
+            match check(&code, &images, &u.replaced) {
+                Ok(o) => {
+                    checked += o.checked;
+                    skipped.extend(o.skipped.into_iter().map(|(f, why)| {
+                        serde_json::json!({"object": u.label, "function": f, "reason": why})
+                    }));
+                }
+                Err(Ok(m)) => {
+                    return Err(format!(
+                        "pre-match failed for {} in {}: {m}",
+                        u.label,
+                        path.display()
+                    ));
+                }
+                Err(Err(why)) => return Err(format!("pre-match: {}: {why}", u.label)),
+            }
+        }
+    }
+    Ok(serde_json::json!({"checked": checked, "skipped": skipped}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(bytes: &[u8], masked: Vec<Range<usize>>) -> FunctionImage {
+        FunctionImage {
+            name: "f".into(),
+            weak: false,
+            bytes: bytes.to_vec(),
+            masked,
+        }
+    }
+
+    #[test]
+    fn masked_fentry_and_sealed_endbr_are_equal() {
+        // endbr64; call __fentry__ (rel32 masked with its opcode); ret
+        let obj = image(
+            &[0xf3, 0x0f, 0x1e, 0xfa, 0xe8, 0, 0, 0, 0, 0xc3],
+            std::iter::once(4..9).collect(),
+        );
+        let linked = [0x0f, 0x1f, 0x40, 0x00, 0x0f, 0x1f, 0x44, 0x00, 0x00, 0xc3];
+        assert_eq!(obj.first_difference(&linked), None);
+    }
+
+    #[test]
+    fn a_flipped_byte_is_found_at_its_offset() {
+        let obj = image(&[0x55, 0x48, 0x89, 0xe5, 0xc3], vec![]);
+        assert_eq!(
+            obj.first_difference(&[0x55, 0x48, 0x89, 0xe6, 0xc3]),
+            Some(3)
+        );
+        assert_eq!(obj.first_difference(&[0x55, 0x48, 0x89, 0xe5]), Some(4));
+        assert_eq!(obj.first_unmasked(0), Some(0));
+    }
+
+    #[test]
+    fn endbr_is_only_forgiven_at_offset_zero() {
+        let obj = image(&[0x90, 0xf3, 0x0f, 0x1e, 0xfa], vec![]);
+        assert_eq!(
+            obj.first_difference(&[0x90, 0x0f, 0x1f, 0x40, 0x00]),
+            Some(1)
+        );
+    }
+}

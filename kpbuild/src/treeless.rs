@@ -1,0 +1,210 @@
+//! Tree-less mode: a target described by its source, config, vmlinux and
+//! module headers instead of a built tree. A private kbuild output
+//! directory is prepared once per (source, config, compiler) and cached;
+//! the units a patch touches are compiled there on demand, and their `.cmd`
+//! records are then replayed exactly like a built tree's. Everything after
+//! [`target_tree`] is the tree mode's code path.
+
+use crate::build::{BuildArgs, TargetArgs};
+use crate::tree::TargetTree;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The cache root: `$KPBUILD_CACHE` or `~/.cache/kpbuild`.
+pub fn cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KPBUILD_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/kpbuild")
+}
+
+/// The one description of the target every later step works from, whichever
+/// way the command line gave it.
+pub fn target_tree(
+    args: &BuildArgs,
+    target: &TargetArgs,
+    patches: &[(PathBuf, String)],
+    progress: &dyn Fn(&str),
+) -> Result<TargetTree, String> {
+    let given = |p: &Path| !p.as_os_str().is_empty();
+    if let Some(release) = &target.debian {
+        if given(&args.build) {
+            return Err("--debian and --build exclude each other".into());
+        }
+        let k = crate::debian::fetch(release, progress)?;
+        let src = if given(&args.src) {
+            args.src.clone()
+        } else {
+            k.src
+        };
+        return prepared_tree(&src, &k.config, &k.vmlinux, &k.headers, patches, progress);
+    }
+    if !given(&args.build) {
+        let (Some(config), Some(vmlinux), Some(headers)) =
+            (&target.config, &target.vmlinux, &target.headers)
+        else {
+            return Err(
+                "describe the target with --build, or with --config, --vmlinux and --headers (tree-less), or with --debian RELEASE".into(),
+            );
+        };
+        if !given(&args.src) {
+            return Err("--src is required (the exact source of the target kernel)".into());
+        }
+        return prepared_tree(&args.src, config, vmlinux, headers, patches, progress);
+    }
+    if !given(&args.src) {
+        return Err("--src is required with --build".into());
+    }
+    if target.config.is_some() || target.headers.is_some() {
+        return Err(
+            "--config and --headers describe a target without a built tree; drop --build or them"
+                .into(),
+        );
+    }
+    let mut tree = TargetTree::from_build_tree(&args.src, &args.build)?;
+    if let Some(v) = &target.vmlinux {
+        tree.vmlinux = v.clone();
+    }
+    Ok(tree)
+}
+
+/// The compiler `CONFIG_CC_VERSION_TEXT` names, checked against the one on
+/// this machine: (command, version line).
+pub fn config_compiler(config: &str) -> Result<(String, String), String> {
+    let want = crate::tree::parse_config(config)
+        .remove("CONFIG_CC_VERSION_TEXT")
+        .ok_or("the config has no CONFIG_CC_VERSION_TEXT: which compiler built the kernel?")?;
+    let cc = want.split_whitespace().next().unwrap_or("gcc").to_string();
+    let out = Command::new(&cc).arg("--version").output().map_err(|e| {
+        format!("the kernel was built by `{want}`, but `{cc}` cannot be run here: {e}")
+    })?;
+    let have = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if have != want {
+        return Err(format!(
+            "compiler mismatch: the kernel was built by `{want}`, but `{cc}` here is `{have}`"
+        ));
+    }
+    Ok((cc, have))
+}
+
+fn make(src: &Path, out: &Path, cc: &str) -> Command {
+    let mut c = Command::new("make");
+    c.arg("-C")
+        .arg(src)
+        .arg(format!("O={}", out.display()))
+        .arg(format!("CC={cc}"))
+        .arg("-s");
+    c
+}
+
+/// Prepares (or reuses) the private build directory and compiles the
+/// changed units in it.
+fn prepared_tree(
+    src: &Path,
+    config: &Path,
+    vmlinux: &Path,
+    headers: &Path,
+    patches: &[(PathBuf, String)],
+    progress: &dyn Fn(&str),
+) -> Result<TargetTree, String> {
+    let src = src
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", src.display()))?;
+    if !src.join("Makefile").is_file() || !src.join("kernel").is_dir() {
+        return Err(format!(
+            "{}: not a kernel source tree (no Makefile and kernel/)",
+            src.display()
+        ));
+    }
+    let config_text =
+        std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let (cc, cc_version) = config_compiler(&config_text)?;
+    let makefile = std::fs::read(src.join("Makefile")).map_err(|e| e.to_string())?;
+    let mut h = Sha256::new();
+    for part in [
+        src.display().to_string().as_bytes(),
+        &makefile,
+        config_text.as_bytes(),
+        cc_version.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    let key: String = h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = cache_root().join("prepared").join(&key);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let lock_path = dir.with_extension("lock");
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    let done = dir.join(".kpbuild-prepared");
+    if !done.exists() {
+        progress(&format!(
+            "preparing a build directory for {} (olddefconfig + prepare, once): {}",
+            src.display(),
+            dir.display()
+        ));
+        std::fs::write(dir.join(".config"), &config_text)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        crate::process::run(make(&src, &dir, &cc).arg("olddefconfig"))
+            .map_err(|e| e.to_string())?;
+        let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+        crate::process::run(
+            make(&src, &dir, &cc)
+                .arg(format!("-j{jobs}"))
+                .arg("prepare"),
+        )
+        .map_err(|e| e.to_string())?;
+        std::fs::write(&done, &key).map_err(|e| format!("{}: {e}", done.display()))?;
+    }
+    let mut units = Vec::new();
+    for (p, text) in patches {
+        for t in crate::patch::touched_files(text) {
+            let ext = t.path.extension().and_then(|e| e.to_str());
+            if ext == Some("h") {
+                return Err(format!(
+                    "{} changes the header {}: tree-less mode compiles only the changed .c files and cannot know which units include a header; use a built tree (--build)",
+                    p.display(),
+                    t.path.display()
+                ));
+            }
+            if ext != Some("c") || t.created {
+                continue;
+            }
+            let object = t.path.with_extension("o");
+            progress(&format!(
+                "compiling {} in the prepared directory",
+                object.display()
+            ));
+            crate::process::run(make(&src, &dir, &cc).arg(&object))
+                .map_err(|e| format!("{}: is it built by this config? {e}", object.display()))?;
+            let name = object.file_name().expect("file").to_string_lossy();
+            let cmd_file = dir
+                .join(object.parent().unwrap_or(Path::new("")))
+                .join(format!(".{name}.cmd"));
+            let unit = crate::kbuild::UnitCommand::parse(&cmd_file).map_err(|e| e.to_string())?;
+            if unit.command.contains("-DMODULE ") {
+                return Err(format!(
+                    "{} is built into a module: tree-less mode patches vmlinux only for now",
+                    object.display()
+                ));
+            }
+            units.push(unit);
+        }
+    }
+    if units.is_empty() {
+        return Err("the patches change no .c file that tree-less mode could compile".into());
+    }
+    TargetTree::prepared(&src, &dir, vmlinux, headers, &cc, units)
+}
