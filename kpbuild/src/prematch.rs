@@ -47,19 +47,55 @@ impl FunctionImage {
     }
 
     /// The first offset where `target` differs outside the masked ranges,
-    /// or `None` when equal. A size difference is a difference at the end
-    /// of the shorter one.
+    /// or `None` when equal.
+    ///
+    /// The comparison walks both instruction by instruction: our objects are
+    /// compiled with one section per function, so a branch to another
+    /// function is a `rel32` jump with a relocation, where the linked code,
+    /// assembled in one section, may hold the short `rel8` form the
+    /// assembler relaxed it to. A relocated branch therefore matches a branch
+    /// of the same kind in either size; every other instruction must have
+    /// the same length and bytes outside the masked ranges.
     pub fn first_difference(&self, target: &[u8]) -> Option<usize> {
-        let n = self.bytes.len().min(target.len());
+        use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
         let sealed = self.bytes.len() >= 4
             && target.len() >= 4
             && self.bytes[..4] == ENDBR64
             && SEALED_ENDBR.iter().any(|s| target[..4] == s[..]);
         let start = if sealed { 4 } else { 0 };
-        if let Some(i) = (start..n).find(|&i| self.bytes[i] != target[i] && !self.is_masked(i)) {
-            return Some(i);
+        let mut ours =
+            Decoder::with_ip(64, &self.bytes[start..], start as u64, DecoderOptions::NONE);
+        let mut theirs = Decoder::with_ip(64, &target[start..], start as u64, DecoderOptions::NONE);
+        loop {
+            match (ours.can_decode(), theirs.can_decode()) {
+                (false, false) => return None,
+                (true, false) => return Some(ours.ip() as usize),
+                (false, true) => return Some(self.bytes.len()),
+                (true, true) => {}
+            }
+            let (a, b) = (ours.decode(), theirs.decode());
+            let (oa, ob) = (a.ip() as usize, b.ip() as usize);
+            let (la, lb) = (a.len(), b.len());
+            let relocated = (oa..oa + la).any(|i| self.is_masked(i));
+            // jmp and jcc (the relaxable branches): a near-branch operand, not a call.
+            let branch = |x: &Instruction| {
+                x.op_count() == 1
+                    && x.op0_kind() == OpKind::NearBranch64
+                    && x.mnemonic() != Mnemonic::Call
+            };
+            if relocated && branch(&a) && branch(&b) && a.mnemonic() == b.mnemonic() {
+                continue;
+            }
+            if la != lb {
+                return Some(oa);
+            }
+            let theirs_bytes = &target[ob..ob + lb];
+            if let Some(i) =
+                (0..la).find(|&i| !self.is_masked(oa + i) && self.bytes[oa + i] != theirs_bytes[i])
+            {
+                return Some(oa + i);
+            }
         }
-        (self.bytes.len() != target.len()).then_some(n)
     }
 
     /// The first offset that is compared (not masked) at or after `from`.
@@ -376,6 +412,24 @@ mod tests {
         );
         assert_eq!(obj.first_difference(&[0x55, 0x48, 0x89, 0xe5]), Some(4));
         assert_eq!(obj.first_unmasked(0), Some(0));
+    }
+
+    #[test]
+    fn a_relaxed_tail_jump_matches_its_relocated_form() {
+        // endbr64; call __fentry__; jmp <static neighbour> (rel32, relocated)
+        let obj = image(
+            &[0xf3, 0x0f, 0x1e, 0xfa, 0xe8, 0, 0, 0, 0, 0xe9, 0, 0, 0, 0],
+            vec![4..9, 10..14],
+        );
+        // Linked in one section: the assembler relaxed the jump to `eb rel8`.
+        let linked = [0xf3, 0x0f, 0x1e, 0xfa, 0xe8, 1, 2, 3, 4, 0xeb, 0xc8];
+        assert_eq!(obj.first_difference(&linked), None);
+        // A conditional jump is not an unconditional one.
+        let other = [0xf3, 0x0f, 0x1e, 0xfa, 0xe8, 1, 2, 3, 4, 0x74, 0xc8];
+        assert_eq!(obj.first_difference(&other), Some(9));
+        // An unrelocated jump must match byte for byte.
+        let plain = image(&[0xe9, 1, 0, 0, 0], vec![]);
+        assert_eq!(plain.first_difference(&[0xeb, 1]), Some(0));
     }
 
     #[test]

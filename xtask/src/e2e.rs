@@ -82,6 +82,10 @@ const CASES: &[Case] = &[
         run: build_module_target,
     },
     Case {
+        name: "build_fork_copy_process_runs_patched",
+        run: build_fork_copy_process,
+    },
+    Case {
         name: "build_refuses_init_code_change",
         run: |ctx| refusal_case(ctx, "proc-cmdline-init-refused.patch", 2, "__init"),
     },
@@ -599,6 +603,43 @@ fn build_module_target(ctx: &Ctx) -> Result<(), String> {
         .vm("module-target")
         .run(&script)
         .map_err(|e| e.to_string())?;
+    report.verify(&script)
+}
+
+/// A change to a helper inlined into `copy_process`: a 6 KB function with
+/// alternatives, jump labels and livepatch relocations to numbered clones at
+/// non-zero positions. While patched, every process the guest starts is
+/// created by the replacement.
+fn build_fork_copy_process(ctx: &Ctx) -> Result<(), String> {
+    let module = built_module(ctx, "kpb_fork", &["fork-copy-process.patch"])?;
+    let sys = "/sys/kernel/livepatch/kpb_fork";
+    let mut script = GuestScript::default();
+    script.file("/modules/kpb_fork.ko", module);
+    script
+        .check("load", "patch loads", "insmod /modules/kpb_fork.ko")
+        .check(
+            "enabled",
+            "patch enabled, transition done",
+            format!("wait_value {sys}/enabled 1 5 && wait_value {sys}/transition 0 30"),
+        )
+        .check(
+            "forks",
+            "processes start and exit through the patched copy_process",
+            "i=0; while [ $i -lt 50 ]; do /bin/true || exit 1; i=$((i + 1)); done; \
+             expect_contains 'sh -c \"echo forked-ok\"' forked-ok",
+        )
+        .check(
+            "disable",
+            "patch disables",
+            format!("echo 0 > {sys}/enabled && wait_gone {sys} 30"),
+        )
+        .check(
+            "after",
+            "processes still start",
+            "expect_contains 'sh -c \"echo forked-ok\"' forked-ok",
+        )
+        .check("unload", "module unloads", "rmmod kpb_fork");
+    let report = ctx.vm("fork").run(&script).map_err(|e| e.to_string())?;
     report.verify(&script)
 }
 
