@@ -114,6 +114,14 @@ const CASES: &[Case] = &[
         run: debian_cloud_kernel,
     },
     Case {
+        name: "debian_new_helper_and_replace",
+        run: debian_new_helper_and_replace,
+    },
+    Case {
+        name: "debian_refusals_and_bad_release",
+        run: debian_refusals_and_bad_release,
+    },
+    Case {
         name: "signing_kernel_enforces_signatures",
         run: signing_kernel_enforces_signatures,
     },
@@ -855,6 +863,109 @@ fn debian_cloud_kernel(ctx: &Ctx) -> Result<(), String> {
         eprintln!("  > debian guest: {line}");
     }
     report.verify(&script)
+}
+
+/// `kpbuild build --debian RELEASE` for `patches`.
+fn debian_build(
+    ctx: &Ctx,
+    release: &str,
+    module: &str,
+    patches: &[&str],
+) -> (u8, Result<serde_json::Value, String>, PathBuf) {
+    let out = ctx.work.join(format!("debian-{module}"));
+    let mut args = kpbuild_args(ctx, module, patches, &out);
+    args.src = PathBuf::new();
+    args.build = PathBuf::new();
+    let target = kpbuild::build::TargetArgs {
+        debian: Some(release.into()),
+        ..Default::default()
+    };
+    let (code, result) = kpbuild::build::execute_with(&args, &target);
+    (code, result, out.join(format!("{module}.ko")))
+}
+
+fn debian_module(ctx: &Ctx, module: &str, patches: &[&str]) -> Result<Vec<u8>, String> {
+    let (code, result, ko) = debian_build(ctx, DEBIAN_RELEASE, module, patches);
+    result.map_err(|why| format!("kpbuild build --debian exited {code} for {patches:?}: {why}"))?;
+    read_file(&ko)
+}
+
+/// On Debian's kernel: a new helper function, then two cumulative patches
+/// where the second replaces the first, in one boot.
+fn debian_new_helper_and_replace(ctx: &Ctx) -> Result<(), String> {
+    let helper = debian_module(ctx, "kpb_deb_helper", &["proc-cmdline-new-helper.patch"])?;
+    let a = debian_module(ctx, "kpb_deb_a", &["proc-cmdline-string.patch"])?;
+    let b = debian_module(ctx, "kpb_deb_b", &["proc-cmdline-string-v2.patch"])?;
+    let kernel = kpbuild::debian::fetch(DEBIAN_RELEASE, &|_| {})?;
+    let mut script = GuestScript::default();
+    Lifecycle {
+        module_path: "/modules/kpb_deb_helper.ko".into(),
+        module: helper,
+        patch_name: "kpb_deb_helper".into(),
+        probe: NEW_HELPER.probe.into(),
+        original: NEW_HELPER.original.into(),
+        patched: NEW_HELPER.patched.into(),
+    }
+    .add_to(&mut script, "helper-");
+    let sys = "/sys/kernel/livepatch";
+    script
+        .file("/modules/kpb_deb_a.ko", a)
+        .file("/modules/kpb_deb_b.ko", b);
+    script
+        .check("load-a", "first patch loads", "insmod /modules/kpb_deb_a.ko")
+        .check("a-done", "first patch enabled", format!("wait_value {sys}/kpb_deb_a/enabled 1 5 && wait_value {sys}/kpb_deb_a/transition 0 30"))
+        .check("a-patched", "first patch's behaviour", "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-string")
+        .check("load-b", "second patch loads", "insmod /modules/kpb_deb_b.ko")
+        .check("b-done", "second patch enabled", format!("wait_value {sys}/kpb_deb_b/enabled 1 5 && wait_value {sys}/kpb_deb_b/transition 0 30"))
+        .check("a-replaced", "first patch replaced", format!("wait_gone {sys}/kpb_deb_a 30"))
+        .check("b-patched", "second patch's behaviour only", "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-v2 && expect_lacks 'cat /proc/cmdline' kpbuild=cmdline-string")
+        .check("unload-a", "replaced module unloads", "rmmod kpb_deb_a")
+        .check("disable-b", "second patch disables", format!("echo 0 > {sys}/kpb_deb_b/enabled && wait_gone {sys}/kpb_deb_b 30"))
+        .check("after", "original behaviour back", "expect_lacks 'cat /proc/cmdline' kpbuild=")
+        .check("unload-b", "second module unloads", "rmmod kpb_deb_b");
+    let mut vm = Vm::new(&kernel.vmlinuz, &ctx.work.join("debian-replace-vm"));
+    vm.memory_mb = 1024;
+    vm.timeout = Duration::from_secs(240);
+    let report = vm.run(&script).map_err(|e| e.to_string())?;
+    report.verify(&script)
+}
+
+/// On Debian's kernel the refusals and the no-change outcome are the tree
+/// mode's; a release the archive does not have is a clear error.
+fn debian_refusals_and_bad_release(ctx: &Ctx) -> Result<(), String> {
+    for (patch, want, needle) in [
+        ("proc-cmdline-init-refused.patch", 2, "__init"),
+        ("printk-data-refused.patch", 2, "console_printk"),
+        ("proc-cmdline-comment-only.patch", 3, "no function"),
+    ] {
+        let (code, result, ko) = debian_build(ctx, DEBIAN_RELEASE, "kpb_deb_refusal", &[patch]);
+        let message = match result {
+            Ok(_) => return Err(format!("{patch}: a module was built; expected exit {want}")),
+            Err(m) => m,
+        };
+        if code != want || !message.contains(needle) {
+            return Err(format!(
+                "{patch}: exit {code} (expected {want}), message: {message}"
+            ));
+        }
+        if ko.exists() {
+            return Err(format!("{patch}: {} was written", ko.display()));
+        }
+    }
+    let (code, result, _) = debian_build(
+        ctx,
+        "6.12.999+deb12-cloud-amd64",
+        "kpb_deb_bad",
+        &["proc-cmdline-string.patch"],
+    );
+    match result {
+        Ok(_) => Err("a module was built for a release that does not exist".into()),
+        Err(m) if code == 1 && m.contains("6.12.999+deb12-cloud-amd64") => {
+            eprintln!("  > debian: {}", m.lines().next().unwrap_or(""));
+            Ok(())
+        }
+        Err(m) => Err(format!("unknown release: exit {code}: {m}")),
+    }
 }
 
 /// A test signing key and certificate under `fixtures/signing/`.
