@@ -44,7 +44,9 @@ pub struct BuildArgs {
     /// Stack on earlier livepatches instead of atomically replacing them.
     #[arg(long)]
     pub no_replace: bool,
-    /// Parallel compile jobs (default: number of CPUs).
+    /// Parallel compile jobs (default: number of CPUs). Run from a
+    /// `make -jN` recipe, kpbuild also takes a slot of make's jobserver for
+    /// each compile.
     #[arg(long)]
     pub jobs: Option<usize>,
     /// Print the report as JSON on stdout.
@@ -300,6 +302,7 @@ fn build(args: &BuildArgs, target: &TargetArgs, work: &Path) -> Result<serde_jso
         4,
         &format!("compiling {} unit(s) twice", affected.len()),
     );
+    let slots = crate::jobs::Slots::from_env();
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -329,6 +332,8 @@ fn build(args: &BuildArgs, target: &TargetArgs, work: &Path) -> Result<serde_jso
                 };
                 std::fs::create_dir_all(out.parent().expect("object has a directory"))
                     .map_err(|e| e.to_string())?;
+                // Under `make -jN`, each compile holds one of make's job slots.
+                let _slot = slots.take().map_err(|e| format!("make jobserver: {e}"))?;
                 let mut cmd = u.cmd.replay(&tree.build, &tree.src, root, out, DIFF_FLAGS);
                 crate::process::run(&mut cmd).map(|_| ()).map_err(|e| {
                     format!(

@@ -8,6 +8,7 @@
 //! - [`cli`]: argument definitions and the dispatch to each command.
 //! - [`diff`]: `kpbuild diff`, one object pair through elfdiff and the relocator.
 //! - [`inspect`]: `kpbuild inspect`, what a livepatch object or module holds.
+//! - [`jobs`]: taking part in a make jobserver.
 //! - [`kbuild`]: `.cmd` records of a kernel build tree and replaying them.
 //! - [`exit`]: the exit codes shared by every command.
 //! - [`module`]: the livepatch module build (glue, kbuild, livepatch conversion).
@@ -22,6 +23,7 @@ pub mod debian;
 pub mod diff;
 pub mod exit;
 pub mod inspect;
+pub mod jobs;
 pub mod kbuild;
 pub mod module;
 pub mod patch;
