@@ -8,6 +8,8 @@
 //! cargo xtask kernel signing   the same for the module-signing variant
 //! cargo xtask bench [diff|build]  benchmarks (release build): elfdiff over the
 //!                       whole kernel; kpbuild build vs the incremental make
+//! cargo xtask bench debian  kpbuild build --debian cold and warm, vs a full
+//!                       rebuild estimate (only when named: downloads ~370 MB)
 //! ```
 
 mod bench;
@@ -38,12 +40,13 @@ fn main() -> ExitCode {
         }),
         _ => {
             eprintln!(
-                "usage: cargo xtask <demo|test|e2e [FILTER]|kernel|bench [diff|build]>\n\n\
+                "usage: cargo xtask <demo|test|e2e [FILTER]|kernel|bench [diff|build|debian]>\n\n\
                  demo    build the test kernel if needed, livepatch it in QEMU, show the effect\n\
                  test    cargo test --workspace, then the kernel end-to-end suite\n\
                  e2e     only the kernel end-to-end suite\n\
                  kernel [signing]  build or reuse the cached test kernel (or its signing variant)\n\
-                 bench [diff|build]  benchmarks: elfdiff over the whole kernel, kpbuild build vs make"
+                 bench [diff|build]  benchmarks: elfdiff over the whole kernel, kpbuild build vs make\n\
+                 bench debian  kpbuild build --debian cold and warm vs a full-rebuild estimate"
             );
             return ExitCode::from(1);
         }
