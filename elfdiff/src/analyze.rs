@@ -116,10 +116,6 @@ fn is_exec(input: &Input, section: SectionId) -> bool {
     input.section(section).sh_flags.0 & elf::SHF_EXECINSTR.0 != 0
 }
 
-fn is_alloc(input: &Input, section: SectionId) -> bool {
-    input.section(section).sh_flags.0 & elf::SHF_ALLOC.0 != 0
-}
-
 fn is_writable(input: &Input, section: SectionId) -> bool {
     input.section(section).sh_flags.0 & elf::SHF_WRITE.0 != 0
 }
@@ -429,15 +425,19 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
     for id in p.sections() {
         let section = p.section(id);
         let name = p.section_name(id);
-        if !is_alloc(p, id)
-            || is_ignored(&name)
-            || special(&name).is_some()
-            || section.sh_type == elf::SHT_RELA
+        // Non-allocated, ignored and special sections, sections compared
+        // symbol by symbol or by contents where used, and
+        // .altinstr_replacement (compared through .altinstructions entries)
+        // have their own rule.
+        if section.sh_type == elf::SHT_RELA
+            || !crate::special::is_compared_whole(
+                &name,
+                section.sh_flags.0,
+                !p.symbols_in(id).is_empty(),
+                crate::compare::is_merge_section(p, id),
+            )
         {
             continue;
-        }
-        if !p.symbols_in(id).is_empty() || crate::compare::is_merge_section(p, id) {
-            continue; // compared symbol by symbol, or by contents where used
         }
         let data = p.data(id);
         let other = o.sections().find(|&s| o.section_name(s) == name);
@@ -447,9 +447,6 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
                 && o.section_size(oid) == p.section_size(id)
         });
         if !same && (p.section_size(id) > 0) {
-            if name == ".altinstr_replacement" {
-                continue; // compared through .altinstructions entries
-            }
             refusals.push(Refusal {
                 reason: "section changed and no rule covers it".into(),
                 section: name,

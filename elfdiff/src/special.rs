@@ -157,6 +157,83 @@ pub fn is_init(name: &str) -> bool {
         || name.starts_with("__param")
 }
 
+/// The rule [`crate::analyze::analyze`] applies to one section of a patched
+/// object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SectionRule {
+    /// Split into entries; each entry follows the function it is about.
+    Special(&'static SpecialSection),
+    /// Never compared, never copied: no meaning for a livepatch, or not
+    /// loaded (not `SHF_ALLOC`).
+    Ignored,
+    /// Freed after boot: a changed or new symbol there is refused.
+    Init,
+    /// Executable, with symbols: compared function by function.
+    Code,
+    /// Allocated data with symbols (compared symbol by symbol), or a merge
+    /// section (compared by contents where it is used).
+    Data,
+    /// Allocated, without symbols and without a rule: compared as a whole,
+    /// and refused by name if it differs.
+    ComparedWhole,
+}
+
+impl PartialEq for SpecialSection {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for SpecialSection {}
+
+/// `SHF_ALLOC`.
+const SHF_ALLOC: u64 = 0x2;
+/// `SHF_EXECINSTR`.
+const SHF_EXECINSTR: u64 = 0x4;
+
+/// Whether a section whose contents differ between the original and the
+/// patched object is refused as "no rule covers it": an allocated section
+/// with no symbol and no rule. Non-allocated, ignored and special sections,
+/// sections with symbols (compared per symbol), merge sections (compared
+/// where used) and `.altinstr_replacement` (compared through
+/// `.altinstructions` entries) are not.
+pub fn is_compared_whole(name: &str, flags: u64, has_symbols: bool, is_merge: bool) -> bool {
+    matches!(
+        rule(name, flags, has_symbols, is_merge),
+        SectionRule::ComparedWhole
+    )
+}
+
+/// The rule `analyze` applies to a section named `name` with `sh_flags`
+/// `flags`, holding symbols or not, mergeable (`SHF_MERGE`) or not.
+pub fn rule(name: &str, flags: u64, has_symbols: bool, is_merge: bool) -> SectionRule {
+    if is_ignored(name) {
+        return SectionRule::Ignored;
+    }
+    if let Some(s) = special(name) {
+        return SectionRule::Special(s);
+    }
+    if flags & SHF_ALLOC == 0 {
+        return SectionRule::Ignored;
+    }
+    if has_symbols {
+        return if is_init(name) {
+            SectionRule::Init
+        } else if flags & SHF_EXECINSTR != 0 {
+            SectionRule::Code
+        } else {
+            SectionRule::Data
+        };
+    }
+    if is_merge {
+        return SectionRule::Data;
+    }
+    if name == ".altinstr_replacement" {
+        return SectionRule::Special(special(".altinstructions").expect("in the table"));
+    }
+    SectionRule::ComparedWhole
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +253,77 @@ mod tests {
         }
         assert_eq!(special("__jump_table").unwrap().entry_size, 16);
         assert!(special(".text").is_none());
+    }
+
+    #[test]
+    fn rules_of_kernel_sections() {
+        const A: u64 = SHF_ALLOC;
+        const AX: u64 = SHF_ALLOC | SHF_EXECINSTR;
+        const AW: u64 = SHF_ALLOC | 0x1;
+        let sp = |n: &str| SectionRule::Special(special(n).unwrap());
+        for (name, flags, syms, merge, want) in [
+            (".retpoline_sites", A, false, false, sp(".retpoline_sites")),
+            (".return_sites", A, false, false, sp(".return_sites")),
+            (".call_sites", A, false, false, sp(".call_sites")),
+            (".ibt_endbr_seal", A, false, false, sp(".ibt_endbr_seal")),
+            (
+                ".static_call_sites",
+                AW,
+                false,
+                false,
+                sp(".static_call_sites"),
+            ),
+            ("__jump_table", AW, false, false, sp("__jump_table")),
+            (".altinstructions", A, false, false, sp(".altinstructions")),
+            (
+                ".altinstr_replacement",
+                AX,
+                false,
+                false,
+                sp(".altinstructions"),
+            ),
+            ("__ex_table", A, false, false, sp("__ex_table")),
+            ("__bug_table", AW, false, false, sp("__bug_table")),
+            (".orc_unwind_ip", A, false, false, sp(".orc_unwind_ip")),
+            (".orc_unwind", A, false, false, SectionRule::ComparedWhole),
+            (".orc_header", A, true, false, SectionRule::Data),
+            ("__mcount_loc", A, false, false, sp("__mcount_loc")),
+            (".smp_locks", A, false, false, sp(".smp_locks")),
+            (".text.foo", AX, true, false, SectionRule::Code),
+            (".text", AX, false, false, SectionRule::ComparedWhole),
+            (".data.bar", AW, true, false, SectionRule::Data),
+            (".rodata.str1.1", A | 0x30, false, true, SectionRule::Data),
+            (".init.text", AX, true, false, SectionRule::Init),
+            (".init.data", AW, false, false, SectionRule::ComparedWhole),
+            ("__param", A, true, false, SectionRule::Init),
+            (
+                ".printk_index",
+                AW,
+                false,
+                false,
+                SectionRule::ComparedWhole,
+            ),
+            ("__dyndbg", AW, false, false, SectionRule::ComparedWhole),
+            (".BTF", 0, false, false, SectionRule::Ignored),
+            (".debug_info", 0, false, false, SectionRule::Ignored),
+            (".note.GNU-stack", 0, false, false, SectionRule::Ignored),
+            (".comment", 0x30, false, true, SectionRule::Ignored),
+            (
+                ".discard.addressable",
+                AW,
+                false,
+                false,
+                SectionRule::Ignored,
+            ),
+            (".symtab", 0, false, false, SectionRule::Ignored),
+            (".rela.text", 0x40, false, false, SectionRule::Ignored),
+        ] {
+            assert_eq!(rule(name, flags, syms, merge), want, "{name}");
+            assert_eq!(
+                is_compared_whole(name, flags, syms, merge),
+                want == SectionRule::ComparedWhole,
+                "{name}"
+            );
+        }
     }
 }

@@ -104,6 +104,46 @@ fn make(src: &Path, out: &Path, cc: &str) -> Command {
     c
 }
 
+/// The cache key and directory of the prepared build directory for a
+/// canonical source path, a config and the compiler's version line.
+fn prepared_key(
+    src: &Path,
+    config_text: &str,
+    cc_version: &str,
+) -> Result<(String, PathBuf), String> {
+    let makefile = std::fs::read(src.join("Makefile")).map_err(|e| e.to_string())?;
+    let mut h = Sha256::new();
+    for part in [
+        src.display().to_string().as_bytes(),
+        &makefile,
+        config_text.as_bytes(),
+        cc_version.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    let key: String = h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = cache_root().join("prepared").join(&key);
+    Ok((key, dir))
+}
+
+/// The private build directory tree-less mode prepares for `src` and
+/// `config` (it exists once a build has prepared it), and the compiler
+/// command the config names.
+pub fn prepared_dir(src: &Path, config: &Path) -> Result<(PathBuf, String), String> {
+    let src = src
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", src.display()))?;
+    let config_text =
+        std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let (cc, cc_version) = config_compiler(&config_text)?;
+    let (_, dir) = prepared_key(&src, &config_text, &cc_version)?;
+    Ok((dir, cc))
+}
+
 /// Prepares (or reuses) the private build directory and compiles the
 /// changed units in it.
 fn prepared_tree(
@@ -126,22 +166,7 @@ fn prepared_tree(
     let config_text =
         std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
     let (cc, cc_version) = config_compiler(&config_text)?;
-    let makefile = std::fs::read(src.join("Makefile")).map_err(|e| e.to_string())?;
-    let mut h = Sha256::new();
-    for part in [
-        src.display().to_string().as_bytes(),
-        &makefile,
-        config_text.as_bytes(),
-        cc_version.as_bytes(),
-    ] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part);
-    }
-    let key: String = h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let dir = cache_root().join("prepared").join(&key);
+    let (key, dir) = prepared_key(&src, &config_text, &cc_version)?;
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let lock_path = dir.with_extension("lock");
     let lock =
