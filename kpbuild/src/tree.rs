@@ -79,16 +79,7 @@ impl TargetTree {
         let config_path = need(build.join(".config"), "kernel config")?;
         let vmlinux = need(build.join("vmlinux"), "the linked kernel")?;
         let symvers = need(build.join("Module.symvers"), "exports, written by modpost")?;
-        let config = parse_config(
-            &std::fs::read_to_string(&config_path)
-                .map_err(|e| format!("{}: {e}", config_path.display()))?,
-        );
-        if config.get("CONFIG_LIVEPATCH").map(String::as_str) != Some("y") {
-            return Err(format!(
-                "{}: CONFIG_LIVEPATCH is not enabled; this kernel cannot load livepatches",
-                config_path.display()
-            ));
-        }
+        let config = read_livepatch_config(&config_path)?;
         let units = scan_c_units(build).map_err(|e| e.to_string())?;
         if units.is_empty() {
             return Err(format!(
@@ -127,16 +118,7 @@ impl TargetTree {
         units: Vec<UnitCommand>,
     ) -> Result<Self, String> {
         let config_path = prepared.join(".config");
-        let config = parse_config(
-            &std::fs::read_to_string(&config_path)
-                .map_err(|e| format!("{}: {e}", config_path.display()))?,
-        );
-        if config.get("CONFIG_LIVEPATCH").map(String::as_str) != Some("y") {
-            return Err(format!(
-                "{}: CONFIG_LIVEPATCH is not enabled; this kernel cannot load livepatches",
-                config_path.display()
-            ));
-        }
+        let config = read_livepatch_config(&config_path)?;
         let symvers = headers.join("Module.symvers");
         for (p, what) in [
             (vmlinux, "the target's vmlinux"),
@@ -178,6 +160,19 @@ impl TargetTree {
             .find(|(m, _)| m == name)
             .map(|(_, ko)| ko.as_path())
     }
+}
+
+/// Reads a `.config` and checks the kernel can load livepatches.
+fn read_livepatch_config(path: &Path) -> Result<HashMap<String, String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config = parse_config(&text);
+    if config.get("CONFIG_LIVEPATCH").map(String::as_str) != Some("y") {
+        return Err(format!(
+            "{}: CONFIG_LIVEPATCH is not enabled; this kernel cannot load livepatches",
+            path.display()
+        ));
+    }
+    Ok(config)
 }
 
 /// `CONFIG_X=value` lines of a `.config`.

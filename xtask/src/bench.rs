@@ -433,24 +433,8 @@ fn bench_build() -> Result<(), String> {
             sign_cert: None,
         };
         let peak_reset = reset_peak_rss();
-        let start = Instant::now();
-        let (code, result) = kpbuild::build::execute(&args);
-        let wall_s = start.elapsed().as_secs_f64();
-        let report = result.map_err(|e| format!("kpbuild build failed (exit {code}): {e}"))?;
-        if report["outcome"] != "patch" {
-            return Err(format!(
-                "kpbuild build: outcome {} (expected a patch)",
-                report["outcome"]
-            ));
-        }
-        let timings: BTreeMap<String, f64> = report["timings_s"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let (wall_s, report, timings) =
+            timed_build("kpbuild build", || kpbuild::build::execute(&args))?;
         progress(&format!(
             "bench build: kpbuild build {run}/{RUNS}: {wall_s:.2} s"
         ));
@@ -1200,24 +1184,9 @@ fn debian_run(out: &Path, jobs: usize) -> Result<BuildRun, String> {
         ..Default::default()
     };
     let peak_reset = reset_peak_rss();
-    let start = Instant::now();
-    let (code, result) = kpbuild::build::execute_with(&args, &target);
-    let wall_s = start.elapsed().as_secs_f64();
-    let report = result.map_err(|e| format!("kpbuild build --debian failed (exit {code}): {e}"))?;
-    if report["outcome"] != "patch" {
-        return Err(format!(
-            "kpbuild build --debian: outcome {} (expected a patch)",
-            report["outcome"]
-        ));
-    }
-    let timings: BTreeMap<String, f64> = report["timings_s"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let (wall_s, report, timings) = timed_build("kpbuild build --debian", || {
+        kpbuild::build::execute_with(&args, &target)
+    })?;
     Ok(BuildRun {
         wall_s,
         timings,
@@ -1767,4 +1736,31 @@ fn machine(load: Load) -> Value {
         "cpu_busy_share_before_start": load.busy,
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
     })
+}
+
+/// Runs one build, timed; it must produce a patch. Returns the wall time,
+/// the report and its per-step timings.
+fn timed_build(
+    label: &str,
+    build: impl FnOnce() -> (u8, Result<serde_json::Value, String>),
+) -> Result<(f64, serde_json::Value, BTreeMap<String, f64>), String> {
+    let start = Instant::now();
+    let (code, result) = build();
+    let wall_s = start.elapsed().as_secs_f64();
+    let report = result.map_err(|e| format!("{label} failed (exit {code}): {e}"))?;
+    if report["outcome"] != "patch" {
+        return Err(format!(
+            "{label}: outcome {} (expected a patch)",
+            report["outcome"]
+        ));
+    }
+    let timings = report["timings_s"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((wall_s, report, timings))
 }
