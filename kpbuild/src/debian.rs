@@ -134,8 +134,6 @@ pub fn fetch(release: &str, progress: &dyn Fn(&str)) -> Result<DebianKernel, Str
     let base = crate::treeless::cache_root().join("debian").join(release);
     let debs = base.join("debs");
     let image = format!("linux-image-{release}-unsigned");
-    let dbg = format!("linux-image-{release}-dbg");
-    let headers = format!("linux-headers-{release}");
     // The source must be the kernel's own version: checked before any download.
     let version = match deb_of(&debs, &image) {
         Some(deb) => run(Command::new("dpkg-deb").arg("-f").arg(deb).arg("Version"))?,
@@ -161,61 +159,44 @@ pub fn fetch(release: &str, progress: &dyn Fn(&str)) -> Result<DebianKernel, Str
         ));
     }
     std::fs::create_dir_all(&debs).map_err(|e| format!("{}: {e}", debs.display()))?;
-    download(&debs, &[image.clone(), headers.clone()], progress)?;
-    let headers_deb = deb_of(&debs, &headers).ok_or("headers package missing")?;
-    let mut more = depends(&headers_deb, "linux-headers-")?;
-    more.extend(depends(&headers_deb, "linux-kbuild-")?);
-    more.push(dbg.clone());
-    download(&debs, &more, progress)?;
-    let deb = |p: &str| deb_of(&debs, p).ok_or_else(|| format!("{p}: not downloaded"));
+    // One kpbuild at a time fills a release's caches.
+    let lock_path = base.with_extension("lock");
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
 
-    let root = base.join("root");
-    let done = base.join(".kpbuild-extracted");
-    if !done.exists() {
-        progress(&format!("extracting {release} into {}", root.display()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-        sh(&format!(
-            "dpkg-deb --fsys-tarfile {} | tar -x -C {} ./boot",
-            q(&deb(&image)?),
-            q(&root)
-        ))?;
-        sh(&format!(
-            "dpkg-deb --fsys-tarfile {} | tar -x -C {} --wildcards './usr/lib/debug/boot/*'",
-            q(&deb(&dbg)?),
-            q(&root)
-        ))?;
-        for p in std::iter::once(&headers)
-            .chain(&more)
-            .filter(|p| **p != dbg)
-        {
-            run(Command::new("dpkg-deb").arg("-x").arg(deb(p)?).arg(&root))?;
-        }
-        fix_headers(&root, release)?;
-        std::fs::write(&done, &version).map_err(|e| format!("{}: {e}", done.display()))?;
-    }
-
+    // The source tarball is local (linux-source-X.Y): it is unpacked while
+    // the packages download, and the two join before anything needs both.
     let src_base = crate::treeless::cache_root()
         .join("debian")
         .join(format!("source-{}", version.replace('~', "_")));
     let src = src_base.join(&source_pkg);
     let src_done = src_base.join(".kpbuild-extracted");
-    if !src_done.exists() {
-        let tarball = PathBuf::from(format!("/usr/src/{source_pkg}.tar.xz"));
+    let tarball = PathBuf::from(format!("/usr/src/{source_pkg}.tar.xz"));
+    let source_needed = !src_done.exists();
+    if source_needed {
         progress(&format!(
-            "extracting {} into {}",
+            "extracting {} into {} (beside the downloads)",
             tarball.display(),
             src_base.display()
         ));
-        let _ = std::fs::remove_dir_all(&src_base);
-        std::fs::create_dir_all(&src_base).map_err(|e| format!("{}: {e}", src_base.display()))?;
-        run(Command::new("tar")
-            .arg("-xf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(&src_base))?;
-        std::fs::write(&src_done, &version).map_err(|e| e.to_string())?;
     }
+    let root = base.join("root");
+    let (source, packages) = std::thread::scope(|scope| {
+        let source = scope.spawn(|| {
+            if source_needed {
+                extract_source(&tarball, &src_base, &src_done, &version)
+            } else {
+                Ok(())
+            }
+        });
+        let packages = fetch_packages(release, &base, &root, &version, progress);
+        (source.join(), packages)
+    });
+    packages?;
+    source.map_err(|_| "the source extraction panicked".to_string())??;
+
     let need = |p: PathBuf| {
         if p.exists() {
             Ok(p)
@@ -234,6 +215,119 @@ pub fn fetch(release: &str, progress: &dyn Fn(&str)) -> Result<DebianKernel, Str
         headers: need(root.join(format!("usr/src/linux-headers-{release}")))?,
         version,
     })
+}
+
+/// Downloads (when missing) and extracts the release's packages into `root`.
+fn fetch_packages(
+    release: &str,
+    base: &Path,
+    root: &Path,
+    version: &str,
+    progress: &dyn Fn(&str),
+) -> Result<(), String> {
+    let debs = base.join("debs");
+    let image = format!("linux-image-{release}-unsigned");
+    let dbg = format!("linux-image-{release}-dbg");
+    let headers = format!("linux-headers-{release}");
+    download(&debs, &[image.clone(), headers.clone()], progress)?;
+    let headers_deb = deb_of(&debs, &headers).ok_or("headers package missing")?;
+    let mut more = depends(&headers_deb, "linux-headers-")?;
+    more.extend(depends(&headers_deb, "linux-kbuild-")?);
+    more.push(dbg.clone());
+    download(&debs, &more, progress)?;
+    let deb = |p: &str| deb_of(&debs, p).ok_or_else(|| format!("{p}: not downloaded"));
+
+    let done = base.join(".kpbuild-extracted");
+    if done.exists() {
+        return Ok(());
+    }
+    progress(&format!("extracting {release} into {}", root.display()));
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let (image_deb, dbg_deb) = (deb(&image)?, deb(&dbg)?);
+    let others: Vec<PathBuf> = std::iter::once(&headers)
+        .chain(&more)
+        .filter(|p| **p != dbg)
+        .map(|p| deb(p))
+        .collect::<Result<_, _>>()?;
+    // The three unpack independently; the debug package dominates.
+    let (a, b) = std::thread::scope(|scope| {
+        let vmlinux = scope.spawn(|| {
+            extract_member(
+                &dbg_deb,
+                &format!("./usr/lib/debug/boot/vmlinux-{release}"),
+                root,
+            )
+        });
+        let rest = (|| {
+            sh(&format!(
+                "dpkg-deb --fsys-tarfile {} | tar -x -C {} ./boot",
+                q(&image_deb),
+                q(root)
+            ))?;
+            for d in &others {
+                run(Command::new("dpkg-deb").arg("-x").arg(d).arg(root))?;
+            }
+            Ok::<(), String>(())
+        })();
+        (vmlinux.join(), rest)
+    });
+    a.map_err(|_| "the vmlinux extraction panicked".to_string())??;
+    b?;
+    fix_headers(root, release)?;
+    std::fs::write(&done, version).map_err(|e| format!("{}: {e}", done.display()))
+}
+
+/// Extracts one member of a package's data archive into `root`, stopping
+/// as soon as it is out: the debug package's vmlinux comes early in a
+/// 1.8 GB archive, so most of it is never decompressed.
+fn extract_member(deb: &Path, member: &str, root: &Path) -> Result<(), String> {
+    use std::process::Stdio;
+    let mut data = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run dpkg-deb: {e}"))?;
+    let stdout = data.stdout.take().expect("piped");
+    let tar = Command::new("tar")
+        .arg("-x")
+        .arg("-C")
+        .arg(root)
+        .arg("--occurrence=1")
+        .arg(member)
+        .stdin(stdout)
+        .output();
+    // tar stops reading once the member is out; dpkg-deb then dies of the
+    // closed pipe, which is expected.
+    let _ = data.kill();
+    let _ = data.wait();
+    let tar = tar.map_err(|e| format!("cannot run tar: {e}"))?;
+    let path = root.join(member);
+    if !tar.status.success() || !path.is_file() {
+        return Err(format!(
+            "{}: no {member} in it ({}{})",
+            deb.display(),
+            tar.status,
+            String::from_utf8_lossy(&tar.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Unpacks the source tarball into `base` (multi-threaded xz), then marks
+/// it done.
+fn extract_source(tarball: &Path, base: &Path, done: &Path, version: &str) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(base);
+    std::fs::create_dir_all(base).map_err(|e| format!("{}: {e}", base.display()))?;
+    sh(&format!(
+        "xz -T0 -dc {} | tar -x -C {}",
+        q(tarball),
+        q(base)
+    ))
+    .map_err(|e| format!("unpacking {}: {e}", tarball.display()))?;
+    std::fs::write(done, version).map_err(|e| format!("{}: {e}", done.display()))
 }
 
 /// Points the extracted headers at the extraction instead of `/usr/...`:

@@ -16,12 +16,14 @@
 //! - [`process`]: the logged wrapper every subprocess runs through.
 //! - [`sign`]: `kpbuild sign`, appending a kernel module signature.
 //! - [`prematch`]: the original code must be the code the target runs.
+//! - [`identity`]: the files describing a tree-less target belong to one kernel.
 
 pub mod build;
 pub mod cli;
 pub mod debian;
 pub mod diff;
 pub mod exit;
+pub mod identity;
 pub mod inspect;
 pub mod jobs;
 pub mod kbuild;

@@ -22,24 +22,31 @@ pub fn cache_root() -> PathBuf {
 
 /// The one description of the target every later step works from, whichever
 /// way the command line gave it.
+/// `laps` receives the time of the long steps a tree-less target may take
+/// (`fetch` of a Debian release, `prepare` of the private build directory).
 pub fn target_tree(
     args: &BuildArgs,
     target: &TargetArgs,
     patches: &[(PathBuf, String)],
     progress: &dyn Fn(&str),
+    laps: &mut Vec<(&'static str, f64)>,
 ) -> Result<TargetTree, String> {
     let given = |p: &Path| !p.as_os_str().is_empty();
     if let Some(release) = &target.debian {
         if given(&args.build) {
             return Err("--debian and --build exclude each other".into());
         }
+        let start = std::time::Instant::now();
         let k = crate::debian::fetch(release, progress)?;
+        laps.push(("fetch", start.elapsed().as_secs_f64()));
         let src = if given(&args.src) {
             args.src.clone()
         } else {
             k.src
         };
-        return prepared_tree(&src, &k.config, &k.vmlinux, &k.headers, patches, progress);
+        return prepared_tree(
+            &src, &k.config, &k.vmlinux, &k.headers, patches, progress, laps,
+        );
     }
     if !given(&args.build) {
         let (Some(config), Some(vmlinux), Some(headers)) =
@@ -52,7 +59,7 @@ pub fn target_tree(
         if !given(&args.src) {
             return Err("--src is required (the exact source of the target kernel)".into());
         }
-        return prepared_tree(&args.src, config, vmlinux, headers, patches, progress);
+        return prepared_tree(&args.src, config, vmlinux, headers, patches, progress, laps);
     }
     if !given(&args.src) {
         return Err("--src is required with --build".into());
@@ -78,7 +85,15 @@ pub fn config_compiler(config: &str) -> Result<(String, String), String> {
         .ok_or("the config has no CONFIG_CC_VERSION_TEXT: which compiler built the kernel?")?;
     let cc = want.split_whitespace().next().unwrap_or("gcc").to_string();
     let out = Command::new(&cc).arg("--version").output().map_err(|e| {
-        format!("the kernel was built by `{want}`, but `{cc}` cannot be run here: {e}")
+        // `x86_64-linux-gnu-gcc-12` and `gcc-12` come with Debian's gcc-12.
+        let package = cc
+            .rsplit_once("gcc-")
+            .filter(|(_, n)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            .map(|(_, n)| format!(" (on Debian: apt-get install gcc-{n})"))
+            .unwrap_or_default();
+        format!(
+            "the kernel was built by `{want}`, but `{cc}` cannot be run here: {e}; install that compiler{package}"
+        )
     })?;
     let have = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -153,6 +168,7 @@ fn prepared_tree(
     headers: &Path,
     patches: &[(PathBuf, String)],
     progress: &dyn Fn(&str),
+    laps: &mut Vec<(&'static str, f64)>,
 ) -> Result<TargetTree, String> {
     let src = src
         .canonicalize()
@@ -165,6 +181,7 @@ fn prepared_tree(
     }
     let config_text =
         std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
+    crate::identity::check_treeless(&src, &config_text, config, vmlinux, headers)?;
     let (cc, cc_version) = config_compiler(&config_text)?;
     let (key, dir) = prepared_key(&src, &config_text, &cc_version)?;
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -175,6 +192,7 @@ fn prepared_tree(
         .map_err(|e| format!("{}: {e}", lock_path.display()))?;
     let done = dir.join(".kpbuild-prepared");
     if !done.exists() {
+        let start = std::time::Instant::now();
         progress(&format!(
             "preparing a build directory for {} (olddefconfig + prepare, once): {}",
             src.display(),
@@ -192,6 +210,7 @@ fn prepared_tree(
         )
         .map_err(|e| e.to_string())?;
         std::fs::write(&done, &key).map_err(|e| format!("{}: {e}", done.display()))?;
+        laps.push(("prepare", start.elapsed().as_secs_f64()));
     }
     let mut units = Vec::new();
     for (p, text) in patches {

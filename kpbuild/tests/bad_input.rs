@@ -107,9 +107,19 @@ impl Run {
 
 /// Runs kpbuild with its own empty `TMPDIR`; checks that it stays empty.
 fn kpbuild(scratch: &Scratch, args: &[&std::ffi::OsStr]) -> Run {
+    kpbuild_env(scratch, args, &[])
+}
+
+/// [`kpbuild`] with more environment variables.
+fn kpbuild_env(
+    scratch: &Scratch,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Run {
     let tmp = scratch.dir("tmpdir");
     let out = Command::new(env!("CARGO_BIN_EXE_kpbuild"))
         .args(args)
+        .envs(env.iter().copied())
         .env("TMPDIR", &tmp)
         .env("RUST_BACKTRACE", "0")
         .output()
@@ -792,4 +802,204 @@ fn build_documentation_only_is_no_change() {
         &["no compiled unit of this kernel build uses the changed files"],
     );
     assert_eq!(std::fs::read_to_string(src.join(doc)).unwrap(), text);
+}
+
+// ---------------------------------------------------------------------------
+// kpbuild build, tree-less: source, config, vmlinux and headers that do not
+// describe one kernel
+
+/// The compiler a fake tree-less target names: it exists nowhere.
+const FAKE_CC: &str = "x86_64-linux-gnu-gcc-404 (Fake 404.0-1) 404.0";
+const FAKE_RELEASE: &str = "6.12.0-fake";
+
+/// A fake tree-less target whose four parts agree: a source with a
+/// Makefile version, a config naming [`FAKE_CC`], a linked "vmlinux"
+/// (compiled here) whose banner names that release and compiler, and a
+/// module headers directory for that release.
+struct FakeTreeless {
+    src: PathBuf,
+    config: PathBuf,
+    vmlinux: PathBuf,
+    headers: PathBuf,
+}
+
+fn fake_treeless(s: &Scratch) -> Option<FakeTreeless> {
+    let src = s.dir("tl-linux");
+    std::fs::write(
+        src.join("Makefile"),
+        "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\nEXTRAVERSION =\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(src.join("kernel")).unwrap();
+    s.write("tl-linux/fs/proc/cmdline.c", "int x;\n");
+    let config_text =
+        format!("CONFIG_LIVEPATCH=y\nCONFIG_HZ=250\nCONFIG_CC_VERSION_TEXT=\"{FAKE_CC}\"\n");
+    let config = s.write("tl-config", &config_text);
+    let headers = s.dir("tl-headers");
+    s.write(
+        "tl-headers/include/config/kernel.release",
+        format!("{FAKE_RELEASE}\n"),
+    );
+    s.write(
+        "tl-headers/.config",
+        format!("{config_text}CONFIG_BUILD_ONLY=y\n"),
+    );
+    s.write("tl-headers/Module.symvers", "");
+    let c = s.write(
+        "tl-vmlinux.c",
+        format!(
+            "const char linux_banner[] = \"Linux version {FAKE_RELEASE} (nobody@example) ({FAKE_CC}, GNU ld 2.40) #1 SMP\\n\";\n\
+             void _start(void) {{}}\n"
+        ),
+    );
+    let vmlinux = s.path("tl-vmlinux");
+    let ok = Command::new("gcc")
+        .args([
+            "-nostdlib",
+            "-static",
+            "-no-pie",
+            "-O0",
+            "-Wl,--build-id=sha1",
+            "-o",
+        ])
+        .arg(&vmlinux)
+        .arg(&c)
+        .status()
+        .is_ok_and(|st| st.success());
+    if !ok {
+        eprintln!("gcc cannot link a static executable here; skipped");
+        return None;
+    }
+    Some(FakeTreeless {
+        src,
+        config,
+        vmlinux,
+        headers,
+    })
+}
+
+/// `kpbuild build` tree-less on `t` with the one-line patch; OUT must not
+/// exist afterwards and the cache (a scratch `KPBUILD_CACHE`) stays empty.
+fn build_treeless(s: &Scratch, t: &FakeTreeless) -> Run {
+    let out = s.path("out");
+    let patch = s.write("tl.patch", C_PATCH);
+    let cache = s.dir("tl-cache");
+    let run = kpbuild_env(
+        s,
+        &[
+            "build".as_ref(),
+            "--src".as_ref(),
+            t.src.as_os_str(),
+            "--config".as_ref(),
+            t.config.as_os_str(),
+            "--vmlinux".as_ref(),
+            t.vmlinux.as_os_str(),
+            "--headers".as_ref(),
+            t.headers.as_os_str(),
+            "--patch".as_ref(),
+            patch.as_os_str(),
+            "--name".as_ref(),
+            "lp_treeless".as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ],
+        &[("KPBUILD_CACHE", cache.as_os_str())],
+    );
+    assert!(
+        !out.exists(),
+        "kpbuild build created {}\n{run:?}",
+        out.display()
+    );
+    assert!(
+        listing(&cache).is_empty(),
+        "a rejected target left {:?} in the cache\n{run:?}",
+        listing(&cache)
+    );
+    run
+}
+
+#[test]
+fn treeless_missing_compiler() {
+    let s = Scratch::new("tl-cc");
+    let Some(t) = fake_treeless(&s) else { return };
+    // Everything agrees; the compiler the config names is not installed.
+    build_treeless(&s, &t).expect(
+        1,
+        &["x86_64-linux-gnu-gcc-404", "cannot be run here", "built by"],
+    );
+}
+
+#[test]
+fn treeless_vmlinux_of_another_release() {
+    let s = Scratch::new("tl-release");
+    let Some(t) = fake_treeless(&s) else { return };
+    std::fs::write(
+        t.headers.join("include/config/kernel.release"),
+        "6.12.0-other\n",
+    )
+    .unwrap();
+    build_treeless(&s, &t).expect(
+        1,
+        &[
+            "release mismatch",
+            FAKE_RELEASE,
+            "6.12.0-other",
+            &t.vmlinux.display().to_string(),
+        ],
+    );
+}
+
+#[test]
+fn treeless_config_of_another_compiler() {
+    let s = Scratch::new("tl-config-cc");
+    let Some(t) = fake_treeless(&s) else { return };
+    std::fs::write(
+        &t.config,
+        "CONFIG_LIVEPATCH=y\nCONFIG_CC_VERSION_TEXT=\"gcc (Other) 13.1.0\"\n",
+    )
+    .unwrap();
+    build_treeless(&s, &t).expect(
+        1,
+        &[
+            "compiler mismatch",
+            "gcc (Other) 13.1.0",
+            &t.config.display().to_string(),
+        ],
+    );
+}
+
+#[test]
+fn treeless_config_disagrees_with_headers() {
+    let s = Scratch::new("tl-config");
+    let Some(t) = fake_treeless(&s) else { return };
+    let text = std::fs::read_to_string(&t.config).unwrap();
+    std::fs::write(&t.config, text.replace("CONFIG_HZ=250", "CONFIG_HZ=1000")).unwrap();
+    build_treeless(&s, &t).expect(1, &["config mismatch", "CONFIG_HZ=1000 vs 250"]);
+}
+
+#[test]
+fn treeless_source_of_another_version() {
+    let s = Scratch::new("tl-src");
+    let Some(t) = fake_treeless(&s) else { return };
+    std::fs::write(
+        t.src.join("Makefile"),
+        "VERSION = 6\nPATCHLEVEL = 11\nSUBLEVEL = 3\n",
+    )
+    .unwrap();
+    build_treeless(&s, &t).expect(1, &["version mismatch", "6.11.3", FAKE_RELEASE]);
+}
+
+#[test]
+fn treeless_vmlinux_without_symbols_or_not_elf() {
+    let s = Scratch::new("tl-strip");
+    let Some(t) = fake_treeless(&s) else { return };
+    let stripped = Command::new("strip")
+        .arg("--strip-all")
+        .arg(&t.vmlinux)
+        .status()
+        .is_ok_and(|st| st.success());
+    assert!(stripped, "strip failed");
+    build_treeless(&s, &t).expect(1, &["no symbol table", "stripped", "-dbg"]);
+    std::fs::write(&t.vmlinux, "a bzImage, say").unwrap();
+    build_treeless(&s, &t).expect(1, &["not an ELF64 file", &t.vmlinux.display().to_string()]);
 }

@@ -939,10 +939,6 @@ const SAMPLE_OBJECTS: &[&str] = &[
     "arch/x86/kernel/process.o",
 ];
 
-/// The steps `kpbuild::debian::fetch` goes through when nothing is cached,
-/// told apart by its progress lines.
-const FETCH_STEPS: &[&str] = &["download", "extract packages", "extract source"];
-
 fn bench_debian() -> Result<(), String> {
     let load = load_average();
     let jobs = cores();
@@ -1019,15 +1015,13 @@ fn bench_debian() -> Result<(), String> {
     let cold_json = match &cold {
         Ok(c) => json!({
             "wall_s": c.wall_s(),
-            "fetch_s": c.fetch_s,
-            "fetch_steps_s": c.fetch_steps.iter().cloned().collect::<BTreeMap<String, f64>>(),
             "download_bytes": c.download_bytes,
             "downloaded_packages": c.packages,
-            "build_wall_s": c.build.wall_s,
             "build_timings_s": c.build.timings,
-            "prepare_s_estimate": c.build.step("check") - warm_steps["check"]["median"].as_f64().unwrap_or(0.0),
-            "note": "includes the network download of the packages; the check step includes \
-                     olddefconfig + prepare of the private build directory",
+            "note": "one kpbuild build --debian with nothing cached: fetch = download of the \
+                     packages (network) with the source tarball unpacked beside it, then the \
+                     packages' extraction; prepare = olddefconfig + prepare of the private build \
+                     directory",
             "caches_moved_aside": caches,
         }),
         Err(e) => json!({"error": e}),
@@ -1094,24 +1088,11 @@ fn bench_debian() -> Result<(), String> {
         cold_cell(cold_wall),
         format!("{warm_med:.3} ({:.3})", min(&walls))
     );
-    for s in FETCH_STEPS {
-        let v = cold.as_ref().ok().map(|c| {
-            c.fetch_steps
-                .iter()
-                .find(|(k, _)| k == s)
-                .map_or(0.0, |(_, v)| *v)
-        });
-        println!(
-            "  {:<44} {:>9} {:>16}",
-            format!("  {s} (kpbuild::debian::fetch)"),
-            cold_cell(v),
-            "-"
-        );
-    }
     for s in &step_names {
         let label = match s.as_str() {
             "total" => "  build total (report)".to_string(),
-            "check" => "  step check (cold: + olddefconfig, prepare)".to_string(),
+            "fetch" => "  step fetch (download ∥ source; extract)".to_string(),
+            "prepare" => "  step prepare (olddefconfig, prepare)".to_string(),
             _ => format!("  step {s}"),
         };
         println!(
@@ -1119,14 +1100,6 @@ fn bench_debian() -> Result<(), String> {
             label,
             cold_cell(cold.as_ref().ok().map(|c| c.build.step(s))),
             warm_cell(s)
-        );
-    }
-    if let Ok(c) = &cold {
-        println!(
-            "  {:<44} {:>9.3} {:>16}",
-            "  prepare ≈ cold check - warm check",
-            c.build.step("check") - warm_steps["check"]["median"].as_f64().unwrap_or(0.0),
-            "-"
         );
     }
     println!();
@@ -1195,11 +1168,8 @@ fn debian_run(out: &Path, jobs: usize) -> Result<BuildRun, String> {
     })
 }
 
-/// The cold run: `kpbuild::debian::fetch` timed by its progress lines, then
-/// `kpbuild build --debian` (which prepares the build directory).
+/// The cold run: one `kpbuild build --debian` with nothing cached.
 struct ColdRun {
-    fetch_s: f64,
-    fetch_steps: Vec<(String, f64)>,
     download_bytes: u64,
     packages: Vec<String>,
     build: BuildRun,
@@ -1207,7 +1177,7 @@ struct ColdRun {
 
 impl ColdRun {
     fn wall_s(&self) -> f64 {
-        self.fetch_s + self.build.wall_s
+        self.build.wall_s
     }
 }
 
@@ -1248,40 +1218,10 @@ fn cold_run(
 }
 
 fn cold_measure(release_dir: &Path, out: &Path, jobs: usize) -> Result<ColdRun, String> {
-    let marks: std::cell::RefCell<Vec<(&str, Instant)>> = Default::default();
     progress(&format!(
-        "bench debian: cold: kpbuild::debian::fetch {DEBIAN_RELEASE} with nothing cached (network)"
+        "bench debian: cold: kpbuild build --debian {DEBIAN_RELEASE} with nothing cached (network)"
     ));
-    let start = Instant::now();
-    let fetched = kpbuild::debian::fetch(DEBIAN_RELEASE, &|m| {
-        progress(&format!("bench debian: cold: {m}"));
-        let step = if m.starts_with("downloading") {
-            "download"
-        } else if m.starts_with(&format!("extracting {DEBIAN_RELEASE}")) {
-            "extract packages"
-        } else {
-            "extract source"
-        };
-        marks.borrow_mut().push((step, Instant::now()));
-    });
-    let end = Instant::now();
-    fetched?;
-    let fetch_s = (end - start).as_secs_f64();
-    // A step lasts from its first progress line to the next step's; the
-    // download also covers the apt queries before its first line.
-    let marks = marks.into_inner();
-    let mut fetch_steps = Vec::new();
-    for (i, step) in FETCH_STEPS.iter().enumerate() {
-        let Some(first) = marks.iter().position(|(s, _)| s == step) else {
-            continue;
-        };
-        let from = if i == 0 { start } else { marks[first].1 };
-        let to = marks[first..]
-            .iter()
-            .find(|(s, _)| s != step)
-            .map_or(end, |m| m.1);
-        fetch_steps.push((step.to_string(), (to - from).as_secs_f64()));
-    }
+    let build = debian_run(out, jobs)?;
     let mut download_bytes = 0;
     let mut packages = Vec::new();
     let debs = release_dir.join("debs");
@@ -1293,15 +1233,8 @@ fn cold_measure(release_dir: &Path, out: &Path, jobs: usize) -> Result<ColdRun, 
         packages.push(e.file_name().to_string_lossy().into_owned());
     }
     packages.sort();
-    progress("bench debian: cold: kpbuild build --debian (prepares the build directory)");
-    let build = debian_run(out, jobs)?;
-    progress(&format!(
-        "bench debian: cold: {:.1} s fetch + {:.1} s build",
-        fetch_s, build.wall_s
-    ));
+    progress(&format!("bench debian: cold: {:.1} s", build.wall_s));
     Ok(ColdRun {
-        fetch_s,
-        fetch_steps,
         download_bytes,
         packages,
         build,

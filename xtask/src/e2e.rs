@@ -137,6 +137,10 @@ const CASES: &[Case] = &[
         name: "debian_config_sections_are_covered",
         run: debian_config_sections_are_covered,
     },
+    Case {
+        name: "debian_mismatched_target_files_exit_1",
+        run: debian_mismatched_target_files,
+    },
 ];
 
 /// Runs the cases whose name contains `filter`; prints one line per case and
@@ -970,6 +974,83 @@ fn debian_refusals_and_bad_release(ctx: &Ctx) -> Result<(), String> {
         }
         Err(m) => Err(format!("unknown release: exit {code}: {m}")),
     }
+}
+
+/// Tree-less inputs that do not describe one kernel, from real files:
+/// Debian's source, config and headers with the test kernel's vmlinux, with
+/// Debian's vmlinux stripped of its symbols, and with the test kernel's
+/// config. Each is exit 1 naming what disagrees, before anything is
+/// compiled, with nothing written.
+fn debian_mismatched_target_files(ctx: &Ctx) -> Result<(), String> {
+    let k = kpbuild::debian::fetch(DEBIAN_RELEASE, &|_| {})?;
+    let scratch = ctx.work.join("debian-mismatch");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let stripped = scratch.join("vmlinux-stripped");
+    let status = std::process::Command::new("objcopy")
+        .arg("--strip-all")
+        .arg(&k.vmlinux)
+        .arg(&stripped)
+        .status()
+        .map_err(|e| format!("objcopy: {e}"))?;
+    if !status.success() {
+        return Err(format!("objcopy --strip-all failed: {status}"));
+    }
+    let test_config = ctx.kernel.build.join(".config");
+    let test_vmlinux = ctx.kernel.vmlinux();
+    let cases: [(&str, &std::path::Path, &std::path::Path, &[&str]); 3] = [
+        (
+            "the test kernel's vmlinux",
+            &k.config,
+            &test_vmlinux,
+            &["release mismatch", DEBIAN_RELEASE],
+        ),
+        (
+            "a stripped vmlinux",
+            &k.config,
+            &stripped,
+            &["no symbol table", "-dbg"],
+        ),
+        (
+            "the test kernel's config",
+            &test_config,
+            &k.vmlinux,
+            &["mismatch", "x86_64-linux-gnu-gcc-12"],
+        ),
+    ];
+    for (what, config, vmlinux, needles) in cases {
+        let out = scratch.join("out");
+        let mut args = kpbuild_args(ctx, "kpb_mismatch", &["proc-cmdline-string.patch"], &out);
+        args.src = k.src.clone();
+        args.build = PathBuf::new();
+        let target = kpbuild::build::TargetArgs {
+            config: Some(config.to_path_buf()),
+            vmlinux: Some(vmlinux.to_path_buf()),
+            headers: Some(k.headers.clone()),
+            ..Default::default()
+        };
+        let start = Instant::now();
+        let (code, result) = kpbuild::build::execute_with(&args, &target);
+        let message = match result {
+            Ok(_) => return Err(format!("{what}: a module was built")),
+            Err(m) => m,
+        };
+        if code != 1 || needles.iter().any(|n| !message.contains(n)) {
+            return Err(format!(
+                "{what}: exit {code}, expected 1 with {needles:?}: {message}"
+            ));
+        }
+        if out.exists() {
+            return Err(format!("{what}: {} was created", out.display()));
+        }
+        eprintln!(
+            "  > {what}: refused in {:.1} s: {}",
+            start.elapsed().as_secs_f64(),
+            message.lines().next().unwrap_or("")
+        );
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
 }
 
 /// A test signing key and certificate under `fixtures/signing/`.
