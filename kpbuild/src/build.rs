@@ -174,9 +174,8 @@ pub fn run(command: &BuildCommand) -> u8 {
                 exit::NO_CHANGE => "no functional change",
                 _ => "error",
             };
-            if !args.quiet {
-                eprintln!("kpbuild build: {label}: {}", stop.message);
-            }
+            // --quiet silences progress, never the reason for a non-zero exit.
+            eprintln!("kpbuild build: {label}: {}", stop.message);
             stop.code
         }
     }

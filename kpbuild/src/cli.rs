@@ -28,6 +28,9 @@ pub enum Command {
     /// Sign a module for a kernel with module signature checking (replaces an
     /// existing signature).
     Sign(crate::sign::SignArgs),
+    /// Signed cumulative livepatch bundles: create, verify, inspect, publish
+    /// to a patch-server repository, roll back.
+    Bundle(crate::bundle::BundleArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -41,5 +44,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Build(args)) => ExitCode::from(crate::build::run(&args)),
         Some(Command::Inspect(args)) => ExitCode::from(crate::inspect::run(&args)),
         Some(Command::Sign(args)) => ExitCode::from(crate::sign::run(&args)),
+        Some(Command::Bundle(args)) => ExitCode::from(crate::bundle::run(&args)),
     }
 }

@@ -13,8 +13,8 @@
 //!
 //! Pre-match ([`crate::prematch`]) then proves the compiled code itself.
 
+use object::elf;
 use object::read::elf::{ElfFile64, FileHeader, SectionHeader};
-use object::{Object, ObjectSection, elf};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -33,8 +33,6 @@ pub struct VmlinuxIdentity {
     pub symbols: usize,
 }
 
-/// The banner prefix the kernel's `linux_banner` starts with.
-const BANNER: &[u8] = b"Linux version ";
 /// `LINUX_ELFNOTE_BUILD_SALT`.
 const NT_LINUX_BUILD_SALT: object::elf::NoteType = object::elf::NoteType(0x100);
 
@@ -64,31 +62,23 @@ pub fn vmlinux_identity(data: &[u8]) -> Result<VmlinuxIdentity, String> {
                 .into(),
         );
     }
-    let banner = file
-        .section_by_name(".rodata")
-        .and_then(|s| s.data().ok())
-        .and_then(find_banner)
-        .ok_or("no `Linux version` banner in .rodata: is this a Linux kernel?")?;
-    let release = banner[BANNER.len()..]
+    let banner = bundle::notes::banner(data).map_err(|e| e.to_string())?;
+    let release = banner
         .split_whitespace()
-        .next()
-        .unwrap_or("")
+        .nth(2)
+        .unwrap_or_default()
         .to_string();
-    let mut build_id = None;
+    let build_id = bundle::notes::gnu_build_id(data).ok();
     let mut build_salt = None;
     for section in file.elf_section_table().iter() {
         let Ok(Some(mut notes)) = section.notes(endian, data) else {
             continue;
         };
         while let Ok(Some(note)) = notes.next() {
-            match (note.name(), note.n_type(endian)) {
-                (b"GNU", elf::NT_GNU_BUILD_ID) => build_id = Some(hex(note.desc())),
-                (b"Linux", NT_LINUX_BUILD_SALT) => {
-                    let desc = note.desc();
-                    let end = desc.iter().position(|&b| b == 0).unwrap_or(desc.len());
-                    build_salt = Some(String::from_utf8_lossy(&desc[..end]).into_owned());
-                }
-                _ => {}
+            if (note.name(), note.n_type(endian)) == (&b"Linux"[..], NT_LINUX_BUILD_SALT) {
+                let desc = note.desc();
+                let end = desc.iter().position(|&b| b == 0).unwrap_or(desc.len());
+                build_salt = Some(String::from_utf8_lossy(&desc[..end]).into_owned());
             }
         }
     }
@@ -99,20 +89,6 @@ pub fn vmlinux_identity(data: &[u8]) -> Result<VmlinuxIdentity, String> {
         build_salt,
         symbols,
     })
-}
-
-fn find_banner(rodata: &[u8]) -> Option<String> {
-    let at = rodata.windows(BANNER.len()).position(|w| w == BANNER)?;
-    let rest = &rodata[at..];
-    let end = rest
-        .iter()
-        .position(|&b| b == 0 || b == b'\n')
-        .unwrap_or(rest.len());
-    Some(String::from_utf8_lossy(&rest[..end]).into_owned())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Checks that a tree-less target's config, vmlinux and module headers
@@ -238,16 +214,6 @@ fn differing_options<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn banner_is_found_and_cut_at_the_line_end() {
-        let rodata = b"\0\0xyzLinux version 6.12.0-t (gcc 12) #1 SMP\n\0more";
-        assert_eq!(
-            find_banner(rodata).as_deref(),
-            Some("Linux version 6.12.0-t (gcc 12) #1 SMP")
-        );
-        assert_eq!(find_banner(b"no banner here"), None);
-    }
 
     #[test]
     fn makefile_version_is_read() {

@@ -16,9 +16,11 @@
 //! - [`process`]: the logged wrapper every subprocess runs through.
 //! - [`sign`]: `kpbuild sign`, appending a kernel module signature.
 //! - [`prematch`]: the original code must be the code the target runs.
+//! - [`bundle`]: `kpbuild bundle`, signed cumulative bundles (over the `bundle` crate).
 //! - [`identity`]: the files describing a tree-less target belong to one kernel.
 
 pub mod build;
+pub mod bundle;
 pub mod cli;
 pub mod debian;
 pub mod diff;

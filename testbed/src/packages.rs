@@ -19,6 +19,10 @@ pub const TESTBED_PACKAGES: &[&str] = &[
     "dwarves",
     "binutils",
     "patch",
+    // The Debian target's source tarball is unpacked with `xz -T0`.
+    "xz-utils",
+    // Bundle signatures are checked with the external verifier too.
+    "minisign",
 ];
 
 /// Which of `packages` are not installed.

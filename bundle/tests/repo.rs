@@ -1,0 +1,204 @@
+//! The patch-server repository: publish, re-publish, rollback, the history,
+//! the signed index (also checked with the external `minisign`).
+
+#![allow(missing_docs)]
+
+mod common;
+
+use bundle::repo::{self, Action};
+use bundle::{Bundle, Error};
+use common::*;
+
+/// Bundles 1..=n of one kernel build, each the predecessor of the next.
+fn chain(n: usize) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for i in 1..=n {
+        let prev = out
+            .last()
+            .map(|b| Bundle::read(b).unwrap().verify(&public()).unwrap());
+        out.push(bundle::create(&input(i, prev.as_ref()), &secret()).unwrap());
+    }
+    out
+}
+
+fn publish(dir: &std::path::Path, b: &[u8], at: u64) -> bundle::Result<repo::Published> {
+    repo::publish(dir, b, &public(), &secret(), at)
+}
+
+fn files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join(BUILD_ID))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn publish_rollback_history() {
+    let s = Scratch::new("repo");
+    let dir = &s.0;
+    let b = chain(3);
+    let p = publish(dir, &b[0], 100).unwrap();
+    assert!(!p.unchanged);
+    assert_eq!(p.path, dir.join(BUILD_ID).join("000001.kpb"));
+    assert!(
+        publish(dir, &b[0], 101).unwrap().unchanged,
+        "same bytes again"
+    );
+    publish(dir, &b[1], 200).unwrap();
+    publish(dir, &b[2], 300).unwrap();
+    let index = repo::read_index(dir, BUILD_ID, &public()).unwrap();
+    assert_eq!(index.format, "kpbuild-index/1");
+    assert_eq!(index.release, RELEASE);
+    assert_eq!(index.latest.sequence, 3);
+    assert_eq!(index.latest.file, "000003.kpb");
+    assert_eq!(index.latest.sha256, bundle::sha256_hex(&b[2]));
+
+    let index = repo::rollback(dir, BUILD_ID, 1, &public(), &secret(), 400).unwrap();
+    assert_eq!(index.latest.sequence, 1);
+    assert_eq!(index.latest.sha256, bundle::sha256_hex(&b[0]));
+    let history: Vec<(Action, u64, u64)> = index
+        .history
+        .iter()
+        .map(|r| (r.action, r.sequence, r.at))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (Action::Publish, 1, 100),
+            (Action::Publish, 2, 200),
+            (Action::Publish, 3, 300),
+            (Action::Rollback, 1, 400),
+        ]
+    );
+    assert_eq!(repo::read_index(dir, BUILD_ID, &public()).unwrap(), index);
+    // Nothing is deleted; no temporary file is left.
+    assert_eq!(
+        files(dir),
+        [
+            ".lock",
+            "000001.kpb",
+            "000002.kpb",
+            "000003.kpb",
+            "index.json",
+            "index.json.minisig"
+        ]
+    );
+    // Rolling back to the latest or a later one, or to one never published.
+    let err = repo::rollback(dir, BUILD_ID, 1, &public(), &secret(), 500).unwrap_err();
+    assert!(matches!(err, Error::NotEarlier { latest: 1, .. }), "{err}");
+    let err = repo::rollback(dir, BUILD_ID, 3, &public(), &secret(), 500).unwrap_err();
+    assert!(matches!(err, Error::NotEarlier { .. }), "{err}");
+    // Publishing forward again after a rollback: a new sequence.
+    let v3 = Bundle::read(&b[2]).unwrap().verify(&public()).unwrap();
+    let b4 = bundle::create(&input(4, Some(&v3)), &secret()).unwrap();
+    publish(dir, &b4, 600).unwrap();
+    let index = repo::read_index(dir, BUILD_ID, &public()).unwrap();
+    assert_eq!((index.latest.sequence, index.history.len()), (4, 5));
+
+    if minisign().is_some() {
+        let idx = dir.join(BUILD_ID).join("index.json");
+        assert!(minisign_verifies(&fixture("bundle/test.pub"), &idx));
+        assert!(!minisign_verifies(&fixture("bundle/other.pub"), &idx));
+    }
+}
+
+#[test]
+fn publish_refusals() {
+    let s = Scratch::new("refusals");
+    let dir = &s.0;
+    let b = chain(2);
+    publish(dir, &b[1], 100).unwrap();
+    let before = files(dir);
+    let index_before = std::fs::read(dir.join(BUILD_ID).join("index.json")).unwrap();
+
+    // Sequence 1, never stored, is older than the published 2.
+    let err = publish(dir, &b[0], 200).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("build-id {BUILD_ID}: sequence 1 is not newer than sequence 2 already published")
+    );
+    // Another sequence 2.
+    let v1 = Bundle::read(&b[0]).unwrap().verify(&public()).unwrap();
+    let mut other = input(2, Some(&v1));
+    other.created += 7;
+    let other = bundle::create(&other, &secret()).unwrap();
+    let err = publish(dir, &other, 200).unwrap_err().to_string();
+    assert!(
+        err.ends_with("000002.kpb: sequence 2 already published with different content"),
+        "{err}"
+    );
+    // A bundle that does not verify, or signed by another key.
+    let mut bad = b[1].clone();
+    let len = bad.len();
+    bad.truncate(len - 700);
+    assert!(matches!(
+        publish(dir, &bad, 200),
+        Err(Error::Truncated { .. })
+    ));
+    let foreign = bundle::create(&input(1, None), &other_secret()).unwrap();
+    assert!(matches!(
+        publish(dir, &foreign, 200),
+        Err(Error::WrongKey { .. })
+    ));
+    // A secret key that is not the public key's.
+    let err = repo::publish(dir, &b[1], &public(), &other_secret(), 200).unwrap_err();
+    assert!(matches!(err, Error::KeyPairMismatch { .. }), "{err}");
+    // The next sequence whose predecessor is not the stored one.
+    let v_other = Bundle::read(&other).unwrap().verify(&public()).unwrap();
+    let b3 = bundle::create(&input(3, Some(&v_other)), &secret()).unwrap();
+    let err = publish(dir, &b3, 200).unwrap_err().to_string();
+    assert!(
+        err.starts_with("predecessor (sequence 2): the manifest names sha256"),
+        "{err}"
+    );
+    // Nothing changed by any of them.
+    assert_eq!(files(dir), before);
+    assert_eq!(
+        std::fs::read(dir.join(BUILD_ID).join("index.json")).unwrap(),
+        index_before
+    );
+
+    // Rollback to a sequence never published; unknown build-id; bad build-id.
+    let err = repo::rollback(dir, BUILD_ID, 1, &public(), &secret(), 300).unwrap_err();
+    assert!(
+        matches!(err, Error::NotPublished { sequence: 1, .. }),
+        "{err}"
+    );
+    let err = repo::rollback(dir, "abcd", 1, &public(), &secret(), 300).unwrap_err();
+    assert!(err.to_string().contains("no index"), "{err}");
+    let err = repo::read_index(dir, "../etc", &public()).unwrap_err();
+    assert!(matches!(err, Error::BuildId { .. }), "{err}");
+}
+
+#[test]
+fn tampered_repository() {
+    let s = Scratch::new("tampered");
+    let dir = &s.0;
+    let b = chain(2);
+    publish(dir, &b[0], 100).unwrap();
+    publish(dir, &b[1], 200).unwrap();
+    let bdir = dir.join(BUILD_ID);
+    // An index edited by hand.
+    let idx = bdir.join("index.json");
+    let good = std::fs::read_to_string(&idx).unwrap();
+    std::fs::write(&idx, good.replace("\"sequence\": 2", "\"sequence\": 1")).unwrap();
+    let err = repo::read_index(dir, BUILD_ID, &public())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("index.json was changed after signing"),
+        "{err}"
+    );
+    assert!(matches!(
+        repo::read_index(dir, BUILD_ID, &other_public()),
+        Err(Error::WrongKey { .. })
+    ));
+    std::fs::write(&idx, &good).unwrap();
+    // A stored bundle replaced: rollback refuses it.
+    std::fs::write(bdir.join("000001.kpb"), &b[1]).unwrap();
+    let err = repo::rollback(dir, BUILD_ID, 1, &public(), &secret(), 300).unwrap_err();
+    assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
+    assert_eq!(std::fs::read_to_string(&idx).unwrap(), good);
+}

@@ -1,0 +1,627 @@
+//! `kpbuild bundle create|verify|inspect|publish|rollback`: signed cumulative
+//! livepatch bundles, a thin layer over the `bundle` crate.
+//!
+//! `create` gathers what a bundle holds from a `kpbuild build` output
+//! directory (`NAME.ko` + `report.json`), the target's vmlinux (build-id,
+//! release) and `.config`; every file is checked against the SHA-256 the
+//! report recorded, and the module's vermagic against vmlinux's release.
+
+use crate::exit;
+use bundle::manifest::Kernel;
+use bundle::{Bundle, PatchInput, PublicKey, SecretKey};
+use std::path::{Path, PathBuf};
+
+/// Arguments of `kpbuild bundle`.
+#[derive(Debug, clap::Args)]
+pub struct BundleArgs {
+    /// The bundle command.
+    #[command(subcommand)]
+    pub command: BundleCommand,
+}
+
+/// `kpbuild bundle`'s commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum BundleCommand {
+    /// Create a signed bundle from a `kpbuild build` output directory.
+    Create(CreateArgs),
+    /// Verify a bundle's signature, files and (optionally) its kernel.
+    Verify(VerifyArgs),
+    /// Show a bundle's manifest without checking the signature.
+    Inspect(InspectArgs),
+    /// Verify a bundle and publish it in a patch-server repository.
+    Publish(PublishArgs),
+    /// Make an earlier published bundle the latest again.
+    Rollback(RollbackArgs),
+}
+
+/// Arguments of `kpbuild bundle create`.
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// A `kpbuild build` output directory (NAME.ko and report.json).
+    #[arg(long)]
+    pub build_out: PathBuf,
+    /// The target kernel's vmlinux (build-id note, `Linux version` banner).
+    #[arg(long)]
+    pub vmlinux: PathBuf,
+    /// The target kernel's .config.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The unencrypted minisign secret key (`minisign -G -W`).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The bundle file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The previous bundle of this kernel build (verified with --pubkey).
+    #[arg(long, requires = "pubkey")]
+    pub predecessor: Option<PathBuf>,
+    /// The minisign public key that verifies the predecessor.
+    #[arg(long)]
+    pub pubkey: Option<PathBuf>,
+    /// Override a patch's id, title and CVEs: PATCH=ID:TITLE:CVE,CVE (PATCH
+    /// as in report.json or its file name; CVEs may be empty).
+    #[arg(long = "patch-meta", value_name = "PATCH=ID:TITLE:CVES")]
+    pub patch_meta: Vec<String>,
+}
+
+/// Arguments of `kpbuild bundle verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The bundle file.
+    pub bundle: PathBuf,
+    /// The minisign public key.
+    #[arg(long)]
+    pub pubkey: PathBuf,
+    /// Also check the bundle is for the kernel with this GNU build-id (hex).
+    #[arg(long, conflicts_with = "kernel_notes")]
+    pub kernel_build_id: Option<String>,
+    /// Also check against the build-id in these notes (e.g. /sys/kernel/notes) or ELF file.
+    #[arg(long)]
+    pub kernel_notes: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `kpbuild bundle inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The bundle file.
+    pub bundle: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `kpbuild bundle publish`.
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// The repository directory.
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// The minisign secret key that signs the index.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Its public key: verifies the bundle and the existing index.
+    #[arg(long)]
+    pub pubkey: PathBuf,
+    /// The bundle file.
+    pub bundle: PathBuf,
+}
+
+/// Arguments of `kpbuild bundle rollback`.
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The repository directory.
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// The minisign secret key that signs the index.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Its public key: verifies the index and the stored bundle.
+    #[arg(long)]
+    pub pubkey: PathBuf,
+    /// The kernel build (hex GNU build-id).
+    #[arg(long)]
+    pub build_id: String,
+    /// The earlier sequence to make the latest.
+    #[arg(long)]
+    pub sequence: u64,
+}
+
+/// Runs `kpbuild bundle …`; returns the exit code.
+pub fn run(args: &BundleArgs) -> u8 {
+    let (name, result) = match &args.command {
+        BundleCommand::Create(a) => ("create", create(a)),
+        BundleCommand::Verify(a) => ("verify", verify(a)),
+        BundleCommand::Inspect(a) => ("inspect", inspect(a)),
+        BundleCommand::Publish(a) => ("publish", publish(a)),
+        BundleCommand::Rollback(a) => ("rollback", rollback(a)),
+    };
+    match result {
+        Ok(()) => exit::SUCCESS,
+        Err(e) => {
+            eprintln!("kpbuild bundle {name}: error: {e}");
+            exit::ERROR
+        }
+    }
+}
+
+fn at(path: &Path) -> impl Fn(bundle::Error) -> String + '_ {
+    move |e| format!("{}: {e}", path.display())
+}
+
+fn read_bundle(path: &Path) -> Result<(Vec<u8>, Bundle), String> {
+    let data = crate::diff::read(path)?;
+    let bundle = Bundle::read(&data).map_err(at(path))?;
+    Ok((data, bundle))
+}
+
+fn secret_key(path: &Path) -> Result<SecretKey, String> {
+    SecretKey::read(path).map_err(|e| e.to_string())
+}
+
+fn public_key(path: &Path) -> Result<PublicKey, String> {
+    PublicKey::read(path).map_err(|e| e.to_string())
+}
+
+fn str_field<'a>(v: &'a serde_json::Value, pointer: &str, file: &Path) -> Result<&'a str, String> {
+    v.pointer(pointer)
+        .and_then(|s| s.as_str())
+        .ok_or_else(|| format!("{}: no string at {pointer}", file.display()))
+}
+
+/// A patch's defaults from its text: id = file stem, title = `Subject:`
+/// without `[PATCH…]` (or the description's first line, or the files it
+/// changes), CVEs = every distinct
+/// `CVE-YYYY-NNNN…` before the diff starts.
+pub fn patch_defaults(path: &Path, text: &str) -> PatchInput {
+    let id = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let header: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("diff --git") && !l.starts_with("---"))
+        .collect();
+    let mut title = None;
+    for (i, line) in header.iter().enumerate() {
+        if let Some(subject) = line.strip_prefix("Subject:") {
+            let mut s = subject.trim().to_string();
+            // A folded header continues on lines that start with blanks.
+            for more in header[i + 1..]
+                .iter()
+                .take_while(|l| l.starts_with([' ', '\t']))
+            {
+                s.push(' ');
+                s.push_str(more.trim());
+            }
+            while s.starts_with('[') {
+                match s.find(']') {
+                    Some(end) => s = s[end + 1..].trim_start().to_string(),
+                    None => break,
+                }
+            }
+            title = Some(s);
+            break;
+        }
+    }
+    // Without a Subject: the first line of the description, else the files
+    // the diff changes.
+    let title = title
+        .filter(|t| !t.is_empty())
+        .or_else(|| {
+            header
+                .iter()
+                .map(|l| l.trim())
+                .find(|l| !l.is_empty())
+                .map(String::from)
+        })
+        .or_else(|| {
+            let files: Vec<String> = crate::patch::touched_files(text)
+                .iter()
+                .map(|t| t.path.display().to_string())
+                .collect();
+            (!files.is_empty()).then(|| format!("changes {}", files.join(", ")))
+        })
+        .unwrap_or_else(|| id.clone());
+    PatchInput {
+        id,
+        title,
+        cves: find_cves(&header.join("\n")),
+        data: text.as_bytes().to_vec(),
+    }
+}
+
+/// Every distinct `CVE-\d{4}-\d{4,}` in `text`, in order of appearance.
+fn find_cves(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let bytes = text.as_bytes();
+    let digits = |from: usize| {
+        bytes[from.min(bytes.len())..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count()
+    };
+    for (i, _) in text.match_indices("CVE-") {
+        let year = i + 4;
+        if digits(year) != 4 || bytes.get(year + 4) != Some(&b'-') {
+            continue;
+        }
+        let n = digits(year + 5);
+        if n < 4 {
+            continue;
+        }
+        let cve = &text[i..year + 5 + n];
+        if !out.iter().any(|c| c == cve) {
+            out.push(cve.to_string());
+        }
+    }
+    out
+}
+
+/// Applies `--patch-meta PATCH=ID:TITLE:CVES` overrides.
+fn apply_meta(patches: &mut [(String, PatchInput)], metas: &[String]) -> Result<(), String> {
+    for meta in metas {
+        let bad = |why: &str| format!("--patch-meta {meta:?}: {why}");
+        let (which, rest) = meta
+            .split_once('=')
+            .ok_or_else(|| bad("expected PATCH=ID:TITLE:CVES"))?;
+        let (id, rest) = rest
+            .split_once(':')
+            .ok_or_else(|| bad("expected ID:TITLE:CVES"))?;
+        let (title, cves) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| bad("expected ID:TITLE:CVES"))?;
+        let target = patches
+            .iter_mut()
+            .find(|(path, _)| path == which || Path::new(path).file_name() == Some(which.as_ref()))
+            .ok_or_else(|| bad("no such patch in report.json"))?;
+        target.1.id = id.to_string();
+        target.1.title = title.to_string();
+        target.1.cves = cves
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect();
+    }
+    Ok(())
+}
+
+fn create(a: &CreateArgs) -> Result<(), String> {
+    let key = secret_key(&a.key)?;
+    let report_path = a.build_out.join("report.json");
+    let report_text = crate::diff::read(&report_path)?;
+    let report: serde_json::Value = serde_json::from_slice(&report_text)
+        .map_err(|e| format!("{}: {e}", report_path.display()))?;
+    let outcome = str_field(&report, "/outcome", &report_path)?;
+    if outcome != "patch" {
+        return Err(format!(
+            "{}: outcome is {outcome:?}: no module to bundle",
+            report_path.display()
+        ));
+    }
+    let sha_check = |path: &Path, data: &[u8], expected: &str| {
+        let actual = bundle::sha256_hex(data);
+        if actual == expected {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: sha256 is {actual}, but {} recorded {expected}",
+                path.display(),
+                report_path.display()
+            ))
+        }
+    };
+
+    // The module.
+    let module_file = str_field(&report, "/module/file", &report_path)?;
+    let module_path = a.build_out.join(module_file);
+    let module = crate::diff::read(&module_path)?;
+    sha_check(
+        &module_path,
+        &module,
+        str_field(&report, "/module/sha256", &report_path)?,
+    )?;
+    let info = crate::inspect::inspect(&module_path.display().to_string(), &module, false)
+        .map_err(|e| format!("{}: {e}", module_path.display()))?;
+    let vermagic = info
+        .modinfo
+        .as_ref()
+        .and_then(|m| m.vermagic.clone())
+        .ok_or_else(|| format!("{}: no vermagic= in .modinfo", module_path.display()))?;
+    if !info.signature.as_ref().is_some_and(|s| s.appended) {
+        eprintln!(
+            "kpbuild bundle create: warning: {} carries no module signature (sign it with \
+             `kpbuild sign` for a kernel that checks signatures)",
+            module_path.display()
+        );
+    }
+    let name = Path::new(module_file)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+
+    // The kernel.
+    let vmlinux = crate::diff::read(&a.vmlinux)?;
+    // The release first: it insists on an ELF file, where a build-id would
+    // also be read from a raw note stream.
+    let release = bundle::notes::kernel_release(&vmlinux).map_err(at(&a.vmlinux))?;
+    let build_id = bundle::notes::gnu_build_id(&vmlinux).map_err(at(&a.vmlinux))?;
+    let module_release = vermagic.split_whitespace().next().unwrap_or_default();
+    if module_release != release {
+        return Err(format!(
+            "{}: module built for {module_release}, vmlinux is {release}",
+            module_path.display()
+        ));
+    }
+    let config = crate::diff::read(&a.config)?;
+
+    // The patches, as the report recorded them.
+    let listed = report
+        .pointer("/inputs/patches")
+        .and_then(|p| p.as_array())
+        .ok_or_else(|| format!("{}: no inputs.patches list", report_path.display()))?;
+    let mut patches = Vec::new();
+    for i in 0..listed.len() {
+        let field = format!("/inputs/patches/{i}");
+        let path = str_field(&report, &format!("{field}/path"), &report_path)?;
+        let data = crate::diff::read(Path::new(path))?;
+        sha_check(
+            Path::new(path),
+            &data,
+            str_field(&report, &format!("{field}/sha256"), &report_path)?,
+        )?;
+        let text = String::from_utf8_lossy(&data);
+        let mut input = patch_defaults(Path::new(path), &text);
+        input.data = data;
+        patches.push((path.to_string(), input));
+    }
+    apply_meta(&mut patches, &a.patch_meta)?;
+
+    let predecessor = match (&a.predecessor, &a.pubkey) {
+        (Some(prev), Some(pubkey)) => {
+            let (_, b) = read_bundle(prev)?;
+            Some(b.verify(&public_key(pubkey)?).map_err(at(prev))?)
+        }
+        _ => None,
+    };
+    let input = bundle::CreateInput {
+        kernel: Kernel {
+            release: release.clone(),
+            arch: "x86_64".into(),
+            build_id: build_id.clone(),
+            config_sha256: bundle::sha256_hex(&config),
+        },
+        patches: patches.into_iter().map(|(_, p)| p).collect(),
+        modules: vec![bundle::ModuleInput {
+            name,
+            vermagic,
+            data: module,
+        }],
+        report,
+        predecessor: predecessor.as_ref(),
+        created: bundle::time::timestamp().map_err(|e| e.to_string())?,
+    };
+    let bytes = bundle::create(&input, &key).map_err(|e| e.to_string())?;
+    crate::diff::write_atomic(&a.out, &bytes)?;
+    let m = Bundle::read(&bytes).map_err(|e| e.to_string())?;
+    let m = m.manifest();
+    eprintln!(
+        "created {}: sequence {}, {} patch(es), module {} for {} (build-id {}), signed by key {}",
+        a.out.display(),
+        m.sequence,
+        m.patches.len(),
+        m.modules[0].livepatch,
+        release,
+        build_id,
+        key.key_id()
+    );
+    Ok(())
+}
+
+fn summary(b: &Bundle) -> String {
+    let m = b.manifest();
+    let mut out = format!(
+        "format: {}\nsequence: {}\nkernel: {} {} build-id {}\nconfig sha256: {}\ncreated: {} ({})\n",
+        m.format,
+        m.sequence,
+        m.kernel.release,
+        m.kernel.arch,
+        m.kernel.build_id,
+        m.kernel.config_sha256,
+        m.created_utc,
+        m.created
+    );
+    match &m.predecessor {
+        Some(p) => out.push_str(&format!(
+            "predecessor: sequence {} sha256 {}\n",
+            p.sequence, p.sha256
+        )),
+        None => out.push_str("predecessor: none\n"),
+    }
+    out.push_str(&format!("patches ({}):\n", m.patches.len()));
+    for p in &m.patches {
+        let cves = if p.cves.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", p.cves.join(", "))
+        };
+        out.push_str(&format!("  {} {}: {}{cves}\n", p.file, p.id, p.title));
+    }
+    out.push_str(&format!("modules ({}):\n", m.modules.len()));
+    for x in &m.modules {
+        out.push_str(&format!(
+            "  {} livepatch {} vermagic {:?}\n",
+            x.file, x.livepatch, x.vermagic
+        ));
+    }
+    out.push_str(&format!("bundle sha256: {}\n", b.sha256()));
+    out
+}
+
+fn verify(a: &VerifyArgs) -> Result<(), String> {
+    let key = public_key(&a.pubkey)?;
+    let (_, b) = read_bundle(&a.bundle)?;
+    let v = b.verify(&key).map_err(at(&a.bundle))?;
+    let running = match (&a.kernel_build_id, &a.kernel_notes) {
+        (Some(id), _) => Some(id.clone()),
+        (None, Some(notes)) => {
+            let data = crate::diff::read(notes)?;
+            Some(bundle::notes::gnu_build_id(&data).map_err(at(notes))?)
+        }
+        (None, None) => None,
+    };
+    if let Some(id) = &running {
+        v.check_kernel(id).map_err(at(&a.bundle))?;
+    }
+    let m = v.manifest();
+    if a.json {
+        let json = serde_json::json!({
+            "bundle": a.bundle,
+            "verified": true,
+            "key_id": v.key_id(),
+            "trusted_comment": v.trusted_comment(),
+            "files_checked": m.files().len(),
+            "kernel_check": if running.is_some() { "match" } else { "not checked" },
+            "sha256": b.sha256(),
+            "manifest": m,
+        });
+        println!("{}", serde_json::to_string_pretty(&json).expect("json"));
+    } else {
+        print!("{}", summary(&b));
+        println!(
+            "signature: good (key {}), trusted comment {:?}",
+            v.key_id(),
+            v.trusted_comment()
+        );
+        println!(
+            "files: {} listed, every sha256 matches manifest.json, no extra file",
+            m.files().len()
+        );
+        match &running {
+            Some(id) => println!("kernel: build-id {id} matches"),
+            None => println!(
+                "kernel: not checked (give --kernel-build-id or --kernel-notes /sys/kernel/notes)"
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn inspect(a: &InspectArgs) -> Result<(), String> {
+    let (_, b) = read_bundle(&a.bundle)?;
+    if a.json {
+        let json = serde_json::json!({
+            "bundle": a.bundle,
+            "signature": "not checked",
+            "sha256": b.sha256(),
+            "manifest": b.manifest(),
+        });
+        println!("{}", serde_json::to_string_pretty(&json).expect("json"));
+    } else {
+        print!("{}", summary(&b));
+        println!("signature: not checked (use `kpbuild bundle verify --pubkey KEY.pub`)");
+    }
+    Ok(())
+}
+
+fn publish(a: &PublishArgs) -> Result<(), String> {
+    let (public, secret) = (public_key(&a.pubkey)?, secret_key(&a.key)?);
+    let data = crate::diff::read(&a.bundle)?;
+    let at_time = bundle::time::timestamp().map_err(|e| e.to_string())?;
+    let p =
+        bundle::repo::publish(&a.repo, &data, &public, &secret, at_time).map_err(at(&a.bundle))?;
+    if p.unchanged {
+        println!(
+            "already published: build-id {} sequence {} ({}); nothing changed",
+            p.build_id,
+            p.sequence,
+            p.path.display()
+        );
+    } else {
+        println!(
+            "published build-id {} sequence {} as {}; it is the latest",
+            p.build_id,
+            p.sequence,
+            p.path.display()
+        );
+    }
+    Ok(())
+}
+
+fn rollback(a: &RollbackArgs) -> Result<(), String> {
+    let (public, secret) = (public_key(&a.pubkey)?, secret_key(&a.key)?);
+    let at_time = bundle::time::timestamp().map_err(|e| e.to_string())?;
+    let index = bundle::repo::rollback(&a.repo, &a.build_id, a.sequence, &public, &secret, at_time)
+        .map_err(|e| e.to_string())?;
+    println!(
+        "rolled back build-id {} to sequence {} ({}); history has {} records",
+        index.build_id,
+        index.latest.sequence,
+        index.latest.file,
+        index.history.len()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_defaults_from_text() {
+        let cases: &[(&str, &str, &str, &[&str])] = &[
+            (
+                "0001-proc-fix.patch",
+                "From 1234 Mon Sep 17 00:00:00 2001\nSubject: [PATCH v2 1/3] proc: fix the\n \
+                 cmdline string\n\nFixes CVE-2026-1234 and CVE-2026-12345, again CVE-2026-1234.\n\
+                 Not CVE-26-1, CVE-2026-12.\n---\n fs/proc/cmdline.c | 2 +-\n\
+                 diff --git a/x b/x\n+CVE-2027-99999\n",
+                "proc: fix the cmdline string",
+                &["CVE-2026-1234", "CVE-2026-12345"],
+            ),
+            (
+                "plain.diff",
+                "\n--- a/fs/proc/cmdline.c\n+++ b/fs/proc/cmdline.c\n@@ -1 +1 @@\n-a\n+b\n",
+                "changes fs/proc/cmdline.c",
+                &[],
+            ),
+            (
+                "notes.patch",
+                "Fix the thing (CVE-2025-0001)\n\ndiff --git a/x b/x\n",
+                "Fix the thing (CVE-2025-0001)",
+                &["CVE-2025-0001"],
+            ),
+        ];
+        for (file, text, title, cves) in cases {
+            let p = patch_defaults(Path::new(file), text);
+            assert_eq!(p.id, Path::new(file).file_stem().unwrap().to_str().unwrap());
+            assert_eq!(p.title, *title, "{file}");
+            assert_eq!(p.cves, *cves, "{file}");
+        }
+    }
+
+    #[test]
+    fn patch_meta_overrides() {
+        let mut patches = vec![(
+            "/tmp/a/0001-x.patch".to_string(),
+            patch_defaults(Path::new("0001-x.patch"), "Subject: x\n"),
+        )];
+        apply_meta(
+            &mut patches,
+            &["0001-x.patch=KP-7:proc: fix a: b:CVE-2026-1, CVE-2026-2".into()],
+        )
+        .unwrap();
+        let p = &patches[0].1;
+        assert_eq!(
+            (p.id.as_str(), p.title.as_str()),
+            ("KP-7", "proc: fix a: b")
+        );
+        assert_eq!(p.cves, ["CVE-2026-1", "CVE-2026-2"]);
+        for bad in ["nope", "0001-x.patch=id-only", "other.patch=a:b:"] {
+            assert!(apply_meta(&mut patches, &[bad.into()]).is_err(), "{bad}");
+        }
+    }
+}
