@@ -126,6 +126,57 @@ fn depends(deb: &Path, prefix: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// `dpkg --compare-versions a gt b`.
+fn version_newer(a: &str, b: &str) -> bool {
+    Command::new("dpkg")
+        .args(["--compare-versions", a, "gt", b])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The newest Debian cloud kernel of a series (`6.12`) whose package
+/// version the archive also has for `linux-source-SERIES`, from apt's
+/// lists: (release, version), e.g. (`6.12.117+deb12-cloud-amd64`,
+/// `6.12.117-1~deb12u1`).
+pub fn newest_cloud_release(series: &str) -> Result<(String, String), String> {
+    let source = format!("linux-source-{series}");
+    let madison = run(Command::new("apt-cache").arg("madison").arg(&source))?;
+    let source_versions: Vec<String> = madison
+        .lines()
+        .filter_map(|l| l.split('|').nth(1).map(|v| v.trim().to_string()))
+        .collect();
+    let names = run(Command::new("apt-cache")
+        .arg("pkgnames")
+        .arg(format!("linux-image-{series}")))?;
+    let mut best: Option<(String, String)> = None;
+    let mut images = Vec::new();
+    for name in names.lines().map(str::trim) {
+        let Some(release) = name
+            .strip_prefix("linux-image-")
+            .and_then(|n| n.strip_suffix("-unsigned"))
+            .filter(|r| r.ends_with("-cloud-amd64"))
+        else {
+            continue;
+        };
+        let show = run(Command::new("apt-cache").arg("show").arg(name))?;
+        for version in show.lines().filter_map(|l| l.strip_prefix("Version: ")) {
+            images.push(format!("{release} {version}"));
+            if source_versions.iter().any(|v| v == version)
+                && best.as_ref().is_none_or(|(_, b)| version_newer(version, b))
+            {
+                best = Some((release.to_string(), version.to_string()));
+            }
+        }
+    }
+    best.ok_or_else(|| {
+        format!(
+            "no Debian cloud kernel of {series} has a version {source} also has: {source} has [{}], the images [{}] (has `apt-get update` run?)",
+            source_versions.join(", "),
+            images.join(", ")
+        )
+    })
+}
+
 /// Downloads (when missing) and extracts a Debian kernel release.
 pub fn fetch(release: &str, progress: &dyn Fn(&str)) -> Result<DebianKernel, String> {
     if release.is_empty() || release.contains('/') || release.starts_with('.') {

@@ -909,8 +909,6 @@ fn stop_if_interrupted() -> Result<(), String> {
 
 // -------------------------------------------------------------- bench debian
 
-/// The Debian kernel `bench debian` measures (the e2e suite's).
-const DEBIAN_RELEASE: &str = "6.12.117+deb12-cloud-amd64";
 /// Suffix of a cache directory moved aside for the cold run.
 const ASIDE_SUFFIX: &str = ".bench-aside";
 /// Objects compiled for the full-rebuild estimate: a fixed sample over
@@ -940,20 +938,21 @@ const SAMPLE_OBJECTS: &[&str] = &[
 ];
 
 fn bench_debian() -> Result<(), String> {
+    let release = crate::debian_release()?;
     let load = load_average();
     let jobs = cores();
     let out = bench_dir().join("debian-out");
 
     // A first, untimed run: it finds (or makes) the caches and names them.
     progress(&format!(
-        "bench debian: warm-up run of kpbuild build --debian {DEBIAN_RELEASE} (also finds the caches)"
+        "bench debian: warm-up run of kpbuild build --debian {release} (also finds the caches)"
     ));
     let probe = debian_run(&out, jobs)?;
     let src = PathBuf::from(probe.report["inputs"]["src"].as_str().unwrap_or(""));
     let prepared = PathBuf::from(probe.report["inputs"]["build"].as_str().unwrap_or(""));
     let release_dir = kpbuild::treeless::cache_root()
         .join("debian")
-        .join(DEBIAN_RELEASE);
+        .join(&release);
     let source_dir = src.parent().map(Path::to_path_buf).unwrap_or_default();
     if !prepared.starts_with(kpbuild::treeless::cache_root().join("prepared"))
         || !source_dir.starts_with(kpbuild::treeless::cache_root().join("debian"))
@@ -1034,7 +1033,7 @@ fn bench_debian() -> Result<(), String> {
     };
     let report = json!({
         "benchmark": "debian",
-        "release": DEBIAN_RELEASE,
+        "release": release,
         "patch": BUILD_PATCH,
         "jobs": jobs,
         "runs": RUNS,
@@ -1058,10 +1057,8 @@ fn bench_debian() -> Result<(), String> {
     let path = write_json("debian", &report)?;
 
     println!();
-    println!("bench debian: {BUILD_PATCH} against Debian's {DEBIAN_RELEASE}");
-    println!(
-        "  kpbuild       kpbuild::build::execute_with, --debian {DEBIAN_RELEASE}, --jobs {jobs}"
-    );
+    println!("bench debian: {BUILD_PATCH} against Debian's {release}");
+    println!("  kpbuild       kpbuild::build::execute_with, --debian {release}, --jobs {jobs}");
     match &cold {
         Ok(c) => println!(
             "  cold          1 run, the release's caches moved aside (*{ASIDE_SUFFIX}) and put back after;\n                \
@@ -1138,6 +1135,7 @@ fn bench_debian() -> Result<(), String> {
 
 /// One `kpbuild build --debian` of [`BUILD_PATCH`].
 fn debian_run(out: &Path, jobs: usize) -> Result<BuildRun, String> {
+    let release = crate::debian_release()?;
     let args = kpbuild::build::BuildArgs {
         src: PathBuf::new(),
         build: PathBuf::new(),
@@ -1153,7 +1151,7 @@ fn debian_run(out: &Path, jobs: usize) -> Result<BuildRun, String> {
         sign_cert: None,
     };
     let target = kpbuild::build::TargetArgs {
-        debian: Some(DEBIAN_RELEASE.into()),
+        debian: Some(release.clone()),
         ..Default::default()
     };
     let peak_reset = reset_peak_rss();
@@ -1218,8 +1216,9 @@ fn cold_run(
 }
 
 fn cold_measure(release_dir: &Path, out: &Path, jobs: usize) -> Result<ColdRun, String> {
+    let release = crate::debian_release()?;
     progress(&format!(
-        "bench debian: cold: kpbuild build --debian {DEBIAN_RELEASE} with nothing cached (network)"
+        "bench debian: cold: kpbuild build --debian {release} with nothing cached (network)"
     ));
     let build = debian_run(out, jobs)?;
     let mut download_bytes = 0;
@@ -1380,6 +1379,7 @@ fn rebuild_estimate(
     release_dir: &Path,
     jobs: usize,
 ) -> Result<Estimate, String> {
+    let release = crate::debian_release()?;
     let config_path = prepared.join(".config");
     let config = std::fs::read_to_string(&config_path)
         .map_err(|e| format!("{}: {e}", config_path.display()))?;
@@ -1440,7 +1440,7 @@ fn rebuild_estimate(
     let _ = std::fs::remove_dir_all(&copy);
     let sample_s = result?;
     let root = release_dir.join("root");
-    let vmlinux = root.join(format!("usr/lib/debug/boot/vmlinux-{DEBIAN_RELEASE}"));
+    let vmlinux = root.join(format!("usr/lib/debug/boot/vmlinux-{release}"));
     progress("bench debian: estimate: counting the compile units in the vmlinux");
     let vmlinux_units = dwarf_units(&vmlinux)?;
     let modules = module_count(&release_dir.join("debs"))?;
@@ -1528,7 +1528,8 @@ fn dwarf_units(path: &Path) -> Result<usize, String> {
 
 /// The `.ko` files the downloaded image package installs.
 fn module_count(debs: &Path) -> Result<usize, String> {
-    let prefix = format!("linux-image-{DEBIAN_RELEASE}-unsigned_");
+    let release = crate::debian_release()?;
+    let prefix = format!("linux-image-{release}-unsigned_");
     let deb = std::fs::read_dir(debs)
         .map_err(|e| format!("{}: {e}", debs.display()))?
         .flatten()

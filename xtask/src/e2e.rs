@@ -825,12 +825,10 @@ fn prematch_flipped_byte(ctx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
-/// The Debian release the tree-less end-to-end case patches.
-const DEBIAN_RELEASE: &str = "6.12.117+deb12-cloud-amd64";
-
 /// `kpbuild build --debian RELEASE`: Debian's own cloud kernel, no kernel
 /// build; the module is loaded into Debian's vmlinuz under QEMU.
 fn debian_cloud_kernel(ctx: &Ctx) -> Result<(), String> {
+    let release = crate::debian_release()?;
     let case = &PROC_CMDLINE_STRING;
     let out = ctx.work.join("debian");
     let mut args = kpbuild_args(ctx, "kpb_debian_cmdline", case.patches, &out);
@@ -838,7 +836,7 @@ fn debian_cloud_kernel(ctx: &Ctx) -> Result<(), String> {
     args.build = PathBuf::new();
     args.quiet = false;
     let target = kpbuild::build::TargetArgs {
-        debian: Some(DEBIAN_RELEASE.into()),
+        debian: Some(release.clone()),
         ..Default::default()
     };
     let start = Instant::now();
@@ -849,7 +847,7 @@ fn debian_cloud_kernel(ctx: &Ctx) -> Result<(), String> {
         start.elapsed().as_secs_f64(),
         report["prematch"]
     );
-    let kernel = kpbuild::debian::fetch(DEBIAN_RELEASE, &|_| {})?;
+    let kernel = kpbuild::debian::fetch(&release, &|_| {})?;
     let ko = out.join("kpb_debian_cmdline.ko");
     let mut script = GuestScript::default();
     Lifecycle {
@@ -897,7 +895,8 @@ fn debian_build(
 }
 
 fn debian_module(ctx: &Ctx, module: &str, patches: &[&str]) -> Result<Vec<u8>, String> {
-    let (code, result, ko) = debian_build(ctx, DEBIAN_RELEASE, module, patches);
+    let release = crate::debian_release()?;
+    let (code, result, ko) = debian_build(ctx, &release, module, patches);
     result.map_err(|why| format!("kpbuild build --debian exited {code} for {patches:?}: {why}"))?;
     read_file(&ko)
 }
@@ -905,10 +904,11 @@ fn debian_module(ctx: &Ctx, module: &str, patches: &[&str]) -> Result<Vec<u8>, S
 /// On Debian's kernel: a new helper function, then two cumulative patches
 /// where the second replaces the first, in one boot.
 fn debian_new_helper_and_replace(ctx: &Ctx) -> Result<(), String> {
+    let release = crate::debian_release()?;
     let helper = debian_module(ctx, "kpb_deb_helper", &["proc-cmdline-new-helper.patch"])?;
     let a = debian_module(ctx, "kpb_deb_a", &["proc-cmdline-string.patch"])?;
     let b = debian_module(ctx, "kpb_deb_b", &["proc-cmdline-string-v2.patch"])?;
-    let kernel = kpbuild::debian::fetch(DEBIAN_RELEASE, &|_| {})?;
+    let kernel = kpbuild::debian::fetch(&release, &|_| {})?;
     let mut script = GuestScript::default();
     Lifecycle {
         module_path: "/modules/kpb_deb_helper.ko".into(),
@@ -945,12 +945,13 @@ fn debian_new_helper_and_replace(ctx: &Ctx) -> Result<(), String> {
 /// On Debian's kernel the refusals and the no-change outcome are the tree
 /// mode's; a release the archive does not have is a clear error.
 fn debian_refusals_and_bad_release(ctx: &Ctx) -> Result<(), String> {
+    let release = crate::debian_release()?;
     for (patch, want, needle) in [
         ("proc-cmdline-init-refused.patch", 2, "__init"),
         ("printk-data-refused.patch", 2, "console_printk"),
         ("proc-cmdline-comment-only.patch", 3, "no function"),
     ] {
-        let (code, result, ko) = debian_build(ctx, DEBIAN_RELEASE, "kpb_deb_refusal", &[patch]);
+        let (code, result, ko) = debian_build(ctx, &release, "kpb_deb_refusal", &[patch]);
         let message = match result {
             Ok(_) => return Err(format!("{patch}: a module was built; expected exit {want}")),
             Err(m) => m,
@@ -986,7 +987,8 @@ fn debian_refusals_and_bad_release(ctx: &Ctx) -> Result<(), String> {
 /// config. Each is exit 1 naming what disagrees, before anything is
 /// compiled, with nothing written.
 fn debian_mismatched_target_files(ctx: &Ctx) -> Result<(), String> {
-    let k = kpbuild::debian::fetch(DEBIAN_RELEASE, &|_| {})?;
+    let release = crate::debian_release()?;
+    let k = kpbuild::debian::fetch(&release, &|_| {})?;
     let scratch = ctx.work.join("debian-mismatch");
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
@@ -1007,7 +1009,7 @@ fn debian_mismatched_target_files(ctx: &Ctx) -> Result<(), String> {
             "the test kernel's vmlinux",
             &k.config,
             &test_vmlinux,
-            &["release mismatch", DEBIAN_RELEASE],
+            &["release mismatch", &release],
         ),
         (
             "a stripped vmlinux",
@@ -1649,6 +1651,7 @@ const SECTION_SAMPLE: &[&str] = &[
 /// init) or is compared whole and refused by name if it differs: none is
 /// dropped silently. The livepatch module's `.BTF` is reported.
 fn debian_config_sections_are_covered(ctx: &Ctx) -> Result<(), String> {
+    let release = crate::debian_release()?;
     use elfdiff::special::{SectionRule, rule};
     use object::elf;
     use object::read::elf::{ElfFile64, FileHeader as _, SectionHeader as _, Sym as _};
@@ -1659,7 +1662,7 @@ fn debian_config_sections_are_covered(ctx: &Ctx) -> Result<(), String> {
     let build = || {
         let (code, result, ko) = debian_build(
             ctx,
-            DEBIAN_RELEASE,
+            &release,
             "kpb_deb_sections",
             PROC_CMDLINE_STRING.patches,
         );
@@ -1667,7 +1670,7 @@ fn debian_config_sections_are_covered(ctx: &Ctx) -> Result<(), String> {
             .map(|_| ko)
             .map_err(|why| format!("kpbuild build --debian exited {code}: {why}"))
     };
-    let kernel = kpbuild::debian::fetch(DEBIAN_RELEASE, &|_| {})?;
+    let kernel = kpbuild::debian::fetch(&release, &|_| {})?;
     let (prepared, cc) = kpbuild::treeless::prepared_dir(&kernel.src, &kernel.config)?;
     let mut ko = None;
     if !prepared.join(".kpbuild-prepared").exists() {

@@ -72,8 +72,46 @@ fn progress(line: &str) {
     eprintln!("  > {line}");
 }
 
+/// The Debian cloud kernel the suite and `bench debian` patch: the newest
+/// release whose package version the archive also has for
+/// `linux-source-6.12`. That version of the source is installed first (as
+/// root), so the test kernels are built from it too. Chosen once per run.
+pub fn debian_release() -> Result<String, String> {
+    static CHOICE: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    CHOICE
+        .get_or_init(|| {
+            testbed::packages::ensure(testbed::packages::TESTBED_PACKAGES, &mut progress)
+                .map_err(|e| e.to_string())?;
+            let (release, version) = kpbuild::debian::newest_cloud_release("6.12")?;
+            let installed = testbed::packages::version("linux-source-6.12")
+                .map_err(|e| e.to_string())?;
+            if installed != version {
+                progress(&format!(
+                    "installing linux-source-6.12={version} (installed: {installed}), the version of Debian's newest cloud kernel {release}"
+                ));
+                let status = Command::new("apt-get")
+                    .args(["install", "-y", "-q", "--allow-downgrades"])
+                    .arg(format!("linux-source-6.12={version}"))
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .status()
+                    .map_err(|e| format!("apt-get: {e}"))?;
+                if !status.success() {
+                    return Err(format!(
+                        "cannot install linux-source-6.12={version} (installed: {installed}) for {release}: apt-get {status}"
+                    ));
+                }
+            }
+            Ok(release)
+        })
+        .clone()
+}
+
 /// Installs missing packages, then builds or reuses the test kernel.
 pub fn kernel() -> Result<KernelBuild, String> {
+    // The source version is settled before any kernel is built from it.
+    if let Err(e) = debian_release() {
+        eprintln!("xtask: no Debian cloud kernel to test against: {e}");
+    }
     testbed::packages::ensure(testbed::packages::TESTBED_PACKAGES, &mut progress)
         .map_err(|e| e.to_string())?;
     let tarball = PathBuf::from("/usr/src/linux-source-6.12.tar.xz");
@@ -97,6 +135,9 @@ pub fn kernel() -> Result<KernelBuild, String> {
 /// on top (signatures enforced, SHA-256) and the test certificate
 /// `fixtures/signing/test-cert.pem` built into its trusted keyring.
 pub fn signing_kernel() -> Result<KernelBuild, String> {
+    if let Err(e) = debian_release() {
+        eprintln!("xtask: no Debian cloud kernel to test against: {e}");
+    }
     testbed::packages::ensure(testbed::packages::TESTBED_PACKAGES, &mut progress)
         .map_err(|e| e.to_string())?;
     let spec = KernelSpec {
