@@ -88,9 +88,14 @@ pub struct TargetArgs {
     /// /lib/modules/RELEASE/build); the module glue is built against it.
     #[arg(long)]
     pub headers: Option<PathBuf>,
+    /// The target's installed modules, /lib/modules/RELEASE (tree-less
+    /// mode): a unit built into a module is patched in the module found
+    /// there as kernel/…/NAME.ko, .ko.xz, .ko.zst or .ko.gz.
+    #[arg(long)]
+    pub modules: Option<PathBuf>,
     /// A Debian kernel release (`6.12.117+deb12-cloud-amd64`): fetch its
     /// packages into the cache and build against them (tree-less mode).
-    #[arg(long, conflicts_with_all = ["config", "vmlinux", "headers"])]
+    #[arg(long, conflicts_with_all = ["config", "vmlinux", "headers", "modules"])]
     pub debian: Option<String>,
 }
 

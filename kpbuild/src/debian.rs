@@ -1,7 +1,7 @@
 //! `--debian RELEASE`: a Debian kernel described by its packages. The
 //! image, debug and headers packages are downloaded (`apt-get download`)
 //! into `CACHE/debian/RELEASE/debs`, and only what a livepatch build needs
-//! is extracted: vmlinuz and config from `linux-image-RELEASE-unsigned`, the
+//! is extracted: vmlinuz, config and modules from `linux-image-RELEASE-unsigned`, the
 //! unstripped vmlinux from `linux-image-RELEASE-dbg`, and the module build
 //! tree from `linux-headers-RELEASE` with its `-common` and `linux-kbuild`
 //! packages (absolute paths inside fixed up to point into the extraction).
@@ -24,6 +24,8 @@ pub struct DebianKernel {
     pub vmlinuz: PathBuf,
     /// The module build tree (`/usr/src/linux-headers-RELEASE`).
     pub headers: PathBuf,
+    /// The installed modules (`/lib/modules/RELEASE`).
+    pub modules: PathBuf,
     /// The kernel packages' version.
     pub version: String,
 }
@@ -264,6 +266,7 @@ pub fn fetch(release: &str, progress: &dyn Fn(&str)) -> Result<DebianKernel, Str
         vmlinux: need(root.join(format!("usr/lib/debug/boot/vmlinux-{release}")))?,
         vmlinuz: need(root.join(format!("boot/vmlinuz-{release}")))?,
         headers: need(root.join(format!("usr/src/linux-headers-{release}")))?,
+        modules: need(root.join(format!("lib/modules/{release}")))?,
         version,
     })
 }
@@ -288,7 +291,9 @@ fn fetch_packages(
     download(&debs, &more, progress)?;
     let deb = |p: &str| deb_of(&debs, p).ok_or_else(|| format!("{p}: not downloaded"));
 
-    let done = base.join(".kpbuild-extracted");
+    // The marker names the layout: a cache from before modules were
+    // extracted is extracted again.
+    let done = base.join(".kpbuild-extracted-2");
     if done.exists() {
         return Ok(());
     }
@@ -312,7 +317,7 @@ fn fetch_packages(
         });
         let rest = (|| {
             sh(&format!(
-                "dpkg-deb --fsys-tarfile {} | tar -x -C {} ./boot",
+                "dpkg-deb --fsys-tarfile {} | tar -x -C {} ./boot ./lib/modules",
                 q(&image_deb),
                 q(root)
             ))?;

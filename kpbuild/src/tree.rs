@@ -116,6 +116,7 @@ impl TargetTree {
         headers: &Path,
         cc: &str,
         units: Vec<UnitCommand>,
+        module_of: HashMap<PathBuf, (String, PathBuf)>,
     ) -> Result<Self, String> {
         let config_path = prepared.join(".config");
         let config = read_livepatch_config(&config_path)?;
@@ -139,7 +140,7 @@ impl TargetTree {
             symvers,
             config,
             units,
-            module_of: HashMap::new(),
+            module_of,
             module_build: canon(headers)?,
             mode: TreeMode::Prepared { cc: cc.to_string() },
         })

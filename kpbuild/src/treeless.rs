@@ -44,9 +44,13 @@ pub fn target_tree(
         } else {
             k.src
         };
-        return prepared_tree(
-            &src, &k.config, &k.vmlinux, &k.headers, patches, progress, laps,
-        );
+        let files = TreelessFiles {
+            config: &k.config,
+            vmlinux: &k.vmlinux,
+            headers: &k.headers,
+            modules: Some(&k.modules),
+        };
+        return prepared_tree(&src, &files, patches, progress, laps);
     }
     if !given(&args.build) {
         let (Some(config), Some(vmlinux), Some(headers)) =
@@ -59,14 +63,20 @@ pub fn target_tree(
         if !given(&args.src) {
             return Err("--src is required (the exact source of the target kernel)".into());
         }
-        return prepared_tree(&args.src, config, vmlinux, headers, patches, progress, laps);
+        let files = TreelessFiles {
+            config,
+            vmlinux,
+            headers,
+            modules: target.modules.as_deref(),
+        };
+        return prepared_tree(&args.src, &files, patches, progress, laps);
     }
     if !given(&args.src) {
         return Err("--src is required with --build".into());
     }
-    if target.config.is_some() || target.headers.is_some() {
+    if target.config.is_some() || target.headers.is_some() || target.modules.is_some() {
         return Err(
-            "--config and --headers describe a target without a built tree; drop --build or them"
+            "--config, --headers and --modules describe a target without a built tree; drop --build or them"
                 .into(),
         );
     }
@@ -161,15 +171,28 @@ pub fn prepared_dir(src: &Path, config: &Path) -> Result<(PathBuf, String), Stri
 
 /// Prepares (or reuses) the private build directory and compiles the
 /// changed units in it.
+/// The target's files in tree-less mode.
+struct TreelessFiles<'a> {
+    config: &'a Path,
+    vmlinux: &'a Path,
+    headers: &'a Path,
+    /// `/lib/modules/RELEASE`, where module targets are found.
+    modules: Option<&'a Path>,
+}
+
 fn prepared_tree(
     src: &Path,
-    config: &Path,
-    vmlinux: &Path,
-    headers: &Path,
+    files: &TreelessFiles<'_>,
     patches: &[(PathBuf, String)],
     progress: &dyn Fn(&str),
     laps: &mut Vec<(&'static str, f64)>,
 ) -> Result<TargetTree, String> {
+    let TreelessFiles {
+        config,
+        vmlinux,
+        headers,
+        modules,
+    } = *files;
     let src = src
         .canonicalize()
         .map_err(|e| format!("{}: {e}", src.display()))?;
@@ -213,6 +236,7 @@ fn prepared_tree(
         laps.push(("prepare", start.elapsed().as_secs_f64()));
     }
     let mut units = Vec::new();
+    let mut module_of = std::collections::HashMap::new();
     for (p, text) in patches {
         for t in crate::patch::touched_files(text) {
             let ext = t.path.extension().and_then(|e| e.to_str());
@@ -239,10 +263,20 @@ fn prepared_tree(
                 .join(format!(".{name}.cmd"));
             let unit = crate::kbuild::UnitCommand::parse(&cmd_file).map_err(|e| e.to_string())?;
             if unit.command.contains("-DMODULE ") {
-                return Err(format!(
-                    "{} is built into a module: tree-less mode patches vmlinux only for now",
-                    object.display()
-                ));
+                let name = module_name(&unit.command).ok_or_else(|| {
+                    format!(
+                        "{}: built into a module, but its command has no KBUILD_MODNAME",
+                        cmd_file.display()
+                    )
+                })?;
+                let Some(modules) = modules else {
+                    return Err(format!(
+                        "{} is built into the module {name}: give the target's installed modules with --modules /lib/modules/RELEASE",
+                        object.display()
+                    ));
+                };
+                let ko = target_module(modules, &name)?;
+                module_of.insert(object.clone(), (name.replace('-', "_"), ko));
             }
             units.push(unit);
         }
@@ -250,5 +284,115 @@ fn prepared_tree(
     if units.is_empty() {
         return Err("the patches change no .c file that tree-less mode could compile".into());
     }
-    TargetTree::prepared(&src, &dir, vmlinux, headers, &cc, units)
+    TargetTree::prepared(&src, &dir, vmlinux, headers, &cc, units, module_of)
+}
+
+/// `KBUILD_MODNAME` of a unit's compile command (`-DKBUILD_MODNAME='"name"'`).
+fn module_name(command: &str) -> Option<String> {
+    let rest = &command[command.find("-DKBUILD_MODNAME=")? + "-DKBUILD_MODNAME=".len()..];
+    let value = rest.split_whitespace().next()?;
+    let name = value.trim_matches(|c| c == '\'' || c == '"' || c == '\\');
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// The module `name` among the target's installed modules (`kernel/…/NAME.ko`,
+/// compressed or not, `-` and `_` alike), as an uncompressed `.ko`: a
+/// compressed one is decompressed into the cache (content-addressed, so
+/// every build reads the same bytes).
+fn target_module(modules: &Path, name: &str) -> Result<PathBuf, String> {
+    let wanted = name.replace('-', "_");
+    let mut found = Vec::new();
+    let mut stack = vec![modules.join("kernel")];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let file = e.file_name().to_string_lossy().into_owned();
+            for ext in [".ko", ".ko.xz", ".ko.zst", ".ko.gz"] {
+                if let Some(stem) = file.strip_suffix(ext)
+                    && stem.replace('-', "_") == wanted
+                {
+                    found.push((path.clone(), ext));
+                }
+            }
+        }
+    }
+    let (path, ext) = match found.len() {
+        1 => found.remove(0),
+        0 => {
+            return Err(format!(
+                "module {name}: no {name}.ko in {} (is it the target's /lib/modules/RELEASE?)",
+                modules.join("kernel").display()
+            ));
+        }
+        _ => {
+            let all: Vec<String> = found.iter().map(|(p, _)| p.display().to_string()).collect();
+            return Err(format!(
+                "module {name}: more than one file: {}",
+                all.join(", ")
+            ));
+        }
+    };
+    let tool = match ext {
+        ".ko" => return Ok(path),
+        ".ko.xz" => "xz",
+        ".ko.zst" => "zstd",
+        _ => "gzip",
+    };
+    let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let digest: String = Sha256::digest(&data)[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let out = cache_root()
+        .join("target-modules")
+        .join(format!("{wanted}-{digest}.ko"));
+    if out.is_file() {
+        return Ok(out);
+    }
+    let bytes = crate::process::run(Command::new(tool).arg("-dc").arg(&path))
+        .map_err(|e| format!("decompressing {}: {e}", path.display()))?
+        .stdout;
+    let parent = out.parent().expect("has a parent");
+    std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    crate::diff::write_atomic(&out, &bytes)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_name_from_command() {
+        let cmd = "gcc -Wall -DMODULE -DKBUILD_BASENAME='\"binfmt_misc\"' -DKBUILD_MODNAME='\"binfmt_misc\"' -D__KBUILD_MODNAME=kmod_binfmt_misc -c -o fs/binfmt_misc.o fs/binfmt_misc.c";
+        assert_eq!(module_name(cmd).as_deref(), Some("binfmt_misc"));
+        assert_eq!(module_name("gcc -c -o x.o x.c"), None);
+    }
+
+    #[test]
+    fn target_module_is_found_once_or_named() {
+        let dir =
+            std::env::temp_dir().join(format!("kpbuild-target-module-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("kernel/fs/nls")).unwrap();
+        std::fs::write(dir.join("kernel/fs/nls/nls-ascii.ko"), b"elf").unwrap();
+        assert_eq!(
+            target_module(&dir, "nls_ascii").unwrap(),
+            dir.join("kernel/fs/nls/nls-ascii.ko")
+        );
+        let e = target_module(&dir, "absent").unwrap_err();
+        assert!(e.contains("no absent.ko in"), "{e}");
+        std::fs::create_dir_all(dir.join("kernel/drivers")).unwrap();
+        std::fs::write(dir.join("kernel/drivers/nls_ascii.ko.xz"), b"xz").unwrap();
+        let e = target_module(&dir, "nls_ascii").unwrap_err();
+        assert!(e.contains("more than one file"), "{e}");
+        let e = target_module(&dir.join("missing"), "x").unwrap_err();
+        assert!(e.contains("missing"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -192,7 +192,12 @@ pub struct TargetSymbols {
     by_name: HashMap<String, Vec<SymbolId>>,
     groups: Vec<FileGroup>,
     groups_by_name: HashMap<String, Vec<FileGroupId>>,
+    /// A module without `STT_FILE` symbols: one group holds all its locals.
+    whole_module: bool,
 }
+
+/// The name of the one group of a module without `STT_FILE` symbols.
+const WHOLE_MODULE: &str = "(whole module: no STT_FILE symbols)";
 
 /// One ELF symbol as read, with what the filters need.
 struct RawSym<'d> {
@@ -643,6 +648,29 @@ impl TargetSymbols {
                 id: id_of[at],
             });
         }
+        // A module shipped with `strip --strip-debug` (Debian's) has lost
+        // its STT_FILE symbols: its locals then form one group, the whole
+        // module, which is what the livepatch core searches anyway.
+        let whole_module = kind == TargetKind::Module && groups.is_empty();
+        if whole_module {
+            let mut members = Vec::new();
+            for (at, s) in img.syms.iter().enumerate() {
+                if s.bind != elf::STB_LOCAL || s.typ == elf::STT_SECTION || s.name.is_empty() {
+                    continue;
+                }
+                group_of[at] = Some(FileGroupId(0));
+                members.push(Member {
+                    name: s.name.to_string(),
+                    elf_index: s.index,
+                    id: id_of[at],
+                });
+            }
+            groups.push(FileGroup {
+                name: WHOLE_MODULE.to_string(),
+                elf_index: 0,
+                members,
+            });
+        }
         let mut groups_by_name: HashMap<String, Vec<FileGroupId>> = HashMap::new();
         for (i, g) in groups.iter().enumerate() {
             groups_by_name
@@ -730,6 +758,7 @@ impl TargetSymbols {
             by_name,
             groups,
             groups_by_name,
+            whole_module,
         })
     }
 
@@ -804,6 +833,9 @@ impl TargetSymbols {
 
     /// `STT_FILE` groups with that name (as in the `STT_FILE` symbol, e.g. "cmdline.c").
     pub fn file_groups(&self, file_name: &str) -> Vec<FileGroupId> {
+        if self.whole_module {
+            return vec![FileGroupId(0)];
+        }
         self.groups_by_name
             .get(file_name)
             .cloned()
@@ -1277,6 +1309,30 @@ mod tests {
 
     fn names(t: &TargetSymbols) -> Vec<&str> {
         t.symbols().iter().map(|s| s.name.as_str()).collect()
+    }
+
+    #[test]
+    fn stripped_module_locals_form_one_group() {
+        // No STT_FILE symbols, as after `strip --strip-debug`.
+        let mut e = Elf::new();
+        let text = e.section(".text", SectionKind::Text, &[0; 0x100]);
+        e.local("show", At::Sec(text), 0x10, OKind::Text);
+        e.local("dup", At::Sec(text), 0x20, OKind::Text);
+        e.local("dup", At::Sec(text), 0x30, OKind::Text);
+        e.global("init_module", At::Sec(text), 0x40, OKind::Text);
+        let t = load(TargetKind::Module, &e.bytes());
+        let groups = t.file_groups("any_name.c");
+        assert_eq!(groups.len(), 1);
+        let g = t.find_file_group("any_name.c", &["show"]).unwrap();
+        let id = t.resolve_local(g, "show").unwrap();
+        assert_eq!(t.symbol(id).address, 0x10);
+        assert!(matches!(
+            t.resolve_local(g, "dup"),
+            Err(Error::DuplicateLocal { .. })
+        ));
+        // A module with STT_FILE symbols keeps its file groups.
+        let t = load(TargetKind::Module, &sample());
+        assert!(t.file_groups("any_name.c").is_empty());
     }
 
     #[test]

@@ -138,6 +138,10 @@ const CASES: &[Case] = &[
         run: debian_config_sections_are_covered,
     },
     Case {
+        name: "debian_module_target_binfmt_misc",
+        run: debian_module_target,
+    },
+    Case {
         name: "debian_mismatched_target_files_exit_1",
         run: debian_mismatched_target_files,
     },
@@ -872,6 +876,95 @@ fn debian_cloud_kernel(ctx: &Ctx) -> Result<(), String> {
     {
         eprintln!("  > debian guest: {line}");
     }
+    report.verify(&script)
+}
+
+/// A module target on Debian's kernel: a fix to `fs/binfmt_misc.c`, which
+/// Debian builds into `binfmt_misc.ko`, built with `--debian` (the module's
+/// symbols and pre-match come from the shipped, compressed module). In one
+/// boot the fix applies to the module loaded before the livepatch, and to the
+/// module loaded after it; each time it goes away when disabled.
+fn debian_module_target(ctx: &Ctx) -> Result<(), String> {
+    let release = crate::debian_release()?;
+    let module = "kpb_deb_binfmt";
+    let (code, result, ko) =
+        debian_build(ctx, &release, module, &["debian-binfmt-misc-status.patch"]);
+    let report = result.map_err(|why| format!("kpbuild build --debian exited {code}: {why}"))?;
+    if report["objects"][0]["name"] != "binfmt_misc" {
+        return Err(format!(
+            "the fix was not built for the module binfmt_misc: {}",
+            report["objects"]
+        ));
+    }
+    eprintln!("  > debian module target: prematch {}", report["prematch"]);
+    let kernel = kpbuild::debian::fetch(&release, &|_| {})?;
+    let shipped = kernel.modules.join("kernel/fs/binfmt_misc.ko.xz");
+    let target = kpbuild::process::run(std::process::Command::new("xz").arg("-dc").arg(&shipped))
+        .map_err(|e| format!("{}: {e}", shipped.display()))?
+        .stdout;
+    let sys = format!("/sys/kernel/livepatch/{module}");
+    let status = "cat /bm/status";
+    let enable = format!(
+        "insmod /modules/{module}.ko && wait_value {sys}/enabled 1 5 && wait_value {sys}/transition 0 30"
+    );
+    let disable = format!("echo 0 > {sys}/enabled && wait_gone {sys} 30 && rmmod {module}");
+    let target_in =
+        "insmod /modules/binfmt_misc.ko && mkdir -p /bm && mount -t binfmt_misc none /bm";
+    let target_out = "umount /bm && rmmod binfmt_misc";
+    let mut script = GuestScript::default();
+    script
+        .file(&format!("/modules/{module}.ko"), read_file(&ko)?)
+        .file("/modules/binfmt_misc.ko", target);
+    script
+        .check("target-first", "binfmt_misc loads and mounts", target_in)
+        .check(
+            "before",
+            "original status",
+            format!("expect_contains '{status}' enabled && expect_lacks '{status}' kpbuild="),
+        )
+        .check(
+            "load",
+            "the livepatch loads and patches the loaded module",
+            &enable,
+        )
+        .check(
+            "patched",
+            "patched status",
+            format!("expect_contains '{status}' kpbuild=binfmt"),
+        )
+        .check("disable", "disabled and unloaded", &disable)
+        .check(
+            "after",
+            "original status back",
+            format!("expect_lacks '{status}' kpbuild="),
+        )
+        .check("target-out", "binfmt_misc unloads", target_out)
+        .check(
+            "load-first",
+            "the livepatch loads before its target",
+            &enable,
+        )
+        .check(
+            "target-later",
+            "binfmt_misc loads under the livepatch",
+            target_in,
+        )
+        .check(
+            "patched-later",
+            "patched status at once",
+            format!("expect_contains '{status}' kpbuild=binfmt"),
+        )
+        .check("disable-later", "disabled and unloaded", &disable)
+        .check(
+            "after-later",
+            "original status back",
+            format!("expect_lacks '{status}' kpbuild="),
+        )
+        .check("target-out-later", "binfmt_misc unloads", target_out);
+    let mut vm = Vm::new(&kernel.vmlinuz, &ctx.work.join("debian-module-vm"));
+    vm.memory_mb = 1024;
+    vm.timeout = Duration::from_secs(240);
+    let report = vm.run(&script).map_err(|e| e.to_string())?;
     report.verify(&script)
 }
 
