@@ -575,24 +575,23 @@ fn built_module(ctx: &Ctx, module: &str, patches: &[&str]) -> Result<Vec<u8>, St
 fn build_replace(ctx: &Ctx) -> Result<(), String> {
     let a = built_module(ctx, "kpb_replace_a", &["proc-cmdline-string.patch"])?;
     let b = built_module(ctx, "kpb_replace_b", &["proc-cmdline-string-v2.patch"])?;
-    let sys = "/sys/kernel/livepatch";
     let mut script = GuestScript::default();
     script
         .file("/modules/kpb_replace_a.ko", a)
         .file("/modules/kpb_replace_b.ko", b);
-    script
-        .check("before", "original /proc/cmdline", "expect_lacks 'cat /proc/cmdline' kpbuild=")
-        .check("load-a", "first patch loads", "insmod /modules/kpb_replace_a.ko")
-        .check("a-done", "first patch enabled", format!("wait_value {sys}/kpb_replace_a/enabled 1 5 && wait_value {sys}/kpb_replace_a/transition 0 30"))
-        .check("a-patched", "first patch's behaviour", "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-string")
-        .check("load-b", "second patch loads", "insmod /modules/kpb_replace_b.ko")
-        .check("b-done", "second patch enabled", format!("wait_value {sys}/kpb_replace_b/enabled 1 5 && wait_value {sys}/kpb_replace_b/transition 0 30"))
-        .check("a-replaced", "first patch is gone, replaced", format!("wait_gone {sys}/kpb_replace_a 30"))
-        .check("b-patched", "second patch's behaviour only", "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-v2 && expect_lacks 'cat /proc/cmdline' kpbuild=cmdline-string")
-        .check("unload-a", "the replaced module unloads", "rmmod kpb_replace_a")
-        .check("disable-b", "second patch disables", format!("echo 0 > {sys}/kpb_replace_b/enabled && wait_gone {sys}/kpb_replace_b 30"))
-        .check("after", "original behaviour is back", "expect_contains 'cat /proc/cmdline' console=ttyS0 && expect_lacks 'cat /proc/cmdline' kpbuild=")
-        .check("unload-b", "second module unloads", "rmmod kpb_replace_b");
+    script.check(
+        "before",
+        "original /proc/cmdline",
+        "expect_lacks 'cat /proc/cmdline' kpbuild=",
+    );
+    Replace {
+        first: "kpb_replace_a",
+        second: "kpb_replace_b",
+        first_shows: "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-string",
+        second_shows: "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-v2 && expect_lacks 'cat /proc/cmdline' kpbuild=cmdline-string",
+        after: "expect_contains 'cat /proc/cmdline' console=ttyS0 && expect_lacks 'cat /proc/cmdline' kpbuild=",
+    }
+    .add_to(&mut script);
     let report = ctx.vm("replace").run(&script).map_err(|e| e.to_string())?;
     report.verify(&script)
 }
@@ -829,6 +828,76 @@ fn prematch_flipped_byte(ctx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
+/// The checks of an atomic replace in one boot: `first` loads and shows
+/// `first_shows`; `second` loads, replaces it and shows `second_shows`; the
+/// replaced module unloads; `second` disables and unloads, and `after`
+/// holds again. Each `*_shows` is a guest shell condition.
+struct Replace<'a> {
+    first: &'a str,
+    second: &'a str,
+    first_shows: &'a str,
+    second_shows: &'a str,
+    after: &'a str,
+}
+
+impl Replace<'_> {
+    fn add_to(&self, script: &mut GuestScript) {
+        let sys = "/sys/kernel/livepatch";
+        let (a, b) = (self.first, self.second);
+        let enabled = |m: &str| {
+            format!("wait_value {sys}/{m}/enabled 1 5 && wait_value {sys}/{m}/transition 0 30")
+        };
+        script
+            .check(
+                &format!("load-{a}"),
+                "first patch loads",
+                format!("insmod /modules/{a}.ko"),
+            )
+            .check(&format!("{a}-done"), "first patch enabled", enabled(a))
+            .check(
+                &format!("{a}-patched"),
+                "first patch's behaviour",
+                self.first_shows,
+            )
+            .check(
+                &format!("load-{b}"),
+                "second patch loads",
+                format!("insmod /modules/{b}.ko"),
+            )
+            .check(&format!("{b}-done"), "second patch enabled", enabled(b))
+            .check(
+                &format!("{a}-replaced"),
+                "first patch is gone, replaced",
+                format!("wait_gone {sys}/{a} 30"),
+            )
+            .check(
+                &format!("{b}-patched"),
+                "second patch's behaviour",
+                self.second_shows,
+            )
+            .check(
+                &format!("unload-{a}"),
+                "the replaced module unloads",
+                format!("rmmod {a}"),
+            )
+            .check(
+                &format!("disable-{b}"),
+                "second patch disables",
+                format!("echo 0 > {sys}/{b}/enabled && wait_gone {sys}/{b} 30"),
+            )
+            .check(
+                &format!("after-{b}"),
+                "original behaviour is back",
+                self.after,
+            )
+            .check(
+                &format!("unload-{b}"),
+                "second module unloads",
+                format!("rmmod {b}"),
+            );
+    }
+}
+
 /// `kpbuild build --debian RELEASE`: Debian's own cloud kernel, no kernel
 /// build; the module is loaded into Debian's vmlinuz under QEMU.
 fn debian_cloud_kernel(ctx: &Ctx) -> Result<(), String> {
@@ -1012,22 +1081,17 @@ fn debian_new_helper_and_replace(ctx: &Ctx) -> Result<(), String> {
         patched: NEW_HELPER.patched.into(),
     }
     .add_to(&mut script, "helper-");
-    let sys = "/sys/kernel/livepatch";
     script
         .file("/modules/kpb_deb_a.ko", a)
         .file("/modules/kpb_deb_b.ko", b);
-    script
-        .check("load-a", "first patch loads", "insmod /modules/kpb_deb_a.ko")
-        .check("a-done", "first patch enabled", format!("wait_value {sys}/kpb_deb_a/enabled 1 5 && wait_value {sys}/kpb_deb_a/transition 0 30"))
-        .check("a-patched", "first patch's behaviour", "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-string")
-        .check("load-b", "second patch loads", "insmod /modules/kpb_deb_b.ko")
-        .check("b-done", "second patch enabled", format!("wait_value {sys}/kpb_deb_b/enabled 1 5 && wait_value {sys}/kpb_deb_b/transition 0 30"))
-        .check("a-replaced", "first patch replaced", format!("wait_gone {sys}/kpb_deb_a 30"))
-        .check("b-patched", "second patch's behaviour only", "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-v2 && expect_lacks 'cat /proc/cmdline' kpbuild=cmdline-string")
-        .check("unload-a", "replaced module unloads", "rmmod kpb_deb_a")
-        .check("disable-b", "second patch disables", format!("echo 0 > {sys}/kpb_deb_b/enabled && wait_gone {sys}/kpb_deb_b 30"))
-        .check("after", "original behaviour back", "expect_lacks 'cat /proc/cmdline' kpbuild=")
-        .check("unload-b", "second module unloads", "rmmod kpb_deb_b");
+    Replace {
+        first: "kpb_deb_a",
+        second: "kpb_deb_b",
+        first_shows: "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-string",
+        second_shows: "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-v2 && expect_lacks 'cat /proc/cmdline' kpbuild=cmdline-string",
+        after: "expect_lacks 'cat /proc/cmdline' kpbuild=",
+    }
+    .add_to(&mut script);
     let mut vm = Vm::new(&kernel.vmlinuz, &ctx.work.join("debian-replace-vm"));
     vm.memory_mb = 1024;
     vm.timeout = Duration::from_secs(240);
@@ -1373,25 +1437,22 @@ fn bundle_signed_cumulative(_ctx: &Ctx) -> Result<(), String> {
             .map(<[u8]>::to_vec)
             .ok_or_else(|| format!("{}: no module {module}", path.display()))
     };
-    let sys = "/sys/kernel/livepatch";
     let mut script = GuestScript::default();
     script
         .file("/modules/kpb_bundle_1.ko", module_of(&b1, "kpb_bundle_1")?)
         .file("/modules/kpb_bundle_2.ko", module_of(&b2, "kpb_bundle_2")?);
     script
         .check("notes", "the running kernel's notes", "od -An -tx1 -v /sys/kernel/notes")
-        .check("before", "original behaviour", "expect_contains 'cat /proc/cmdline' console=ttyS0 && expect_contains 'cat /proc/kpbuild_fix' fix=none")
-        .check("load-1", "sequence 1 loads (signed)", "insmod /modules/kpb_bundle_1.ko")
-        .check("one-done", "sequence 1 enabled", format!("wait_value {sys}/kpb_bundle_1/enabled 1 5 && wait_value {sys}/kpb_bundle_1/transition 0 30"))
-        .check("one-patched", "sequence 1's fix only", "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-string && expect_contains 'cat /proc/kpbuild_fix' fix=none")
-        .check("load-2", "sequence 2 loads (signed)", "insmod /modules/kpb_bundle_2.ko")
-        .check("two-done", "sequence 2 enabled", format!("wait_value {sys}/kpb_bundle_2/enabled 1 5 && wait_value {sys}/kpb_bundle_2/transition 0 30"))
-        .check("one-replaced", "sequence 1 replaced", format!("wait_gone {sys}/kpb_bundle_1 30"))
-        .check("two-patched", "both fixes", "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-string && expect_contains 'cat /proc/kpbuild_fix' fix=85")
-        .check("unload-1", "replaced module unloads", "rmmod kpb_bundle_1")
-        .check("disable-2", "sequence 2 disables", format!("echo 0 > {sys}/kpb_bundle_2/enabled && wait_gone {sys}/kpb_bundle_2 30"))
-        .check("after", "original behaviour back", "expect_lacks 'cat /proc/cmdline' kpbuild= && expect_contains 'cat /proc/kpbuild_fix' fix=none")
-        .check("unload-2", "sequence 2 unloads", "rmmod kpb_bundle_2");
+        .check("before", "original behaviour", "expect_contains 'cat /proc/cmdline' console=ttyS0 && expect_contains 'cat /proc/kpbuild_fix' fix=none");
+    // Signed modules: the MODULE_SIG_FORCE kernel loads them.
+    Replace {
+        first: "kpb_bundle_1",
+        second: "kpb_bundle_2",
+        first_shows: "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-string && expect_contains 'cat /proc/kpbuild_fix' fix=none",
+        second_shows: "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-string && expect_contains 'cat /proc/kpbuild_fix' fix=85",
+        after: "expect_lacks 'cat /proc/cmdline' kpbuild= && expect_contains 'cat /proc/kpbuild_fix' fix=none",
+    }
+    .add_to(&mut script);
     let report = Vm::new(&kb.bzimage(), &work.join("vm"))
         .run(&script)
         .map_err(|e| e.to_string())?;
