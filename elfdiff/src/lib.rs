@@ -14,11 +14,13 @@
 //! - [`compare`]: compares code and data modulo relocations.
 //! - [`special`]: the kernel's special sections, one table entry each.
 //! - [`analyze`]: changed / new / refused / included.
+//! - [`callbacks`]: the livepatch callbacks a patch declares.
 //! - [`extract`]: writes the output object.
 //!
 //! The crate does no I/O: it takes bytes and returns data and bytes.
 
 pub mod analyze;
+pub mod callbacks;
 pub mod compare;
 pub mod correlate;
 pub mod extract;
@@ -138,6 +140,8 @@ pub struct Diff {
     pub changed: Vec<ChangedFunction>,
     /// New functions (patched names).
     pub new: Vec<String>,
+    /// Livepatch callbacks the patch declares (`kpbuild-macros.h`).
+    pub callbacks: Vec<callbacks::Callback>,
     /// What cannot be live patched.
     pub refusals: Vec<Refusal>,
     /// Symbols defined in the output object.
@@ -177,7 +181,12 @@ pub fn diff(
         })
         .collect();
     let new: Vec<String> = a.new.iter().map(|&f| p.sym_name(f)).collect();
-    let outcome = if !a.refusals.is_empty() {
+    let mut refusals = a.refusals.clone();
+    let callbacks = callbacks::read(patched, &new).unwrap_or_else(|r| {
+        refusals.extend(r);
+        Vec::new()
+    });
+    let outcome = if !refusals.is_empty() {
         Outcome::Refused
     } else if changed.is_empty() && new.is_empty() {
         Outcome::NoChange
@@ -188,7 +197,8 @@ pub fn diff(
         outcome,
         changed,
         new,
-        refusals: a.refusals.clone(),
+        callbacks,
+        refusals,
         included: Vec::new(),
         references: Vec::new(),
         file_name: p.file_name.clone(),

@@ -142,6 +142,8 @@ pub fn is_ignored(name: &str) -> bool {
         || name.starts_with(".llvm")
         || name == ".modinfo"
         || name.starts_with(".gnu.")
+        // Read by [`crate::callbacks`], never copied.
+        || name.starts_with(crate::callbacks::SECTION_PREFIX)
 }
 
 /// Sections whose code or data the kernel frees after boot: any change there

@@ -29,6 +29,9 @@ fn compile(case: &Path, source: &str, out: &Path) -> Result<Vec<u8>, String> {
         .args(extra.split_whitespace())
         .arg("-I")
         .arg(root.join("include"))
+        // kpbuild-macros.h, as kpbuild puts it on every unit's include path.
+        .arg("-I")
+        .arg(root.join("../../kmod-template"))
         .arg(&unit)
         .arg("-o")
         .arg(out)
@@ -56,6 +59,9 @@ fn findings(diff: &elfdiff::Diff) -> BTreeSet<String> {
     }
     for n in &diff.new {
         set.insert(format!("new: {n}"));
+    }
+    for c in &diff.callbacks {
+        set.insert(format!("callback: {} {}", c.kind, c.function));
     }
     for r in &diff.refusals {
         set.insert(

@@ -331,6 +331,21 @@ fn build(args: &BuildArgs, target: &TargetArgs, work: &Path) -> Result<serde_jso
             patched: work.join("patched").join(&cmd.object),
         })
         .collect();
+    // kpbuild-macros.h on every unit's include path (both sides: an include
+    // directory changes no code).
+    let include = work.join("kpbuild-include");
+    std::fs::create_dir_all(&include).map_err(|e| format!("{}: {e}", include.display()))?;
+    std::fs::write(
+        include.join("kpbuild-macros.h"),
+        crate::module::MACROS_HEADER,
+    )
+    .map_err(|e| format!("{}: {e}", include.display()))?;
+    let include_flag = format!("-I{}", include.display());
+    let flags: Vec<&str> = DIFF_FLAGS
+        .iter()
+        .copied()
+        .chain([include_flag.as_str()])
+        .collect();
     pool.install(|| {
         units
             .par_iter()
@@ -345,7 +360,7 @@ fn build(args: &BuildArgs, target: &TargetArgs, work: &Path) -> Result<serde_jso
                     .map_err(|e| e.to_string())?;
                 // Under `make -jN`, each compile holds one of make's job slots.
                 let _slot = slots.take().map_err(|e| format!("make jobserver: {e}"))?;
-                let mut cmd = u.cmd.replay(&tree.build, &tree.src, root, out, DIFF_FLAGS);
+                let mut cmd = u.cmd.replay(&tree.build, &tree.src, root, out, &flags);
                 crate::process::run(&mut cmd).map(|_| ()).map_err(|e| {
                     format!(
                         "compiling {} ({}): {e}",
@@ -472,6 +487,8 @@ fn build(args: &BuildArgs, target: &TargetArgs, work: &Path) -> Result<serde_jso
         };
         let mut funcs = Vec::new();
         let mut functions_report = Vec::new();
+        // (kind, alias, unit) of every callback of this target object.
+        let mut callbacks: Vec<(String, String, usize)> = Vec::new();
         for (i, d) in list {
             let object = d.object.as_deref().expect("patch outcome has an object");
             let r = files
@@ -502,11 +519,40 @@ fn build(args: &BuildArgs, target: &TargetArgs, work: &Path) -> Result<serde_jso
                     .cloned()
                     .unwrap_or_default(),
             );
+            for (kind, alias) in r.callbacks {
+                if let Some((_, _, first)) = callbacks.iter().find(|(k, _, _)| *k == kind) {
+                    return Err(Stop {
+                        code: exit::REFUSED,
+                        message: format!(
+                            "two {kind} callbacks for {target}, in {} and {}: the livepatch core takes one of each kind per object",
+                            units[*first].cmd.object.display(),
+                            units[*i].cmd.object.display()
+                        ),
+                        report: None,
+                    });
+                }
+                callbacks.push((kind, alias, *i));
+            }
         }
-        objects_report.push(json!({"name": target, "functions": functions_report}));
+        let callbacks_report: Vec<serde_json::Value> = callbacks
+            .iter()
+            .map(|(kind, alias, i)| {
+                let function = list
+                    .iter()
+                    .find(|(j, _)| j == i)
+                    .and_then(|(_, d)| d.callbacks.iter().find(|c| &c.kind == kind))
+                    .map(|c| c.function.clone())
+                    .unwrap_or_default();
+                json!({"kind": kind, "function": function, "object": units[*i].cmd.object, "symbol": alias})
+            })
+            .collect();
+        objects_report.push(
+            json!({"name": target, "functions": functions_report, "callbacks": callbacks_report}),
+        );
         objects.push(PatchedObject {
             name: (target != "vmlinux").then(|| target.clone()),
             funcs,
+            callbacks: callbacks.into_iter().map(|(k, a, _)| (k, a)).collect(),
         });
     }
     report["objects"] = json!(objects_report);

@@ -25,6 +25,10 @@ use std::process::Command;
 /// The glue template (`kmod-template/livepatch.c.tmpl`).
 pub const GLUE_TEMPLATE: &str = include_str!("../../kmod-template/livepatch.c.tmpl");
 
+/// `kpbuild-macros.h`: what a patch's source can say to kpbuild (livepatch
+/// callbacks); on the include path of every unit kpbuild compiles.
+pub const MACROS_HEADER: &str = include_str!("../../kmod-template/kpbuild-macros.h");
+
 /// File name of the rendered glue in the work directory.
 pub const GLUE_SOURCE: &str = "kpb_glue.c";
 
@@ -57,6 +61,9 @@ pub struct PatchedObject {
     pub name: Option<String>,
     /// The functions replaced in it.
     pub funcs: Vec<PatchedFunc>,
+    /// Its livepatch callbacks: (kind as in `struct klp_callbacks`, global
+    /// symbol of the function in the patch objects), one of each kind.
+    pub callbacks: Vec<(String, String)>,
 }
 
 /// What the livepatch module registers.
@@ -266,8 +273,20 @@ pub fn render_glue(spec: &ModuleSpec) -> String {
             None => "NULL, /* vmlinux */".to_string(),
             Some(name) => format!("\"{name}\","),
         };
+        let mut callbacks = String::new();
+        if !object.callbacks.is_empty() {
+            callbacks.push_str("\t\t.callbacks = {\n");
+            for (kind, symbol) in &object.callbacks {
+                let ret = if kind == "pre_patch" { "int" } else { "void" };
+                if declared.insert(symbol.as_str()) {
+                    decls.push(format!("extern {ret} {symbol}(struct klp_object *obj);"));
+                }
+                callbacks.push_str(&format!("\t\t\t.{kind} = {symbol},\n"));
+            }
+            callbacks.push_str("\t\t},\n");
+        }
         objects.push(format!(
-            "\t{{\n\t\t.name = {name}\n\t\t.funcs = {GLUE_PREFIX}funcs_{i},\n\t}},"
+            "\t{{\n\t\t.name = {name}\n\t\t.funcs = {GLUE_PREFIX}funcs_{i},\n{callbacks}\t}},"
         ));
     }
     GLUE_TEMPLATE
@@ -400,10 +419,15 @@ mod tests {
                         func("cmdline_proc_show", "__kpb_new_0", 0),
                         func("meminfo_proc_show", "__kpb_new_1", 2),
                     ],
+                    callbacks: vec![],
                 },
                 PatchedObject {
                     name: Some("ext4".into()),
                     funcs: vec![func("ext4_attr_show", "__kpb_new_2", 0)],
+                    callbacks: vec![
+                        ("pre_patch".into(), "kpb_u1_cb_pre_patch".into()),
+                        ("post_unpatch".into(), "kpb_u1_cb_post_unpatch".into()),
+                    ],
                 },
             ],
         }
@@ -449,12 +473,22 @@ mod tests {
              \t{\n\
              \t\t.name = \"ext4\",\n\
              \t\t.funcs = kpb_glue_funcs_1,\n\
+             \t\t.callbacks = {\n\
+             \t\t\t.pre_patch = kpb_u1_cb_pre_patch,\n\
+             \t\t\t.post_unpatch = kpb_u1_cb_post_unpatch,\n\
+             \t\t},\n\
              \t},\n\
              \t{ }\n\
              };"
             ),
             "{glue}"
         );
+        for decl in [
+            "extern int kpb_u1_cb_pre_patch(struct klp_object *obj);",
+            "extern void kpb_u1_cb_post_unpatch(struct klp_object *obj);",
+        ] {
+            assert_eq!(glue.matches(decl).count(), 1, "{decl}\n{glue}");
+        }
         assert!(glue.contains(".replace = true,"));
         assert!(glue.contains("return klp_enable_patch(&kpb_glue_patch);"));
         assert!(glue.contains("MODULE_LICENSE(\"GPL\");"));

@@ -106,6 +106,11 @@ impl TargetFiles {
                 .collect(),
             original_locals: diff.original_locals.clone(),
             alias_prefix,
+            callbacks: diff
+                .callbacks
+                .iter()
+                .map(|c| (c.kind.clone(), c.function.clone()))
+                .collect(),
         };
         let target = Target {
             symbols: &self.symbols,

@@ -54,6 +54,9 @@ pub struct PatchInput<'a> {
     pub original_locals: Vec<String>,
     /// Prefix of the global aliases the module glue references.
     pub alias_prefix: &'a str,
+    /// Livepatch callbacks: (kind, function in the extracted object), each
+    /// given a global alias `PREFIXcb_KIND` for the glue.
+    pub callbacks: Vec<(String, String)>,
 }
 
 /// The running target.
@@ -110,6 +113,8 @@ pub struct Relocated {
     pub functions: Vec<PatchedFunction>,
     /// How every reference resolved.
     pub resolutions: Vec<Resolution>,
+    /// The callbacks: (kind, global alias).
+    pub callbacks: Vec<(String, String)>,
 }
 
 fn find_group(
@@ -217,11 +222,17 @@ pub fn relocate(input: &PatchInput, target: Target) -> Result<Relocated, Error> 
     }
 
     check_code_patching_sites(input.object, &resolutions)?;
-    let object = write(input, &resolutions, &functions)?;
+    let callbacks: Vec<(String, String)> = input
+        .callbacks
+        .iter()
+        .map(|(kind, _)| (kind.clone(), format!("{}cb_{kind}", input.alias_prefix)))
+        .collect();
+    let object = write(input, &resolutions, &functions, &callbacks)?;
     Ok(Relocated {
         object,
         functions,
         resolutions,
+        callbacks,
     })
 }
 
@@ -229,6 +240,7 @@ fn write(
     input: &PatchInput,
     resolutions: &[Resolution],
     functions: &[PatchedFunction],
+    callbacks: &[(String, String)],
 ) -> Result<Vec<u8>, Error> {
     let bad = |why: String| Error::MalformedElf(why);
     let mut b = Builder::read64(input.object).map_err(|e| bad(e.to_string()))?;
@@ -252,17 +264,35 @@ fn write(
             defined.insert(name, s.id());
         }
     }
-    for (f, func) in input.functions.iter().zip(functions) {
-        let id = *defined.get(&f.name).ok_or_else(|| {
+    // Global aliases the glue names: replacements, then callbacks.
+    let aliases = input
+        .functions
+        .iter()
+        .zip(functions)
+        .map(|(f, func)| {
+            (
+                f.name.as_str(),
+                func.new_symbol.as_str(),
+                "patched function",
+            )
+        })
+        .chain(
+            input
+                .callbacks
+                .iter()
+                .zip(callbacks)
+                .map(|((_, f), (_, alias))| (f.as_str(), alias.as_str(), "callback")),
+        );
+    for (name, alias_name, what) in aliases {
+        let id = *defined.get(name).ok_or_else(|| {
             bad(format!(
-                "patched function {} is not defined in the extracted object",
-                f.name
+                "{what} {name} is not defined in the extracted object"
             ))
         })?;
         let src = b.symbols.get(id);
         let (section, value, size, other) = (src.section, src.st_value, src.st_size, src.st_other);
         let alias = b.symbols.add();
-        alias.name = ByteString::from(func.new_symbol.as_bytes().to_vec());
+        alias.name = ByteString::from(alias_name.as_bytes().to_vec());
         alias.section = section;
         alias.st_value = value;
         alias.st_size = size;

@@ -264,6 +264,7 @@ fn input<'a>(
         functions,
         original_locals: original_locals.iter().map(|s| s.to_string()).collect(),
         alias_prefix: PREFIX,
+        callbacks: Vec::new(),
     }
 }
 
@@ -1363,5 +1364,37 @@ fn jump_label_key_in_a_module_is_refused() {
     assert_eq!(
         out.resolutions,
         vec![lp("vm_internal", ".klp.sym.vmlinux.vm_internal,0")]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Callbacks.
+
+/// A callback gets a global alias `PREFIXcb_KIND` at its function, for the
+/// module glue; a callback the object does not define is an error naming it.
+#[test]
+fn callbacks_get_global_aliases() {
+    let (v, ex) = (vmlinux(), exports());
+    let target = Target {
+        symbols: &v,
+        exports: &ex,
+        vmlinux: None,
+    };
+    let obj = Extracted::new("a.c", "bar", false).bytes();
+    let mut inp = input(&obj, vec![], vec![], &[]);
+    inp.callbacks = vec![("post_patch".into(), "bar".into())];
+    let out = resolve::relocate(&inp, target).unwrap();
+    let alias = format!("{PREFIX}cb_post_patch");
+    assert_eq!(
+        out.callbacks,
+        vec![("post_patch".to_string(), alias.clone())]
+    );
+    check_alias(&out.object, "bar", &alias);
+
+    inp.callbacks = vec![("pre_patch".into(), "nosuch".into())];
+    let err = resolve::relocate(&inp, target).unwrap_err();
+    assert!(
+        err.to_string().contains("callback nosuch is not defined"),
+        "{err}"
     );
 }

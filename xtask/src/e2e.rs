@@ -82,6 +82,10 @@ const CASES: &[Case] = &[
         run: build_module_target,
     },
     Case {
+        name: "build_callbacks_and_shadow_variable",
+        run: callbacks_case,
+    },
+    Case {
         name: "build_fork_copy_process_runs_patched",
         run: build_fork_copy_process,
     },
@@ -359,6 +363,7 @@ fn module_glue_klp_relocation(ctx: &Ctx) -> Result<(), String> {
                 new_symbol: "__kpb_new_0".into(),
                 sympos: 0,
             }],
+            callbacks: vec![],
         }],
     };
     let start = Instant::now();
@@ -758,6 +763,55 @@ fn patch_case(ctx: &Ctx, case: &PatchCase) -> Result<(), String> {
         patched: case.patched.into(),
     }
     .add_to(&mut script, "");
+    let report = ctx
+        .vm(case.module)
+        .run(&script)
+        .map_err(|e| e.to_string())?;
+    report.verify(&script)
+}
+
+/// Callbacks and a shadow variable: the pre-patch callback attaches a
+/// shadow variable to a static of the test bed, the patched function shows
+/// it, the post-unpatch callback frees it; each callback logs a line.
+const CALLBACKS: PatchCase = PatchCase {
+    module: "kpb_callbacks",
+    patches: &["testbed-callbacks-shadow.patch"],
+    probe: "cat /proc/kpbuild_fix",
+    original: "fix=none",
+    patched: "fix=shadow-43",
+};
+
+/// [`CALLBACKS`] through its life cycle, then the kernel log must show the
+/// pre-patch, post-patch and post-unpatch callbacks, in that order.
+fn callbacks_case(ctx: &Ctx) -> Result<(), String> {
+    let case = &CALLBACKS;
+    let out = ctx.work.join(case.module);
+    let (code, result) = kpbuild_build(ctx, case.module, case.patches, &out);
+    let report = result
+        .map_err(|why| format!("kpbuild build exited {code} for {:?}: {why}", case.patches))?;
+    let kinds: Vec<&str> = report["objects"][0]["callbacks"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c["kind"].as_str()).collect())
+        .unwrap_or_default();
+    if kinds != ["post_patch", "post_unpatch", "pre_patch"] {
+        return Err(format!("unexpected callbacks in the report: {kinds:?}"));
+    }
+    let mut script = GuestScript::default();
+    Lifecycle {
+        module_path: format!("/modules/{}.ko", case.module),
+        module: read_file(&out.join(format!("{}.ko", case.module)))?,
+        patch_name: case.module.to_string(),
+        probe: case.probe.into(),
+        original: case.original.into(),
+        patched: case.patched.into(),
+    }
+    .add_to(&mut script, "");
+    script.check(
+        "callbacks-ran",
+        "pre-patch, post-patch and post-unpatch callbacks ran, in order",
+        "dmesg | grep -o 'kpbuild testbed: [a-z-]* callback' | tr '\\n' ' ' | \
+         grep -x 'kpbuild testbed: pre-patch callback kpbuild testbed: post-patch callback kpbuild testbed: post-unpatch callback '",
+    );
     let report = ctx
         .vm(case.module)
         .run(&script)

@@ -1,0 +1,128 @@
+//! Livepatch callbacks a patch declares with `kpbuild-macros.h`: each
+//! `KPBUILD_*_CALLBACK(fn)` puts one pointer to `fn` in a section
+//! `.kpbuild.callbacks.KIND`. The sections themselves never reach the output
+//! (they are ignored like `.discard`); this module reads which function each
+//! pointer names, so the module glue can hand it to the livepatch core.
+
+use crate::Refusal;
+use object::{Object, ObjectSection, ObjectSymbol};
+use serde::Serialize;
+
+/// Prefix of the callback sections.
+pub const SECTION_PREFIX: &str = ".kpbuild.callbacks.";
+
+/// The kinds, as `struct klp_callbacks` names its members.
+pub const KINDS: [&str; 4] = ["pre_patch", "post_patch", "pre_unpatch", "post_unpatch"];
+
+/// One callback of the patched object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Callback {
+    /// `pre_patch`, `post_patch`, `pre_unpatch` or `post_unpatch`.
+    pub kind: String,
+    /// The function (patched object), a function the patch adds.
+    pub function: String,
+}
+
+/// The callbacks of a patched object, or refusals saying why one cannot be
+/// used. `new` lists the functions the patch adds.
+pub fn read(patched: &[u8], new: &[String]) -> Result<Vec<Callback>, Vec<Refusal>> {
+    let refuse = |section: &str, symbol: &str, reason: String| Refusal {
+        reason,
+        section: section.to_string(),
+        symbol: symbol.to_string(),
+    };
+    // The caller has parsed the object already; a failure here is not news.
+    let Ok(file) = object::File::parse(patched) else {
+        return Ok(Vec::new());
+    };
+    let mut callbacks = Vec::new();
+    let mut refusals = Vec::new();
+    for section in file.sections() {
+        let name = section.name().unwrap_or("");
+        let Some(kind) = name.strip_prefix(SECTION_PREFIX) else {
+            continue;
+        };
+        if !KINDS.contains(&kind) {
+            refusals.push(refuse(
+                name,
+                "",
+                format!(
+                    "unknown callback kind `{kind}` (known: {})",
+                    KINDS.join(", ")
+                ),
+            ));
+            continue;
+        }
+        let mut functions = Vec::new();
+        for (offset, reloc) in section.relocations() {
+            let object::RelocationTarget::Symbol(index) = reloc.target() else {
+                refusals.push(refuse(
+                    name,
+                    "",
+                    format!("entry at {offset:#x} names no symbol"),
+                ));
+                continue;
+            };
+            let Ok(symbol) = file.symbol_by_index(index) else {
+                refusals.push(refuse(
+                    name,
+                    "",
+                    format!("entry at {offset:#x}: bad symbol"),
+                ));
+                continue;
+            };
+            let symbol_name = symbol.name().unwrap_or("").to_string();
+            // Usually the function's section symbol plus an addend.
+            let function = if symbol.kind() == object::SymbolKind::Section {
+                let addend = reloc.addend() as u64;
+                file.symbols().find(|s| {
+                    s.kind() == object::SymbolKind::Text
+                        && s.section_index() == symbol.section_index()
+                        && s.address() == addend
+                })
+            } else {
+                Some(symbol)
+            };
+            match function.filter(|f| f.kind() == object::SymbolKind::Text) {
+                Some(f) => functions.push(f.name().unwrap_or("").to_string()),
+                None => refusals.push(refuse(
+                    name,
+                    &symbol_name,
+                    format!("entry at {offset:#x} does not point at a function"),
+                )),
+            }
+        }
+        functions.sort();
+        for function in &functions {
+            if !new.contains(function) {
+                refusals.push(refuse(
+                    name,
+                    function,
+                    "a callback must be a function the patch adds; this one exists in the original"
+                        .into(),
+                ));
+            } else if functions.len() > 1 {
+                refusals.push(refuse(
+                    name,
+                    function,
+                    format!(
+                        "{} {kind} callbacks in one object ({}): the livepatch core takes one of each kind",
+                        functions.len(),
+                        functions.join(", ")
+                    ),
+                ));
+            } else {
+                callbacks.push(Callback {
+                    kind: kind.to_string(),
+                    function: function.clone(),
+                });
+            }
+        }
+    }
+    if refusals.is_empty() {
+        callbacks.sort_by(|a, b| a.kind.cmp(&b.kind));
+        Ok(callbacks)
+    } else {
+        Err(refusals)
+    }
+}
