@@ -1590,7 +1590,8 @@ fn read_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
 /// certificate trusted): a module `kpbuild build --sign-key/--sign-cert`
 /// makes against that kernel's tree loads and patches; the same module
 /// unsigned, signed with a key the kernel does not trust, or with one byte
-/// flipped after signing is refused by `insmod`. One boot.
+/// flipped after signing is refused by `insmod`; signed with SHA-512 instead
+/// of SHA-256, it loads and patches. One boot.
 fn signing_kernel_enforces_signatures(_ctx: &Ctx) -> Result<(), String> {
     let start = Instant::now();
     let kb = crate::signing_kernel()?;
@@ -1658,6 +1659,13 @@ fn signing_kernel_enforces_signatures(_ctx: &Ctx) -> Result<(), String> {
     );
     let mut flipped = signed.clone();
     flipped[unsigned.len() / 2] ^= 0x01;
+    let sha512 = modsign::sign(
+        &unsigned,
+        &read_file(&signing_fixture("test-key.pem"))?,
+        &read_file(&signing_fixture("test-cert.pem"))?,
+        modsign::Hash::Sha512,
+    )
+    .map_err(|e| e.to_string())?;
 
     let mut script = GuestScript::default();
     for (name, bytes) in [
@@ -1712,6 +1720,17 @@ fn signing_kernel_enforces_signatures(_ctx: &Ctx) -> Result<(), String> {
         patched: case.patched.into(),
     }
     .add_to(&mut script, "signed-");
+    // The same module signed with SHA-512 (the kernel's own modules use
+    // SHA-256): loads and patches too.
+    Lifecycle {
+        module_path: format!("/modules/{module}-sha512.ko"),
+        module: sha512,
+        patch_name: module.to_string(),
+        probe: case.probe.into(),
+        original: case.original.into(),
+        patched: case.patched.into(),
+    }
+    .add_to(&mut script, "sha512-");
     let report = Vm::new(&kb.bzimage(), &work.join("vm"))
         .run(&script)
         .map_err(|e| e.to_string())?;
