@@ -19,7 +19,7 @@ use relocator::klp::{
     KLP_RELA_PREFIX, KLP_SYM_PREFIX, MAX_OBJ_NAME, SHF_RELA_LIVEPATCH, SHN_LIVEPATCH,
     parse_klp_symbol_name,
 };
-use relocator::resolve::{FUNCTIONS_SECTION, parse_functions};
+use relocator::resolve::{CALLBACKS_SECTION, FUNCTIONS_SECTION, parse_callbacks, parse_functions};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -75,6 +75,19 @@ pub struct Function {
     pub old_size: u64,
     /// The global symbol of the replacement in this file.
     pub new_symbol: String,
+}
+
+/// One livepatch callback (`.kpbuild.callback_list`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Callback {
+    /// The object it is registered on (`vmlinux` or a module name).
+    pub object: String,
+    /// `pre_patch`, `post_patch`, `pre_unpatch` or `post_unpatch`.
+    pub kind: String,
+    /// The function the patch declared.
+    pub function: String,
+    /// Its global alias in this file, which the glue registers.
+    pub symbol: String,
 }
 
 /// A defined global function (the fallback list without `.kpbuild.functions`).
@@ -208,6 +221,8 @@ pub struct Report {
     pub functions: Vec<Function>,
     /// Without `.kpbuild.functions`: the defined global functions.
     pub global_functions: Vec<GlobalFunction>,
+    /// Livepatch callbacks from `.kpbuild.callback_list`.
+    pub callbacks: Vec<Callback>,
     /// Every entry of every livepatch relocation section.
     pub livepatch_relocations: Vec<KlpRelocation>,
     /// Undefined ordinary symbols: resolved by the module loader.
@@ -577,6 +592,7 @@ pub fn inspect(file: &str, data: &[u8], disasm: bool) -> Result<Report, Error> {
     } else {
         global_functions(&elf)
     };
+    let callbacks = read_callbacks(&elf, &mut problems);
     let livepatch_relocations = check_relocations(&elf, &mut problems);
     if functions_section {
         check_klp_objects(&functions, &livepatch_relocations, &mut problems);
@@ -610,6 +626,7 @@ pub fn inspect(file: &str, data: &[u8], disasm: bool) -> Result<Report, Error> {
         functions_section,
         functions,
         global_functions,
+        callbacks,
         livepatch_relocations,
         loader_symbols,
         problems,
@@ -741,6 +758,41 @@ fn find_defined_function<'e>(elf: &'e Elf, name: &str) -> Vec<&'e Symbol> {
                 && usize::from(s.shndx) < elf.sections.len()
         })
         .collect()
+}
+
+/// The callback list; each alias must be a defined global function here.
+fn read_callbacks(elf: &Elf, problems: &mut Vec<String>) -> Vec<Callback> {
+    let Some(section) = elf.section_by_name(CALLBACKS_SECTION) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in parse_callbacks(section.data) {
+        let Some(e) = entry else {
+            problems.push(format!(
+                "{CALLBACKS_SECTION}: a line is not `OBJ KIND FUNCTION SYMBOL`"
+            ));
+            continue;
+        };
+        let defined = elf.symbols.iter().any(|s| {
+            s.name == e.symbol
+                && s.st_type == elf::STT_FUNC.0
+                && s.bind == elf::STB_GLOBAL.0
+                && s.shndx != 0
+        });
+        if !defined {
+            problems.push(format!(
+                "callback {} ({} of {}): its symbol {} is not a defined global function",
+                e.function, e.kind, e.objname, e.symbol
+            ));
+        }
+        out.push(Callback {
+            object: e.objname,
+            kind: e.kind,
+            function: e.function,
+            symbol: e.symbol,
+        });
+    }
+    out
 }
 
 fn global_functions(elf: &Elf) -> Vec<GlobalFunction> {
@@ -1217,6 +1269,16 @@ pub fn human(report: &Report) -> String {
         }
         for g in &report.global_functions {
             out.push_str(&format!("  {} ({}, {} bytes)\n", g.name, g.section, g.size));
+        }
+    }
+
+    if !report.callbacks.is_empty() {
+        out.push_str(&format!("callbacks ({CALLBACKS_SECTION}):\n"));
+        for c in &report.callbacks {
+            out.push_str(&format!(
+                "  {}: {} {} → {}\n",
+                c.object, c.kind, c.function, c.symbol
+            ));
         }
     }
 

@@ -227,7 +227,7 @@ pub fn relocate(input: &PatchInput, target: Target) -> Result<Relocated, Error> 
         .iter()
         .map(|(kind, _)| (kind.clone(), format!("{}cb_{kind}", input.alias_prefix)))
         .collect();
-    let object = write(input, &resolutions, &functions, &callbacks)?;
+    let object = write(input, &objname, &resolutions, &functions, &callbacks)?;
     Ok(Relocated {
         object,
         functions,
@@ -238,6 +238,7 @@ pub fn relocate(input: &PatchInput, target: Target) -> Result<Relocated, Error> 
 
 fn write(
     input: &PatchInput,
+    objname: &str,
     resolutions: &[Resolution],
     functions: &[PatchedFunction],
     callbacks: &[(String, String)],
@@ -309,13 +310,24 @@ fn write(
             f.objname, f.old_name, f.sympos, f.old_size, f.new_symbol
         ));
     }
-    if !list.is_empty() {
+    // The callback list, likewise: `OBJ KIND FUNCTION SYMBOL`.
+    let mut callback_list = String::new();
+    for ((kind, function), (_, alias)) in input.callbacks.iter().zip(callbacks) {
+        callback_list.push_str(&format!("{objname} {kind} {function} {alias}\n"));
+    }
+    for (name, text) in [
+        (FUNCTIONS_SECTION, list),
+        (CALLBACKS_SECTION, callback_list),
+    ] {
+        if text.is_empty() {
+            continue;
+        }
         let section = b.sections.add();
-        section.name = ByteString::from(FUNCTIONS_SECTION.as_bytes().to_vec());
+        section.name = ByteString::from(name.as_bytes().to_vec());
         section.sh_type = elf::SHT_PROGBITS;
         section.sh_flags = elf::SectionFlags(0);
         section.sh_addralign = 1;
-        section.data = object::build::elf::SectionData::Data(list.into_bytes().into());
+        section.data = object::build::elf::SectionData::Data(text.into_bytes().into());
     }
     let mut out = Vec::new();
     b.write(&mut out)
@@ -375,6 +387,43 @@ fn check_code_patching_sites(object: &[u8], resolutions: &[Resolution]) -> Resul
 
 /// Name of the non-allocated section listing the patched functions.
 pub const FUNCTIONS_SECTION: &str = ".kpbuild.functions";
+
+/// Name of the non-allocated section listing the callbacks, one line each:
+/// `OBJ KIND FUNCTION SYMBOL` (the function as the patch names it, the
+/// global alias the glue uses).
+pub const CALLBACKS_SECTION: &str = ".kpbuild.callback_list";
+
+/// One line of a [`CALLBACKS_SECTION`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackEntry {
+    /// The target object (`vmlinux` or a module).
+    pub objname: String,
+    /// `pre_patch`, `post_patch`, `pre_unpatch` or `post_unpatch`.
+    pub kind: String,
+    /// The function the patch declared.
+    pub function: String,
+    /// Its global alias, which the glue registers.
+    pub symbol: String,
+}
+
+/// Parses the lines of a [`CALLBACKS_SECTION`]; `None` for a malformed line.
+pub fn parse_callbacks(data: &[u8]) -> Vec<Option<CallbackEntry>> {
+    String::from_utf8_lossy(data)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(
+            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                [objname, kind, function, symbol] => Some(CallbackEntry {
+                    objname: objname.into(),
+                    kind: kind.into(),
+                    function: function.into(),
+                    symbol: symbol.into(),
+                }),
+                _ => None,
+            },
+        )
+        .collect()
+}
 
 /// Parses the lines of a [`FUNCTIONS_SECTION`].
 pub fn parse_functions(data: &[u8]) -> Vec<PatchedFunction> {

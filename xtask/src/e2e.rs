@@ -796,10 +796,31 @@ fn callbacks_case(ctx: &Ctx) -> Result<(), String> {
     if kinds != ["post_patch", "post_unpatch", "pre_patch"] {
         return Err(format!("unexpected callbacks in the report: {kinds:?}"));
     }
+    let module = read_file(&out.join(format!("{}.ko", case.module)))?;
+    let inspected =
+        kpbuild::inspect::inspect(case.module, &module, false).map_err(|e| e.to_string())?;
+    let listed: Vec<(&str, &str)> = inspected
+        .callbacks
+        .iter()
+        .map(|c| (c.kind.as_str(), c.function.as_str()))
+        .collect();
+    if listed
+        != [
+            ("post_patch", "kpb_announce"),
+            ("post_unpatch", "kpb_detach"),
+            ("pre_patch", "kpb_attach"),
+        ]
+        || !inspected.problems.is_empty()
+    {
+        return Err(format!(
+            "kpbuild inspect: callbacks {listed:?}, problems {:?}",
+            inspected.problems
+        ));
+    }
     let mut script = GuestScript::default();
     Lifecycle {
         module_path: format!("/modules/{}.ko", case.module),
-        module: read_file(&out.join(format!("{}.ko", case.module)))?,
+        module,
         patch_name: case.module.to_string(),
         probe: case.probe.into(),
         original: case.original.into(),
