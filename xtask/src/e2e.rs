@@ -723,9 +723,20 @@ fn kpbuild_args(
     patches: &[&str],
     out: &std::path::Path,
 ) -> kpbuild::build::BuildArgs {
+    build_args(&ctx.kernel, module, patches, out)
+}
+
+/// The arguments of `kpbuild build` of `fixtures/patches/PATCHES` against
+/// the built kernel `kb`.
+fn build_args(
+    kb: &KernelBuild,
+    module: &str,
+    patches: &[&str],
+    out: &std::path::Path,
+) -> kpbuild::build::BuildArgs {
     kpbuild::build::BuildArgs {
-        src: ctx.kernel.src.clone(),
-        build: ctx.kernel.build.clone(),
+        src: kb.src.clone(),
+        build: kb.build.clone(),
         patches: patches
             .iter()
             .map(|p| crate::repo_root().join("fixtures/patches").join(p))
@@ -1354,23 +1365,9 @@ fn bundle_signed_cumulative(_ctx: &Ctx) -> Result<(), String> {
         ),
     ];
     let build = |module: &str, patches: &[&str], out: &std::path::Path| {
-        let args = kpbuild::build::BuildArgs {
-            src: kb.src.clone(),
-            build: kb.build.clone(),
-            patches: patches
-                .iter()
-                .map(|p| crate::repo_root().join("fixtures/patches").join(p))
-                .collect(),
-            name: module.to_string(),
-            out: out.to_path_buf(),
-            no_replace: false,
-            jobs: None,
-            json: false,
-            keep_tmp: false,
-            quiet: true,
-            sign_key: Some(signing_fixture("test-key.pem")),
-            sign_cert: Some(signing_fixture("test-cert.pem")),
-        };
+        let mut args = build_args(&kb, module, patches, out);
+        args.sign_key = Some(signing_fixture("test-key.pem"));
+        args.sign_cert = Some(signing_fixture("test-cert.pem"));
         let (code, result) = kpbuild::build::execute(&args);
         result
             .map(|_| ())
@@ -1625,24 +1622,9 @@ fn signing_kernel_enforces_signatures(_ctx: &Ctx) -> Result<(), String> {
     let case = &PROC_CMDLINE_STRING;
     let module = "kpb_signed";
     let out = work.join("out");
-    let args = kpbuild::build::BuildArgs {
-        src: kb.src.clone(),
-        build: kb.build.clone(),
-        patches: case
-            .patches
-            .iter()
-            .map(|p| crate::repo_root().join("fixtures/patches").join(p))
-            .collect(),
-        name: module.to_string(),
-        out: out.clone(),
-        no_replace: false,
-        jobs: None,
-        json: false,
-        keep_tmp: false,
-        quiet: true,
-        sign_key: Some(signing_fixture("test-key.pem")),
-        sign_cert: Some(signing_fixture("test-cert.pem")),
-    };
+    let mut args = build_args(&kb, module, case.patches, &out);
+    args.sign_key = Some(signing_fixture("test-key.pem"));
+    args.sign_cert = Some(signing_fixture("test-cert.pem"));
     let (code, result) = kpbuild::build::execute(&args);
     let report = result.map_err(|why| format!("kpbuild build exited {code}: {why}"))?;
     if report["signature"]["hash"] != "sha256" {
