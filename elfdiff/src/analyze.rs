@@ -384,13 +384,14 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
                         what: format!("size {} → {}", o.sym(oid).st_size, s.st_size),
                     })
                 } else {
-                    compare(
-                        o,
-                        p,
-                        &pairs,
-                        &Range::of_symbol(o, oid),
-                        &Range::of_symbol(p, pid),
-                    )
+                    // A dynamic-debug descriptor's line number moves with
+                    // the lines above it; that alone changes nothing.
+                    let ignore = crate::special::ignored_in_data(&sec_name, s.st_size);
+                    let mut or = Range::of_symbol(o, oid);
+                    let mut pr = Range::of_symbol(p, pid);
+                    or.ignore = ignore;
+                    pr.ignore = ignore;
+                    compare(o, p, &pairs, &or, &pr)
                 };
                 if let Some(d) = diff {
                     if is_init(&sec_name) {

@@ -146,6 +146,24 @@ pub fn is_ignored(name: &str) -> bool {
         || name.starts_with(crate::callbacks::SECTION_PREFIX)
 }
 
+/// `struct _ddebug` (include/linux/dynamic_debug.h, 6.12): four pointers,
+/// then `lineno:18, class_id:6, flags:8` in one `u32` at 0x20. The low two
+/// bytes hold the line number (of files under 65536 lines).
+const DYNDBG_LINENO: (usize, usize) = (0x20, 2);
+
+/// Byte ranges `(offset, len)` of a data symbol of `section` that compare as
+/// equal whatever they hold: the line number of a `__dyndbg` descriptor,
+/// which moves when lines are added above a `pr_debug()` (the running
+/// kernel's descriptor keeps serving the unchanged code).
+pub fn ignored_in_data(section: &str, size: u64) -> &'static [(usize, usize)] {
+    let (offset, _) = DYNDBG_LINENO;
+    if section == "__dyndbg" && size >= (offset + 4) as u64 {
+        std::slice::from_ref(&DYNDBG_LINENO)
+    } else {
+        &[]
+    }
+}
+
 /// Sections whose code or data the kernel frees after boot: any change there
 /// is refused.
 pub fn is_init(name: &str) -> bool {

@@ -793,7 +793,8 @@ const CALLBACKS: PatchCase = PatchCase {
 };
 
 /// [`CALLBACKS`] through its life cycle, then the kernel log must show the
-/// pre-patch, post-patch and post-unpatch callbacks, in that order.
+/// pre-patch, post-patch and post-unpatch callbacks, in that order; then a
+/// livepatch whose pre-patch callback fails must not load or leave anything.
 fn callbacks_case(ctx: &Ctx) -> Result<(), String> {
     let case = &CALLBACKS;
     let out = ctx.work.join(case.module);
@@ -844,6 +845,36 @@ fn callbacks_case(ctx: &Ctx) -> Result<(), String> {
         "dmesg | grep -o 'kpbuild testbed: [a-z-]* callback' | tr '\\n' ' ' | \
          grep -x 'kpbuild testbed: pre-patch callback kpbuild testbed: post-patch callback kpbuild testbed: post-unpatch callback '",
     );
+    // A pre-patch callback that fails keeps the patch from being applied:
+    // insmod fails, nothing is registered, the original code runs.
+    let refusing = "kpb_cb_refuse";
+    let refusing_out = ctx.work.join(refusing);
+    let (code, result) = kpbuild_build(
+        ctx,
+        refusing,
+        &["testbed-callback-refuses.patch"],
+        &refusing_out,
+    );
+    result.map_err(|why| format!("kpbuild build exited {code} for {refusing}: {why}"))?;
+    script
+        .file(
+            &format!("/modules/{refusing}.ko"),
+            read_file(&refusing_out.join(format!("{refusing}.ko")))?,
+        )
+        .check(
+            "refusing-load-fails",
+            "a livepatch whose pre-patch callback fails does not load",
+            format!("! insmod /modules/{refusing}.ko"),
+        )
+        .check(
+            "refusing-left-nothing",
+            "nothing registered, original code runs",
+            format!(
+                "[ ! -e /sys/kernel/livepatch/{refusing} ] && ! grep -q '^{refusing} ' /proc/modules && \
+                 expect_contains '{}' {} && dmesg | grep 'pre-patch callback refuses'",
+                case.probe, case.original
+            ),
+        );
     let report = ctx
         .vm(case.module)
         .run(&script)
@@ -1038,7 +1069,8 @@ fn debian_cloud_kernel(ctx: &Ctx) -> Result<(), String> {
 /// Debian builds into `binfmt_misc.ko`, built with `--debian` (the module's
 /// symbols and pre-match come from the shipped, compressed module). In one
 /// boot the fix applies to the module loaded before the livepatch, and to the
-/// module loaded after it; each time it goes away when disabled.
+/// module loaded after it; each time it goes away when disabled. Its
+/// post-patch callback runs for the module each time the fix is applied.
 fn debian_module_target(ctx: &Ctx) -> Result<(), String> {
     let release = crate::debian_release()?;
     let module = "kpb_deb_binfmt";
@@ -1066,6 +1098,9 @@ fn debian_module_target(ctx: &Ctx) -> Result<(), String> {
     let target_in =
         "insmod /modules/binfmt_misc.ko && mkdir -p /bm && mount -t binfmt_misc none /bm";
     let target_out = "umount /bm && rmmod binfmt_misc";
+    // `[ COUNT -eq`: how often the fix's post-patch callback has logged.
+    let callbacks =
+        "[ \"$(dmesg | grep -c 'kpbuild binfmt: post-patch callback for binfmt_misc')\" -eq";
     let mut script = GuestScript::default();
     script
         .file(&format!("/modules/{module}.ko"), read_file(&ko)?)
@@ -1086,6 +1121,11 @@ fn debian_module_target(ctx: &Ctx) -> Result<(), String> {
             "patched",
             "patched status",
             format!("expect_contains '{status}' kpbuild=binfmt"),
+        )
+        .check(
+            "callback-now",
+            "the module's post-patch callback ran as the patch was enabled",
+            format!("{callbacks} 1 ]"),
         )
         .check("disable", "disabled and unloaded", &disable)
         .check(
@@ -1108,6 +1148,11 @@ fn debian_module_target(ctx: &Ctx) -> Result<(), String> {
             "patched-later",
             "patched status at once",
             format!("expect_contains '{status}' kpbuild=binfmt"),
+        )
+        .check(
+            "callback-later",
+            "the post-patch callback ran again as the module loaded",
+            format!("{callbacks} 2 ]"),
         )
         .check("disable-later", "disabled and unloaded", &disable)
         .check(
