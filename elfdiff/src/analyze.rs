@@ -5,7 +5,7 @@ use crate::compare::{CodeBias, Difference, Range, Target, compare, target};
 use crate::correlate::{Pairs, correlate};
 use crate::input::{Input, SectionId, SymKind, SymbolId};
 use crate::names::cold_parent;
-use crate::special::{SpecialSection, is_ignored, is_init, special};
+use crate::special::{SpecialSection, is_copied_with_code, is_ignored, is_init, special};
 use crate::{Error, Options, Refusal};
 use object::elf;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -280,6 +280,8 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
     let mut changed = Vec::new();
     let mut new = Vec::new();
     let mut refusals = Vec::new();
+    // Changed symbols of sections copied with the code that uses them.
+    let mut copied_changed: Vec<(SymbolId, Difference)> = Vec::new();
     let refuse = |refusals: &mut Vec<Refusal>, input: &Input, sym: SymbolId, reason: String| {
         let section = input
             .sym_section(sym)
@@ -405,6 +407,10 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
                         // A compiler-made constant (`__func__.3`, `CSWTCH.5`):
                         // the new code gets its own copy, the old keeps its own.
                         continue;
+                    } else if is_copied_with_code(&sec_name) {
+                        // Fine if only changed code uses it (checked once
+                        // the included code is known).
+                        copied_changed.push((pid, d));
                     } else {
                         refuse(
                             &mut refusals,
@@ -462,6 +468,24 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
         .chain(new.iter().copied())
         .collect();
     let include = closure(p, &pairs, &pe, &roots, &mut refusals, options);
+    if !copied_changed.is_empty() {
+        // Each changed one must be used by the included (changed or new)
+        // code, else unchanged code would keep the old one.
+        let used = referenced_from(p, &include);
+        for (pid, d) in copied_changed {
+            if !used.contains(&pid) {
+                refuse(
+                    &mut refusals,
+                    p,
+                    pid,
+                    format!(
+                        "changed data that unchanged code uses ({} at +{:#x})",
+                        d.what, d.offset
+                    ),
+                );
+            }
+        }
+    }
     refusals.sort_by(|a, b| (&a.section, &a.symbol).cmp(&(&b.section, &b.symbol)));
     refusals
         .dedup_by(|a, b| a.section == b.section && a.symbol == b.symbol && a.reason == b.reason);
@@ -473,6 +497,20 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
         include,
         p_entries: pe,
     })
+}
+
+/// Symbols that executable sections of `include` reference.
+fn referenced_from(p: &Input, include: &BTreeSet<SectionId>) -> BTreeSet<SymbolId> {
+    let mut used = BTreeSet::new();
+    for &sec in include.iter().filter(|&&s| is_exec(p, s)) {
+        let bias = CodeBias::new(p.data(sec), 0);
+        for r in p.relocs(sec) {
+            if let Target::Symbol(s, _) = target(p, r, bias.bias(r.r_offset, r.r_type)) {
+                used.insert(s);
+            }
+        }
+    }
+    used
 }
 
 /// Sections of `p` the livepatch must carry for `roots`, following
@@ -527,8 +565,11 @@ fn closure(
                                 section: p.section_name(ssec),
                                 symbol: name,
                             });
-                        } else if !pairs.p2o.contains_key(&s) {
-                            // New function or new data: it travels with the patch.
+                        } else if !pairs.p2o.contains_key(&s)
+                            || is_copied_with_code(&p.section_name(ssec))
+                        {
+                            // New function or new data, or data private to
+                            // its use site: it travels with the patch.
                             add(ssec, &mut include, &mut work);
                         } else if kind == SymKind::Object
                             && !is_writable(p, ssec)
@@ -592,7 +633,11 @@ fn closure(
                         Target::Section(..) if !is_writable(p, ssec) => {
                             add(ssec, &mut include, &mut work)
                         }
-                        Target::Symbol(t, _) if !pairs.p2o.contains_key(&t) => {
+                        Target::Symbol(t, _)
+                            if !pairs.p2o.contains_key(&t)
+                                || p.sym_section(t)
+                                    .is_some_and(|ts| is_copied_with_code(&p.section_name(ts))) =>
+                        {
                             if let Some(tsec) = p.sym_section(t) {
                                 add(tsec, &mut include, &mut work);
                             }

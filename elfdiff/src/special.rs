@@ -164,6 +164,15 @@ pub fn ignored_in_data(section: &str, size: u64) -> &'static [(usize, usize)] {
     }
 }
 
+/// Data private to the code that references it, one object per use site:
+/// the dynamic-debug descriptors of `pr_debug()` (`__dyndbg`). Changed code
+/// gets its own copy of the section (the running code keeps the kernel's),
+/// so a changed descriptor is no refusal as long as only changed code uses
+/// it, and the copy's static keys are the module's own.
+pub fn is_copied_with_code(section: &str) -> bool {
+    section == "__dyndbg"
+}
+
 /// Sections whose code or data the kernel frees after boot: any change there
 /// is refused.
 pub fn is_init(name: &str) -> bool {

@@ -146,6 +146,10 @@ const CASES: &[Case] = &[
         run: debian_module_target,
     },
     Case {
+        name: "debian_pr_debug_changed_in_module",
+        run: debian_pr_debug_copy,
+    },
+    Case {
         name: "debian_mismatched_target_files_exit_1",
         run: debian_mismatched_target_files,
     },
@@ -1162,6 +1166,82 @@ fn debian_module_target(ctx: &Ctx) -> Result<(), String> {
         )
         .check("target-out-later", "binfmt_misc unloads", target_out);
     let mut vm = Vm::new(&kernel.vmlinuz, &ctx.work.join("debian-module-vm"));
+    vm.memory_mb = 1024;
+    vm.timeout = Duration::from_secs(240);
+    let report = vm.run(&script).map_err(|e| e.to_string())?;
+    report.verify(&script)
+}
+
+/// A changed `pr_debug()` in a module target: the fix changes the format of a
+/// `pr_debug()` in `binfmt_misc.ko`, so the changed function's dynamic-debug
+/// descriptor changes. The fix carries its own copy of the descriptors (and
+/// of their static keys); enabling the new format through
+/// `/proc/dynamic_debug/control` makes the patched code print it.
+fn debian_pr_debug_copy(ctx: &Ctx) -> Result<(), String> {
+    let release = crate::debian_release()?;
+    let module = "kpb_deb_pr_debug";
+    let (code, result, ko) = debian_build(
+        ctx,
+        &release,
+        module,
+        &["debian-binfmt-misc-pr-debug.patch"],
+    );
+    result.map_err(|why| format!("kpbuild build --debian exited {code}: {why}"))?;
+    let kernel = kpbuild::debian::fetch(&release, &|_| {})?;
+    let shipped = kernel.modules.join("kernel/fs/binfmt_misc.ko.xz");
+    let target = kpbuild::process::run(std::process::Command::new("xz").arg("-dc").arg(&shipped))
+        .map_err(|e| format!("{}: {e}", shipped.display()))?
+        .stdout;
+    let sys = format!("/sys/kernel/livepatch/{module}");
+    let message = "register: flag: P (preserve argv0, kpbuild)";
+    let mut script = GuestScript::default();
+    script
+        .file(&format!("/modules/{module}.ko"), read_file(&ko)?)
+        .file("/modules/binfmt_misc.ko", target);
+    script
+        .check(
+            "target",
+            "binfmt_misc loads and mounts",
+            "insmod /modules/binfmt_misc.ko && mkdir -p /bm && mount -t binfmt_misc none /bm",
+        )
+        .check(
+            "load",
+            "the fix loads and patches binfmt_misc",
+            format!(
+                "insmod /modules/{module}.ko && wait_value {sys}/enabled 1 5 && wait_value {sys}/transition 0 30"
+            ),
+        )
+        .check(
+            "quiet",
+            "the new pr_debug is off by default",
+            format!(
+                "echo ':kpbquiet:E::kpbq::/bin/true:P' > /bm/register && echo -1 > /bm/kpbquiet && ! dmesg | grep -q '{message}'"
+            ),
+        )
+        .check(
+            "enable",
+            "dynamic debug enables the fix's own descriptor",
+            "echo 'format \"preserve argv0, kpbuild\" +p' > /proc/dynamic_debug/control && \
+             grep -q 'preserve argv0, kpbuild' /proc/dynamic_debug/control",
+        )
+        .check(
+            "prints",
+            "the patched code prints the new format",
+            format!(
+                "echo ':kpbtest:E::kpbx::/bin/true:P' > /bm/register && echo -1 > /bm/kpbtest && dmesg | grep '{message}'"
+            ),
+        )
+        .check(
+            "disable",
+            "disabled and unloaded",
+            format!("echo 0 > {sys}/enabled && wait_gone {sys} 30 && rmmod {module}"),
+        )
+        .check(
+            "target-out",
+            "binfmt_misc unloads",
+            "umount /bm && rmmod binfmt_misc",
+        );
+    let mut vm = Vm::new(&kernel.vmlinuz, &ctx.work.join("debian-pr-debug-vm"));
     vm.memory_mb = 1024;
     vm.timeout = Duration::from_secs(240);
     let report = vm.run(&script).map_err(|e| e.to_string())?;
