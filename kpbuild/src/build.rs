@@ -164,7 +164,7 @@ pub fn run(command: &BuildCommand) -> u8 {
     match build_in_scratch(args, &command.target) {
         Ok(report) => {
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+                crate::outln!("{}", serde_json::to_string_pretty(&report).expect("json"));
             }
             exit::SUCCESS
         }
@@ -172,7 +172,7 @@ pub fn run(command: &BuildCommand) -> u8 {
             if args.json {
                 let mut report = stop.report.unwrap_or_else(|| json!({"outcome": "error"}));
                 report["message"] = json!(stop.message);
-                println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+                crate::outln!("{}", serde_json::to_string_pretty(&report).expect("json"));
             }
             let label = match stop.code {
                 exit::REFUSED => "refused",

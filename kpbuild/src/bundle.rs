@@ -62,6 +62,9 @@ pub struct CreateArgs {
     /// as in report.json or its file name; CVEs may be empty).
     #[arg(long = "patch-meta", value_name = "PATCH=ID:TITLE:CVES")]
     pub patch_meta: Vec<String>,
+    /// Print one JSON object: the bundle's path, SHA-256 and manifest.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `kpbuild bundle verify`.
@@ -107,6 +110,9 @@ pub struct PublishArgs {
     pub pubkey: PathBuf,
     /// The bundle file.
     pub bundle: PathBuf,
+    /// Print one JSON object: where it is stored, and whether it was already.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `kpbuild bundle rollback`.
@@ -127,6 +133,9 @@ pub struct RollbackArgs {
     /// The earlier sequence to make the latest.
     #[arg(long)]
     pub sequence: u64,
+    /// Print the new index as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs `kpbuild bundle …`; returns the exit code.
@@ -406,8 +415,16 @@ fn create(a: &CreateArgs) -> Result<(), String> {
     };
     let bytes = bundle::create(&input, &key).map_err(|e| e.to_string())?;
     crate::diff::write_atomic(&a.out, &bytes)?;
-    let m = Bundle::read(&bytes).map_err(|e| e.to_string())?;
-    let m = m.manifest();
+    let b = Bundle::read(&bytes).map_err(|e| e.to_string())?;
+    if a.json {
+        let json = serde_json::json!({
+            "bundle": a.out,
+            "sha256": b.sha256(),
+            "manifest": b.manifest(),
+        });
+        crate::outln!("{}", serde_json::to_string_pretty(&json).expect("json"));
+    }
+    let m = b.manifest();
     eprintln!(
         "created {}: sequence {}, {} patch(es), module {} for {} (build-id {}), signed by key {}",
         a.out.display(),
@@ -488,21 +505,21 @@ fn verify(a: &VerifyArgs) -> Result<(), String> {
             "sha256": b.sha256(),
             "manifest": m,
         });
-        println!("{}", serde_json::to_string_pretty(&json).expect("json"));
+        crate::outln!("{}", serde_json::to_string_pretty(&json).expect("json"));
     } else {
         print!("{}", summary(&b));
-        println!(
+        crate::outln!(
             "signature: good (key {}), trusted comment {:?}",
             v.key_id(),
             v.trusted_comment()
         );
-        println!(
+        crate::outln!(
             "files: {} listed, every sha256 matches manifest.json, no extra file",
             m.files().len()
         );
         match &running {
-            Some(id) => println!("kernel: build-id {id} matches"),
-            None => println!(
+            Some(id) => crate::outln!("kernel: build-id {id} matches"),
+            None => crate::outln!(
                 "kernel: not checked (give --kernel-build-id or --kernel-notes /sys/kernel/notes)"
             ),
         }
@@ -519,10 +536,10 @@ fn inspect(a: &InspectArgs) -> Result<(), String> {
             "sha256": b.sha256(),
             "manifest": b.manifest(),
         });
-        println!("{}", serde_json::to_string_pretty(&json).expect("json"));
+        crate::outln!("{}", serde_json::to_string_pretty(&json).expect("json"));
     } else {
         print!("{}", summary(&b));
-        println!("signature: not checked (use `kpbuild bundle verify --pubkey KEY.pub`)");
+        crate::outln!("signature: not checked (use `kpbuild bundle verify --pubkey KEY.pub`)");
     }
     Ok(())
 }
@@ -533,15 +550,23 @@ fn publish(a: &PublishArgs) -> Result<(), String> {
     let at_time = bundle::time::timestamp().map_err(|e| e.to_string())?;
     let p =
         bundle::repo::publish(&a.repo, &data, &public, &secret, at_time).map_err(at(&a.bundle))?;
-    if p.unchanged {
-        println!(
+    if a.json {
+        let json = serde_json::json!({
+            "build_id": p.build_id,
+            "sequence": p.sequence,
+            "path": p.path,
+            "unchanged": p.unchanged,
+        });
+        crate::outln!("{}", serde_json::to_string_pretty(&json).expect("json"));
+    } else if p.unchanged {
+        crate::outln!(
             "already published: build-id {} sequence {} ({}); nothing changed",
             p.build_id,
             p.sequence,
             p.path.display()
         );
     } else {
-        println!(
+        crate::outln!(
             "published build-id {} sequence {} as {}; it is the latest",
             p.build_id,
             p.sequence,
@@ -556,7 +581,11 @@ fn rollback(a: &RollbackArgs) -> Result<(), String> {
     let at_time = bundle::time::timestamp().map_err(|e| e.to_string())?;
     let index = bundle::repo::rollback(&a.repo, &a.build_id, a.sequence, &public, &secret, at_time)
         .map_err(|e| e.to_string())?;
-    println!(
+    if a.json {
+        crate::outln!("{}", serde_json::to_string_pretty(&index).expect("json"));
+        return Ok(());
+    }
+    crate::outln!(
         "rolled back build-id {} to sequence {} ({}); history has {} records",
         index.build_id,
         index.latest.sequence,

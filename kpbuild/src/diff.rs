@@ -138,14 +138,14 @@ fn run_inner(args: &DiffArgs) -> Result<u8, String> {
             "functions": relocated.as_ref().map(|r| crate::target::functions_json(&r.functions)),
             "relocations": relocated.as_ref().map(|r| crate::target::resolutions_json(&r.resolutions)),
         });
-        println!("{}", serde_json::to_string_pretty(&json).expect("json"));
+        crate::outln!("{}", serde_json::to_string_pretty(&json).expect("json"));
     } else {
         print!("{}", human(&diff));
         if let Some(r) = &relocated {
             print!("{}", crate::target::human(r));
         }
         if code == exit::SUCCESS {
-            println!("wrote {}", args.output.display());
+            crate::outln!("wrote {}", args.output.display());
         }
     }
     // The verdict on stderr too, naming the input (stdout may be JSON).

@@ -1387,7 +1387,7 @@ pub fn run(args: &InspectArgs) -> u8 {
     };
     if args.json {
         // Serialized directly (not through `Value`) to keep the field order.
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&report).expect("the report serializes")
         );

@@ -11,6 +11,7 @@
 //! - [`jobs`]: taking part in a make jobserver.
 //! - [`kbuild`]: `.cmd` records of a kernel build tree and replaying them.
 //! - [`exit`]: the exit codes shared by every command.
+//! - [`out`]: command output on stdout, quiet when the reader goes away.
 //! - [`module`]: the livepatch module build (glue, kbuild, livepatch conversion).
 //! - [`target`]: the running target's symbols and exports, shared by all units.
 //! - [`process`]: the logged wrapper every subprocess runs through.
@@ -30,6 +31,7 @@ pub mod inspect;
 pub mod jobs;
 pub mod kbuild;
 pub mod module;
+pub mod out;
 pub mod patch;
 pub mod prematch;
 pub mod process;

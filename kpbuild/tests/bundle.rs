@@ -350,6 +350,24 @@ fn create_verify_inspect_publish_rollback() {
     };
     publish(&b1).expect(0, &["published build-id", "sequence 1"]);
     publish(&b1).expect(0, &["already published", "nothing changed"]);
+    // --json: one object saying the same.
+    let run = kpbuild(&[
+        OsStr::new("bundle"),
+        "publish".as_ref(),
+        "--repo".as_ref(),
+        repo.as_os_str(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--pubkey".as_ref(),
+        public.as_os_str(),
+        "--json".as_ref(),
+        b1.as_os_str(),
+    ]);
+    run.expect(0, &[]);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["sequence"], 1);
+    assert_eq!(json["unchanged"], true);
+    assert_eq!(json["build_id"], BUILD_ID);
     publish(&b2).expect(0, &["sequence 2"]);
     let rollback = |seq: &str| {
         kpbuild(&[

@@ -118,3 +118,28 @@ fn sign_in_place_and_to_output_then_inspect() {
     assert_eq!(std::fs::read(&module).unwrap(), signed);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A reader that goes away early (`kpbuild inspect … | head`) ends kpbuild
+/// quietly with success, never with a panic about the broken pipe.
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    let dir = std::env::temp_dir().join(format!("kpbuild-epipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let module = dir.join("tiny.ko");
+    std::fs::write(&module, tiny_module()).unwrap();
+    for _ in 0..3 {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kpbuild"))
+            .args(["inspect", "--json"])
+            .arg(&module)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
