@@ -1053,10 +1053,7 @@ fn debian_cloud_kernel(ctx: &Ctx) -> Result<(), String> {
         patched: case.patched.into(),
     }
     .add_to(&mut script, "");
-    let mut vm = Vm::new(&kernel.vmlinuz, &ctx.work.join("debian-vm"));
-    vm.memory_mb = 1024;
-    vm.timeout = Duration::from_secs(240);
-    let report = vm.run(&script).map_err(|e| e.to_string())?;
+    let report = debian_vm(&kernel, &ctx.work.join("debian-vm"), &script)?;
     // An unsigned out-of-tree livepatch taints the kernel; that is expected
     // and not a WARNING/BUG/Oops.
     for line in report
@@ -1089,10 +1086,7 @@ fn debian_module_target(ctx: &Ctx) -> Result<(), String> {
     }
     eprintln!("  > debian module target: prematch {}", report["prematch"]);
     let kernel = kpbuild::debian::fetch(&release, &|_| {})?;
-    let shipped = kernel.modules.join("kernel/fs/binfmt_misc.ko.xz");
-    let target = kpbuild::process::run(std::process::Command::new("xz").arg("-dc").arg(&shipped))
-        .map_err(|e| format!("{}: {e}", shipped.display()))?
-        .stdout;
+    let target = binfmt_misc_ko(&kernel)?;
     let sys = format!("/sys/kernel/livepatch/{module}");
     let status = "cat /bm/status";
     let enable = format!(
@@ -1165,10 +1159,7 @@ fn debian_module_target(ctx: &Ctx) -> Result<(), String> {
             format!("expect_lacks '{status}' kpbuild="),
         )
         .check("target-out-later", "binfmt_misc unloads", target_out);
-    let mut vm = Vm::new(&kernel.vmlinuz, &ctx.work.join("debian-module-vm"));
-    vm.memory_mb = 1024;
-    vm.timeout = Duration::from_secs(240);
-    let report = vm.run(&script).map_err(|e| e.to_string())?;
+    let report = debian_vm(&kernel, &ctx.work.join("debian-module-vm"), &script)?;
     report.verify(&script)
 }
 
@@ -1188,10 +1179,7 @@ fn debian_pr_debug_copy(ctx: &Ctx) -> Result<(), String> {
     );
     result.map_err(|why| format!("kpbuild build --debian exited {code}: {why}"))?;
     let kernel = kpbuild::debian::fetch(&release, &|_| {})?;
-    let shipped = kernel.modules.join("kernel/fs/binfmt_misc.ko.xz");
-    let target = kpbuild::process::run(std::process::Command::new("xz").arg("-dc").arg(&shipped))
-        .map_err(|e| format!("{}: {e}", shipped.display()))?
-        .stdout;
+    let target = binfmt_misc_ko(&kernel)?;
     let sys = format!("/sys/kernel/livepatch/{module}");
     let message = "register: flag: P (preserve argv0, kpbuild)";
     let mut script = GuestScript::default();
@@ -1241,11 +1229,28 @@ fn debian_pr_debug_copy(ctx: &Ctx) -> Result<(), String> {
             "binfmt_misc unloads",
             "umount /bm && rmmod binfmt_misc",
         );
-    let mut vm = Vm::new(&kernel.vmlinuz, &ctx.work.join("debian-pr-debug-vm"));
+    let report = debian_vm(&kernel, &ctx.work.join("debian-pr-debug-vm"), &script)?;
+    report.verify(&script)
+}
+
+/// Boots Debian's kernel (1 GiB, 240 s at most) with `script`.
+fn debian_vm(
+    kernel: &kpbuild::debian::DebianKernel,
+    work: &std::path::Path,
+    script: &GuestScript,
+) -> Result<testbed::guest::GuestReport, String> {
+    let mut vm = Vm::new(&kernel.vmlinuz, work);
     vm.memory_mb = 1024;
     vm.timeout = Duration::from_secs(240);
-    let report = vm.run(&script).map_err(|e| e.to_string())?;
-    report.verify(&script)
+    vm.run(script).map_err(|e| e.to_string())
+}
+
+/// Debian's shipped `binfmt_misc.ko`, decompressed, to load in the guest.
+fn binfmt_misc_ko(kernel: &kpbuild::debian::DebianKernel) -> Result<Vec<u8>, String> {
+    let shipped = kernel.modules.join("kernel/fs/binfmt_misc.ko.xz");
+    kpbuild::process::run(std::process::Command::new("xz").arg("-dc").arg(&shipped))
+        .map(|o| o.stdout)
+        .map_err(|e| format!("{}: {e}", shipped.display()))
 }
 
 /// `kpbuild build --debian RELEASE` for `patches`.
@@ -1303,10 +1308,7 @@ fn debian_new_helper_and_replace(ctx: &Ctx) -> Result<(), String> {
         after: "expect_lacks 'cat /proc/cmdline' kpbuild=",
     }
     .add_to(&mut script);
-    let mut vm = Vm::new(&kernel.vmlinuz, &ctx.work.join("debian-replace-vm"));
-    vm.memory_mb = 1024;
-    vm.timeout = Duration::from_secs(240);
-    let report = vm.run(&script).map_err(|e| e.to_string())?;
+    let report = debian_vm(&kernel, &ctx.work.join("debian-replace-vm"), &script)?;
     report.verify(&script)
 }
 
