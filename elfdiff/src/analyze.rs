@@ -2,9 +2,10 @@
 //! livepatch must include.
 
 use crate::compare::{CodeBias, Difference, Range, Target, compare, target};
-use crate::correlate::{Pairs, correlate};
+use crate::correlate::correlate;
 use crate::input::{Input, SectionId, SymKind, SymbolId};
 use crate::names::cold_parent;
+use crate::pairs::Pairs;
 use crate::special::{SpecialSection, is_copied_with_code, is_ignored, is_init, special};
 use crate::{Error, Options, Refusal};
 use object::elf;

@@ -5,8 +5,8 @@
 //! points at the same thing: paired symbols with equal addends, or strings
 //! with equal contents, or anonymous constants with equal bytes.
 
-use crate::correlate::Pairs;
 use crate::input::{Input, SectionId, SymKind, SymbolId, is_pc_relative, reloc_width};
+use crate::pairs::Pairs;
 use iced_x86::{Decoder, DecoderOptions};
 use object::build::elf::Relocation;
 use object::elf;

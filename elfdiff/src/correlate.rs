@@ -12,26 +12,9 @@
 use crate::compare::{Range, Target, compare, target};
 use crate::input::{Input, SymKind, SymbolId};
 use crate::names::{canonical, is_generated};
+/// What correlation produces (defined apart so that comparison needs no correlation).
+pub use crate::pairs::Pairs;
 use std::collections::HashMap;
-
-/// The pairing of symbols between the original (o) and patched (p) object.
-#[derive(Debug, Default)]
-pub struct Pairs {
-    /// patched → original
-    pub p2o: HashMap<SymbolId, SymbolId>,
-    /// original → patched
-    pub o2p: HashMap<SymbolId, SymbolId>,
-    /// Patched symbols whose canonical name has several unpaired candidates
-    /// in the original: neither new nor paired.
-    pub ambiguous: Vec<SymbolId>,
-}
-
-impl Pairs {
-    fn add(&mut self, o: SymbolId, p: SymbolId) {
-        self.p2o.insert(p, o);
-        self.o2p.insert(o, p);
-    }
-}
 
 fn pairable(kind: SymKind) -> bool {
     matches!(

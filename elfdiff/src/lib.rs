@@ -7,14 +7,18 @@
 //! holding only what the patch needs, whose references to everything else are
 //! undefined symbols named as in the original object.
 //!
-//! Layers, in data-flow order:
+//! Layers: each module uses only the modules listed above it (and the
+//! crate root's types), so data flows one way:
 //! - [`input`]: reads and validates an object, indexes it.
 //! - [`names`]: compiler-generated names and their canonical forms.
-//! - [`correlate`]: pairs symbols of the two objects.
-//! - [`compare`]: compares code and data modulo relocations.
-//! - [`special`]: the kernel's special sections, one table entry each.
-//! - [`analyze`]: changed / new / refused / included.
+//! - [`pairs`]: the symbol pairing, the hand-off from correlation to comparison.
+//! - [`compare`]: compares code and data modulo relocations, under a pairing.
+//! - [`correlate`]: pairs symbols of the two objects (comparing where names
+//!   alone cannot decide).
 //! - [`callbacks`]: the livepatch callbacks a patch declares.
+//! - [`special`]: the kernel's special sections, one table entry each (the
+//!   callbacks' sections among them).
+//! - [`analyze`]: changed / new / refused / included.
 //! - [`extract`]: writes the output object.
 //!
 //! The crate does no I/O: it takes bytes and returns data and bytes.
@@ -26,6 +30,7 @@ pub mod correlate;
 pub mod extract;
 pub mod input;
 pub mod names;
+pub mod pairs;
 pub mod special;
 
 use serde::Serialize;
