@@ -208,9 +208,6 @@ pub enum Error {
         /// What breaks the cumulative rule.
         why: String,
     },
-    /// No GNU build-id note or no kernel banner.
-    #[error("{0}")]
-    Notes(String),
     /// `SOURCE_DATE_EPOCH` is set but not a number.
     #[error("SOURCE_DATE_EPOCH={0:?} is not a number of seconds since 1970")]
     SourceDateEpoch(String),

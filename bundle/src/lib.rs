@@ -13,7 +13,6 @@
 //! - read: [`Bundle::read`] (strict archive and manifest parse, no key), then
 //!   [`Bundle::verify`] with a [`PublicKey`] → [`Verified`], and
 //!   [`Verified::check_kernel`] against the running kernel's build-id;
-//! - [`notes`]: the build-id and release that identify a kernel build;
 //! - [`repo`]: the patch server's directory of bundles and signed indexes;
 //! - [`minisign`]: keys and deterministic signatures `minisign -V` verifies;
 //! - [`ustar`]: the archive layer (deterministic writer, strict reader).
@@ -23,7 +22,6 @@
 pub mod error;
 pub mod manifest;
 pub mod minisign;
-pub mod notes;
 pub mod repo;
 pub mod time;
 pub mod ustar;
@@ -40,7 +38,7 @@ use std::collections::BTreeMap;
 
 /// SHA-256 in lowercase hex.
 pub fn sha256_hex(data: &[u8]) -> String {
-    notes::hex(&Sha256::digest(data))
+    kimage::hex(&Sha256::digest(data))
 }
 
 /// One source patch to put in a bundle.
@@ -407,7 +405,7 @@ impl Verified {
     }
 
     /// Checks that the bundle is for the kernel build with this build-id
-    /// (hex, either case; e.g. from [`notes::gnu_build_id`] of `/sys/kernel/notes`).
+    /// (hex, either case; e.g. from `kimage::notes::gnu_build_id` of `/sys/kernel/notes`).
     pub fn check_kernel(&self, build_id: &str) -> Result<()> {
         let kernel = &self.manifest().kernel;
         let running = build_id.trim().to_ascii_lowercase();

@@ -117,6 +117,12 @@ struct Stop {
     report: Option<serde_json::Value>,
 }
 
+impl From<crate::files::FileError> for Stop {
+    fn from(e: crate::files::FileError) -> Self {
+        Stop::from(e.to_string())
+    }
+}
+
 impl From<String> for Stop {
     fn from(message: String) -> Self {
         Stop {
@@ -377,8 +383,8 @@ fn build(args: &BuildArgs, target: &TargetArgs, work: &Path) -> Result<serde_jso
         units
             .par_iter()
             .map(|u| {
-                let o = crate::diff::read(&u.original)?;
-                let p = crate::diff::read(&u.patched)?;
+                let o = crate::files::read(&u.original)?;
+                let p = crate::files::read(&u.patched)?;
                 let label = u.cmd.object.display().to_string();
                 elfdiff::diff(
                     &format!("{label} (original)"),
@@ -574,7 +580,7 @@ fn build(args: &BuildArgs, target: &TargetArgs, work: &Path) -> Result<serde_jso
     )
     .map_err(|e| e.to_string())?;
     time("module", &mut lap);
-    let mut ko_bytes = crate::diff::read(&ko)?;
+    let mut ko_bytes = crate::files::read(&ko)?;
     match (&args.sign_key, &args.sign_cert) {
         (Some(key), Some(cert)) => {
             let hash = sign_hash(&tree)?;
@@ -604,8 +610,8 @@ fn build(args: &BuildArgs, target: &TargetArgs, work: &Path) -> Result<serde_jso
 
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let report_text = serde_json::to_string_pretty(&report).expect("json");
-    crate::diff::write_atomic(&args.out.join(format!("{}.ko", args.name)), &ko_bytes)?;
-    crate::diff::write_atomic(&args.out.join("report.json"), report_text.as_bytes())?;
+    crate::files::write_atomic(&args.out.join(format!("{}.ko", args.name)), &ko_bytes)?;
+    crate::files::write_atomic(&args.out.join("report.json"), report_text.as_bytes())?;
     if !args.json && !args.quiet {
         for o in &spec.objects {
             for f in &o.funcs {
@@ -688,7 +694,7 @@ fn check_compiler(tree: &TargetTree) -> Result<(), String> {
         .next()
         .unwrap_or("")
         .to_string();
-    let data = crate::diff::read(&tree.vmlinux)?;
+    let data = crate::files::read(&tree.vmlinux)?;
     let file =
         object::File::parse(&*data).map_err(|e| format!("{}: {e}", tree.vmlinux.display()))?;
     use object::{Object, ObjectSection};

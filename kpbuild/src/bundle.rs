@@ -156,12 +156,12 @@ pub fn run(args: &BundleArgs) -> u8 {
     }
 }
 
-fn at(path: &Path) -> impl Fn(bundle::Error) -> String + '_ {
+fn at<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> String + '_ {
     move |e| format!("{}: {e}", path.display())
 }
 
 fn read_bundle(path: &Path) -> Result<(Vec<u8>, Bundle), String> {
-    let data = crate::diff::read(path)?;
+    let data = crate::files::read(path)?;
     let bundle = Bundle::read(&data).map_err(at(path))?;
     Ok((data, bundle))
 }
@@ -301,7 +301,7 @@ fn apply_meta(patches: &mut [(String, PatchInput)], metas: &[String]) -> Result<
 fn create(a: &CreateArgs) -> Result<(), String> {
     let key = secret_key(&a.key)?;
     let report_path = a.build_out.join("report.json");
-    let report_text = crate::diff::read(&report_path)?;
+    let report_text = crate::files::read(&report_path)?;
     let report: serde_json::Value = serde_json::from_slice(&report_text)
         .map_err(|e| format!("{}: {e}", report_path.display()))?;
     let outcome = str_field(&report, "/outcome", &report_path)?;
@@ -327,7 +327,7 @@ fn create(a: &CreateArgs) -> Result<(), String> {
     // The module.
     let module_file = str_field(&report, "/module/file", &report_path)?;
     let module_path = a.build_out.join(module_file);
-    let module = crate::diff::read(&module_path)?;
+    let module = crate::files::read(&module_path)?;
     sha_check(
         &module_path,
         &module,
@@ -353,11 +353,11 @@ fn create(a: &CreateArgs) -> Result<(), String> {
         .unwrap_or_default();
 
     // The kernel.
-    let vmlinux = crate::diff::read(&a.vmlinux)?;
+    let vmlinux = crate::files::read(&a.vmlinux)?;
     // The release first: it insists on an ELF file, where a build-id would
     // also be read from a raw note stream.
-    let release = bundle::notes::kernel_release(&vmlinux).map_err(at(&a.vmlinux))?;
-    let build_id = bundle::notes::gnu_build_id(&vmlinux).map_err(at(&a.vmlinux))?;
+    let release = kimage::notes::kernel_release(&vmlinux).map_err(at(&a.vmlinux))?;
+    let build_id = kimage::notes::gnu_build_id(&vmlinux).map_err(at(&a.vmlinux))?;
     let module_release = vermagic.split_whitespace().next().unwrap_or_default();
     if module_release != release {
         return Err(format!(
@@ -365,7 +365,7 @@ fn create(a: &CreateArgs) -> Result<(), String> {
             module_path.display()
         ));
     }
-    let config = crate::diff::read(&a.config)?;
+    let config = crate::files::read(&a.config)?;
 
     // The patches, as the report recorded them.
     let listed = report
@@ -376,7 +376,7 @@ fn create(a: &CreateArgs) -> Result<(), String> {
     for i in 0..listed.len() {
         let field = format!("/inputs/patches/{i}");
         let path = str_field(&report, &format!("{field}/path"), &report_path)?;
-        let data = crate::diff::read(Path::new(path))?;
+        let data = crate::files::read(Path::new(path))?;
         sha_check(
             Path::new(path),
             &data,
@@ -414,7 +414,7 @@ fn create(a: &CreateArgs) -> Result<(), String> {
         created: bundle::time::timestamp().map_err(|e| e.to_string())?,
     };
     let bytes = bundle::create(&input, &key).map_err(|e| e.to_string())?;
-    crate::diff::write_atomic(&a.out, &bytes)?;
+    crate::files::write_atomic(&a.out, &bytes)?;
     let b = Bundle::read(&bytes).map_err(|e| e.to_string())?;
     if a.json {
         let json = serde_json::json!({
@@ -485,8 +485,8 @@ fn verify(a: &VerifyArgs) -> Result<(), String> {
     let running = match (&a.kernel_build_id, &a.kernel_notes) {
         (Some(id), _) => Some(id.clone()),
         (None, Some(notes)) => {
-            let data = crate::diff::read(notes)?;
-            Some(bundle::notes::gnu_build_id(&data).map_err(at(notes))?)
+            let data = crate::files::read(notes)?;
+            Some(kimage::notes::gnu_build_id(&data).map_err(at(notes))?)
         }
         (None, None) => None,
     };
@@ -546,7 +546,7 @@ fn inspect(a: &InspectArgs) -> Result<(), String> {
 
 fn publish(a: &PublishArgs) -> Result<(), String> {
     let (public, secret) = (public_key(&a.pubkey)?, secret_key(&a.key)?);
-    let data = crate::diff::read(&a.bundle)?;
+    let data = crate::files::read(&a.bundle)?;
     let at_time = bundle::time::timestamp().map_err(|e| e.to_string())?;
     let p =
         bundle::repo::publish(&a.repo, &data, &public, &secret, at_time).map_err(at(&a.bundle))?;

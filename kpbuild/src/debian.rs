@@ -184,7 +184,7 @@ pub fn fetch(release: &str, progress: &dyn Fn(&str)) -> Result<DebianKernel, Str
     if release.is_empty() || release.contains('/') || release.starts_with('.') {
         return Err(format!("{release:?}: not a kernel release"));
     }
-    let base = crate::treeless::cache_root().join("debian").join(release);
+    let base = kimage::cache_root().join("debian").join(release);
     let debs = base.join("debs");
     let image = format!("linux-image-{release}-unsigned");
     // The source must be the kernel's own version: checked before any download.
@@ -221,7 +221,7 @@ pub fn fetch(release: &str, progress: &dyn Fn(&str)) -> Result<DebianKernel, Str
 
     // The source tarball is local (linux-source-X.Y): it is unpacked while
     // the packages download, and the two join before anything needs both.
-    let src_base = crate::treeless::cache_root()
+    let src_base = kimage::cache_root()
         .join("debian")
         .join(format!("source-{}", version.replace('~', "_")));
     let src = src_base.join(&source_pkg);

@@ -1,7 +1,7 @@
 //! `kpbuild diff`: one original/patched object pair → the livepatch object.
 
 use crate::exit;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Arguments of `kpbuild diff`.
 #[derive(Debug, clap::Args)]
@@ -49,22 +49,6 @@ fn parse_entry_size(s: &str) -> Result<(String, usize), String> {
     Ok((name.to_string(), size))
 }
 
-/// Reads a file, naming it in the error.
-pub fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Writes a file atomically (temporary file + rename), so a failure never
-/// leaves a partial output.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension("kpbuild-tmp");
-    std::fs::write(&tmp, data).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("{}: {e}", path.display())
-    })
-}
-
 /// Runs `kpbuild diff`; returns the exit code.
 pub fn run(args: &DiffArgs) -> u8 {
     match run_inner(args) {
@@ -82,8 +66,8 @@ fn run_inner(args: &DiffArgs) -> Result<u8, String> {
         .iter()
         .map(|s| parse_entry_size(s).map_err(|e| format!("--entry-size {s}: {e}")))
         .collect::<Result<_, _>>()?;
-    let original = read(&args.original)?;
-    let patched = read(&args.patched)?;
+    let original = crate::files::read(&args.original)?;
+    let patched = crate::files::read(&args.patched)?;
     let options = elfdiff::Options { entry_sizes };
     let diff = elfdiff::diff(
         &args.original.display().to_string(),
@@ -120,7 +104,7 @@ fn run_inner(args: &DiffArgs) -> Result<u8, String> {
         };
         let final_object = relocator::klp::convert_to_livepatch(&r.object)
             .map_err(|e| format!("{}: {e}", args.output.display()))?;
-        write_atomic(&args.output, &final_object)?;
+        crate::files::write_atomic(&args.output, &final_object)?;
         relocated = Some(r);
     }
     if args.json {

@@ -38,7 +38,7 @@ const NT_LINUX_BUILD_SALT: object::elf::NoteType = object::elf::NoteType(0x100);
 
 /// Reads the identity of the vmlinux at `path`.
 pub fn read_vmlinux(path: &Path) -> Result<VmlinuxIdentity, String> {
-    let data = crate::diff::read(path)?;
+    let data = crate::files::read(path)?;
     vmlinux_identity(&data).map_err(|e| format!("{} (the target's vmlinux): {e}", path.display()))
 }
 
@@ -62,13 +62,13 @@ pub fn vmlinux_identity(data: &[u8]) -> Result<VmlinuxIdentity, String> {
                 .into(),
         );
     }
-    let banner = bundle::notes::banner(data).map_err(|e| e.to_string())?;
+    let banner = kimage::notes::banner(data).map_err(|e| e.to_string())?;
     let release = banner
         .split_whitespace()
         .nth(2)
         .unwrap_or_default()
         .to_string();
-    let build_id = bundle::notes::gnu_build_id(data).ok();
+    let build_id = kimage::notes::gnu_build_id(data).ok();
     let mut build_salt = None;
     for section in file.elf_section_table().iter() {
         let Ok(Some(mut notes)) = section.notes(endian, data) else {

@@ -1371,7 +1371,7 @@ pub fn human(report: &Report) -> String {
 /// Runs `kpbuild inspect`; returns the exit code.
 pub fn run(args: &InspectArgs) -> u8 {
     let name = args.file.display().to_string();
-    let data = match crate::diff::read(&args.file) {
+    let data = match crate::files::read(&args.file) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("kpbuild inspect: error: {e}");

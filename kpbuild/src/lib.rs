@@ -10,6 +10,7 @@
 //! - [`inspect`]: `kpbuild inspect`, what a livepatch object or module holds.
 //! - [`jobs`]: taking part in a make jobserver.
 //! - [`kbuild`]: `.cmd` records of a kernel build tree and replaying them.
+//! - [`files`]: reading and atomically writing files, errors naming them.
 //! - [`exit`]: the exit codes shared by every command.
 //! - [`out`]: command output on stdout, quiet when the reader goes away.
 //! - [`module`]: the livepatch module build (glue, kbuild, livepatch conversion).
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod debian;
 pub mod diff;
 pub mod exit;
+pub mod files;
 pub mod identity;
 pub mod inspect;
 pub mod jobs;

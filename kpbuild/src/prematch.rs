@@ -353,10 +353,10 @@ pub fn verify_units(
     targets.dedup();
     for t in targets {
         let path = target_file(t)?;
-        let data = crate::diff::read(&path)?;
+        let data = crate::files::read(&path)?;
         let code = TargetCode::new(&data).map_err(|e| format!("{}: {e}", path.display()))?;
         for u in units.iter().filter(|u| u.target == t) {
-            let bytes = crate::diff::read(&u.original)?;
+            let bytes = crate::files::read(&u.original)?;
             let images = function_images(&u.label, &bytes)?;
             match check(&code, &images, &u.replaced) {
                 Ok(o) => {

@@ -30,20 +30,21 @@ pub fn sign_bytes(
     cert: &Path,
     hash: modsign::Hash,
 ) -> Result<Vec<u8>, String> {
-    let key_pem = crate::diff::read(key)?;
-    let cert_data = crate::diff::read(cert)?;
+    let key_pem = crate::files::read(key)?;
+    let cert_data = crate::files::read(cert)?;
     modsign::sign(module, &key_pem, &cert_data, hash)
         .map_err(|e| format!("signing with {} and {}: {e}", key.display(), cert.display()))
 }
 
 /// Runs `kpbuild sign`; returns the exit code.
 pub fn run(args: &SignArgs) -> u8 {
-    let result = crate::diff::read(&args.module)
-        .and_then(|module| sign_bytes(&module, &args.key, &args.cert, args.hash))
-        .and_then(|signed| {
-            let out = args.output.as_ref().unwrap_or(&args.module);
-            crate::diff::write_atomic(out, &signed).map(|()| (out, signed.len()))
-        });
+    let result = (|| -> Result<_, String> {
+        let module = crate::files::read(&args.module)?;
+        let signed = sign_bytes(&module, &args.key, &args.cert, args.hash)?;
+        let out = args.output.as_ref().unwrap_or(&args.module);
+        crate::files::write_atomic(out, &signed)?;
+        Ok((out, signed.len()))
+    })();
     match result {
         Ok((out, len)) => {
             eprintln!("signed {} ({}, {len} bytes)", out.display(), args.hash);

@@ -35,7 +35,7 @@ impl TargetFiles {
         vmlinux: Option<&Path>,
         symvers: Option<&Path>,
     ) -> Result<Self, String> {
-        let read = |p: &Path| crate::diff::read(p);
+        let read = |p: &Path| crate::files::read(p);
         let data = read(symbols)?;
         let objname = name.replace('-', "_");
         let target = TargetSymbols::from_elf(&objname, kind_of(&data), &data)

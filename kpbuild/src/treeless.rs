@@ -11,15 +11,6 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The cache root: `$KPBUILD_CACHE` or `~/.cache/kpbuild`.
-pub fn cache_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KPBUILD_CACHE") {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".cache/kpbuild")
-}
-
 /// The one description of the target every later step works from, whichever
 /// way the command line gave it.
 /// `laps` receives the time of the long steps a tree-less target may take
@@ -151,7 +142,7 @@ fn prepared_key(
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let dir = cache_root().join("prepared").join(&key);
+    let dir = kimage::cache_root().join("prepared").join(&key);
     Ok((key, dir))
 }
 
@@ -348,7 +339,7 @@ fn target_module(modules: &Path, name: &str) -> Result<PathBuf, String> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let out = cache_root()
+    let out = kimage::cache_root()
         .join("target-modules")
         .join(format!("{wanted}-{digest}.ko"));
     if out.is_file() {
@@ -359,7 +350,7 @@ fn target_module(modules: &Path, name: &str) -> Result<PathBuf, String> {
         .stdout;
     let parent = out.parent().expect("has a parent");
     std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    crate::diff::write_atomic(&out, &bytes)?;
+    crate::files::write_atomic(&out, &bytes)?;
     Ok(out)
 }
 

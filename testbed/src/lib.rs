@@ -80,16 +80,3 @@ pub fn run_logged(cmd: &mut Command) -> Result<(), Error> {
         output: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
     })
 }
-
-/// The cache root: `$KPBUILD_CACHE`, else `$XDG_CACHE_HOME/kpbuild`, else
-/// `~/.cache/kpbuild`.
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KPBUILD_CACHE") {
-        return dir.into();
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(dir).join("kpbuild");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".cache/kpbuild")
-}

@@ -950,12 +950,10 @@ fn bench_debian() -> Result<(), String> {
     let probe = debian_run(&out, jobs)?;
     let src = PathBuf::from(probe.report["inputs"]["src"].as_str().unwrap_or(""));
     let prepared = PathBuf::from(probe.report["inputs"]["build"].as_str().unwrap_or(""));
-    let release_dir = kpbuild::treeless::cache_root()
-        .join("debian")
-        .join(&release);
+    let release_dir = kimage::cache_root().join("debian").join(&release);
     let source_dir = src.parent().map(Path::to_path_buf).unwrap_or_default();
-    if !prepared.starts_with(kpbuild::treeless::cache_root().join("prepared"))
-        || !source_dir.starts_with(kpbuild::treeless::cache_root().join("debian"))
+    if !prepared.starts_with(kimage::cache_root().join("prepared"))
+        || !source_dir.starts_with(kimage::cache_root().join("debian"))
     {
         return Err(format!(
             "unexpected cache layout: source {}, prepared directory {}",

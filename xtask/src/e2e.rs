@@ -1676,7 +1676,7 @@ fn bundle_signed_cumulative(_ctx: &Ctx) -> Result<(), String> {
         "  > verify against the guest's /sys/kernel/notes: {}",
         verified.lines().last().unwrap_or("")
     );
-    let other = bundle::notes::gnu_build_id(&read_file(&crate::kernel()?.vmlinux())?)
+    let other = kimage::notes::gnu_build_id(&read_file(&crate::kernel()?.vmlinux())?)
         .map_err(|e| e.to_string())?;
     let (code, _, stderr) = kpbuild_cli(
         &[

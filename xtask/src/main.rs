@@ -123,7 +123,7 @@ pub fn kernel() -> Result<KernelBuild, String> {
         patches: vec![repo_root().join("fixtures/kernel/testbed.patch")],
         extra_fragments: vec![],
         build_files: vec![],
-        cache: testbed::cache_dir(),
+        cache: kimage::cache_root(),
         jobs: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2),
@@ -151,7 +151,7 @@ pub fn signing_kernel() -> Result<KernelBuild, String> {
             repo_root().join("fixtures/signing/test-cert.pem"),
             PathBuf::from("kpbuild-test-signing.pem"),
         )],
-        cache: testbed::cache_dir(),
+        cache: kimage::cache_root(),
         jobs: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2),

@@ -6,7 +6,9 @@
 //! (`.notes`). Equal build-ids mean the same kernel image, which is what a
 //! livepatch is built against.
 
-use crate::error::{Error, Result};
+use crate::{Error, hex};
+
+type Result<T> = std::result::Result<T, Error>;
 use object::elf;
 use object::read::elf::{ElfFile64, SectionHeader as _};
 use object::{LittleEndian as LE, Object as _, ObjectSection as _};
@@ -147,11 +149,6 @@ pub fn kernel_release(vmlinux: &[u8]) -> Result<String> {
         .nth(2)
         .unwrap_or_default()
         .to_string())
-}
-
-/// Lowercase hex.
-pub(crate) fn hex(data: &[u8]) -> String {
-    data.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

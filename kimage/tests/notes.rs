@@ -2,7 +2,7 @@
 
 #![allow(missing_docs)]
 
-use bundle::notes::{gnu_build_id, kernel_release};
+use kimage::notes::{gnu_build_id, kernel_release};
 use object::write::Object;
 use object::{Architecture, BinaryFormat, Endianness, SectionKind};
 
