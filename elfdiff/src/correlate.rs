@@ -40,8 +40,34 @@ fn unpaired_original(o_groups: &Groups, key: &(String, bool), pairs: &Pairs) -> 
 
 /// Pairs the symbols of `o` and `p`.
 pub fn correlate(o: &Input, p: &Input) -> Pairs {
-    let mut pairs = Pairs::default();
-    // Canonical name → unpaired symbols, per side.
+    let mut c = Correlation {
+        o,
+        p,
+        pairs: Pairs::default(),
+        o_groups: original_groups(o),
+        p_groups: HashMap::new(),
+    };
+    c.pair_plain_names();
+    c.pair_unique_canonical_forms();
+    c.propagate_through_relocations();
+    c.pair_unmoved_leftovers();
+    c.mark_ambiguous();
+    c.pairs
+}
+
+/// The state of one correlation: both objects, the pairs found so far, and
+/// the pairable symbols of each side by canonical name (the patched side
+/// holding only what did not pair by plain name).
+struct Correlation<'a, 'd> {
+    o: &'a Input<'d>,
+    p: &'a Input<'d>,
+    pairs: Pairs,
+    o_groups: Groups,
+    p_groups: Groups,
+}
+
+/// The pairable symbols of the original object by canonical name.
+fn original_groups(o: &Input) -> Groups {
     let mut o_groups: Groups = HashMap::new();
     for id in o.symbols() {
         let s = o.sym(id);
@@ -55,85 +81,129 @@ pub fn correlate(o: &Input, p: &Input) -> Pairs {
             .or_default()
             .push(id);
     }
-    let mut p_groups: Groups = HashMap::new();
-    for id in p.symbols() {
-        let s = p.sym(id);
-        let kind = p.kind(id);
-        if !pairable(kind) || s.name.is_empty() {
-            continue;
-        }
-        let name = p.sym_name(id);
-        let key = (canonical(&name), kind == SymKind::Func);
-        if !is_generated(&name) {
-            // Plain names pair by name (kind must agree on definedness).
-            if let Some(&oid) = o_groups
-                .get(&key)
-                .and_then(|v| v.iter().find(|&&oid| o.sym_name(oid) == name))
-                && (o.kind(oid) == SymKind::Undefined) == (kind == SymKind::Undefined)
-            {
-                pairs.add(oid, id);
+    o_groups
+}
+
+impl Correlation<'_, '_> {
+    /// Step 1: plain names pair by name; every other pairable patched symbol
+    /// goes to its canonical group for the later steps.
+    fn pair_plain_names(&mut self) {
+        let (o, p) = (self.o, self.p);
+        for id in p.symbols() {
+            let s = p.sym(id);
+            let kind = p.kind(id);
+            if !pairable(kind) || s.name.is_empty() {
                 continue;
             }
+            let name = p.sym_name(id);
+            let key = (canonical(&name), kind == SymKind::Func);
+            if !is_generated(&name) {
+                // Plain names pair by name (kind must agree on definedness).
+                if let Some(&oid) = self
+                    .o_groups
+                    .get(&key)
+                    .and_then(|v| v.iter().find(|&&oid| o.sym_name(oid) == name))
+                    && (o.kind(oid) == SymKind::Undefined) == (kind == SymKind::Undefined)
+                {
+                    self.pairs.add(oid, id);
+                    continue;
+                }
+            }
+            self.p_groups.entry(key).or_default().push(id);
         }
-        p_groups.entry(key).or_default().push(id);
     }
-    // Unique canonical forms pair.
-    for (key, ps) in &p_groups {
-        let os = unpaired_original(&o_groups, key, &pairs);
-        if ps.len() == 1 && os.len() == 1 {
-            pairs.add(os[0], ps[0]);
+
+    /// Step 2: unique canonical forms pair.
+    fn pair_unique_canonical_forms(&mut self) {
+        for (key, ps) in &self.p_groups {
+            let os = unpaired_original(&self.o_groups, key, &self.pairs);
+            if ps.len() == 1 && os.len() == 1 {
+                self.pairs.add(os[0], ps[0]);
+            }
         }
     }
-    // Propagate through relocations of paired functions until nothing changes.
-    loop {
+
+    /// Step 3: propagate through relocations of paired functions until
+    /// nothing changes.
+    fn propagate_through_relocations(&mut self) {
+        loop {
+            let paired_funcs: Vec<(SymbolId, SymbolId)> = self
+                .pairs
+                .p2o
+                .iter()
+                .filter(|(pid, _)| self.p.kind(**pid) == SymKind::Func)
+                .map(|(&pid, &oid)| (oid, pid))
+                .collect();
+            let mut added = 0;
+            for (oid, pid) in paired_funcs {
+                added += self.pair_references(oid, pid);
+            }
+            if added == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Pairs the unpaired numbered symbols that the n-th relocations of a
+    /// paired function reach on both sides; returns how many it paired.
+    fn pair_references(&mut self, oid: SymbolId, pid: SymbolId) -> usize {
+        let (o, p) = (self.o, self.p);
+        let (ranges_o, ranges_p) = (Range::of_symbol(o, oid), Range::of_symbol(p, pid));
+        if ranges_o.relocs.len() != ranges_p.relocs.len() {
+            return 0;
+        }
         let mut added = 0;
-        let paired_funcs: Vec<(SymbolId, SymbolId)> = pairs
-            .p2o
-            .iter()
-            .filter(|(pid, _)| p.kind(**pid) == SymKind::Func)
-            .map(|(&pid, &oid)| (oid, pid))
-            .collect();
-        for (oid, pid) in paired_funcs {
-            let (ranges_o, ranges_p) = (Range::of_symbol(o, oid), Range::of_symbol(p, pid));
-            if ranges_o.relocs.len() != ranges_p.relocs.len() {
+        for (ro, rp) in ranges_o.relocs.iter().zip(&ranges_p.relocs) {
+            let to = target(o, ro, ranges_o.bias(ro));
+            let tp = target(p, rp, ranges_p.bias(rp));
+            let (Target::Symbol(so, _), Target::Symbol(sp, _)) = (to, tp) else {
+                continue;
+            };
+            if self.pairs.o2p.contains_key(&so) || self.pairs.p2o.contains_key(&sp) {
                 continue;
             }
-            for (ro, rp) in ranges_o.relocs.iter().zip(&ranges_p.relocs) {
-                let to = target(o, ro, ranges_o.bias(ro));
-                let tp = target(p, rp, ranges_p.bias(rp));
-                let (Target::Symbol(so, _), Target::Symbol(sp, _)) = (to, tp) else {
-                    continue;
-                };
-                if pairs.o2p.contains_key(&so) || pairs.p2o.contains_key(&sp) {
-                    continue;
-                }
-                if !pairable(o.kind(so)) || o.kind(so) != p.kind(sp) {
-                    continue;
-                }
-                let (no, np) = (o.sym_name(so), p.sym_name(sp));
-                if canonical(&no) == canonical(&np) && is_generated(&np) {
-                    pairs.add(so, sp);
-                    added += 1;
+            if !pairable(o.kind(so)) || o.kind(so) != p.kind(sp) {
+                continue;
+            }
+            let (no, np) = (o.sym_name(so), p.sym_name(sp));
+            if canonical(&no) == canonical(&np) && is_generated(&np) {
+                self.pairs.add(so, sp);
+                added += 1;
+            }
+        }
+        added
+    }
+
+    /// Step 4, the last resort for what nothing paired reaches (linker
+    /// tables, constants only data points at): inside one canonical group,
+    /// when the leftover names are the same on both sides and each
+    /// same-named pair has equal contents, the numbering did not move.
+    fn pair_unmoved_leftovers(&mut self) {
+        for (key, ps) in &self.p_groups {
+            if let Some(matched) = self.unmoved_leftovers(key, ps) {
+                for (oid, pid) in matched {
+                    self.pairs.add(oid, pid);
                 }
             }
         }
-        if added == 0 {
-            break;
-        }
     }
-    // Last resort for what nothing paired reaches (linker tables, constants
-    // only data points at): inside one canonical group, when the leftover
-    // names are the same on both sides and each same-named pair has equal
-    // contents, the numbering did not move.
-    for (key, ps) in &p_groups {
+
+    /// The leftovers of one canonical group paired by name, when every one
+    /// of them pairs with an equal same-named symbol; `None` otherwise.
+    fn unmoved_leftovers(
+        &self,
+        key: &(String, bool),
+        ps: &[SymbolId],
+    ) -> Option<Vec<(SymbolId, SymbolId)>> {
+        let (o, p) = (self.o, self.p);
         let left_p: Vec<SymbolId> = ps
             .iter()
             .copied()
-            .filter(|x| !pairs.p2o.contains_key(x))
+            .filter(|x| !self.pairs.p2o.contains_key(x))
             .collect();
-        let left_o = unpaired_original(&o_groups, key, &pairs);
+        let left_o = unpaired_original(&self.o_groups, key, &self.pairs);
         if left_p.is_empty() || left_p.len() != left_o.len() {
-            continue;
+            return None;
         }
         let mut matched = Vec::new();
         for &pid in &left_p {
@@ -145,30 +215,29 @@ pub fn correlate(o: &Input, p: &Input) -> Pairs {
                 break;
             }
             let (ro, rp) = (Range::of_symbol(o, oid), Range::of_symbol(p, pid));
-            if compare(o, p, &pairs, &ro, &rp).is_some() {
+            if compare(o, p, &self.pairs, &ro, &rp).is_some() {
                 break;
             }
             matched.push((oid, pid));
         }
-        if matched.len() == left_p.len() {
-            for (oid, pid) in matched {
-                pairs.add(oid, pid);
+        (matched.len() == left_p.len()).then_some(matched)
+    }
+
+    /// Step 5: whatever is still unpaired but has unpaired same-canonical
+    /// candidates in the original cannot be called new.
+    fn mark_ambiguous(&mut self) {
+        for (key, ps) in &self.p_groups {
+            let unpaired_o = self
+                .o_groups
+                .get(key)
+                .map(|v| v.iter().filter(|x| !self.pairs.o2p.contains_key(x)).count())
+                .unwrap_or(0);
+            for &pid in ps {
+                if !self.pairs.p2o.contains_key(&pid) && unpaired_o > 0 {
+                    self.pairs.ambiguous.push(pid);
+                }
             }
         }
+        self.pairs.ambiguous.sort();
     }
-    // Whatever is still unpaired but has unpaired same-canonical candidates
-    // in the original cannot be called new.
-    for (key, ps) in &p_groups {
-        let unpaired_o = o_groups
-            .get(key)
-            .map(|v| v.iter().filter(|x| !pairs.o2p.contains_key(x)).count())
-            .unwrap_or(0);
-        for &pid in ps {
-            if !pairs.p2o.contains_key(&pid) && unpaired_o > 0 {
-                pairs.ambiguous.push(pid);
-            }
-        }
-    }
-    pairs.ambiguous.sort();
-    pairs
 }
