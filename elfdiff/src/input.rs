@@ -71,54 +71,7 @@ pub enum SymKind {
 impl<'d> Input<'d> {
     /// Reads and validates an ELF64 x86_64 relocatable object.
     pub fn parse(label: &str, data: &'d [u8]) -> Result<Self, Error> {
-        let bad = |why: String| Error::BadInput {
-            file: label.to_string(),
-            why,
-        };
-        if data.len() < 64 || &data[..4] != b"\x7fELF" {
-            return Err(bad("not an ELF file".into()));
-        }
-        if data[4] != 2 {
-            return Err(bad("not a 64-bit ELF file".into()));
-        }
-        let mut b = Builder::read64(data).map_err(|e| bad(format!("malformed ELF: {e}")))?;
-        if b.header.e_machine != elf::EM_X86_64 {
-            return Err(bad(format!(
-                "machine {:?} is not x86_64",
-                b.header.e_machine
-            )));
-        }
-        if b.header.e_type != elf::ET_REL {
-            return Err(bad("not a relocatable object (ET_REL)".into()));
-        }
-        // Names are compared and written back as text: lossy decoding would
-        // merge distinct names and the output would carry names no tool reads.
-        for (what, name) in b
-            .sections
-            .iter()
-            .map(|s| ("section", &s.name))
-            .chain(b.symbols.iter().map(|s| ("symbol", &s.name)))
-        {
-            if std::str::from_utf8(name).is_err() {
-                return Err(bad(format!(
-                    "{what} name {:?} is not UTF-8",
-                    String::from_utf8_lossy(name)
-                )));
-            }
-        }
-        // 0 means no alignment; the writer needs a power of two, and pads
-        // the output to it (kernel objects align to a page at most).
-        for section in b.sections.iter_mut() {
-            if section.sh_addralign == 0 {
-                section.sh_addralign = 1;
-            } else if !section.sh_addralign.is_power_of_two() || section.sh_addralign > 1 << 21 {
-                return Err(bad(format!(
-                    "section {} has alignment {}, not a power of two up to 2 MiB",
-                    String::from_utf8_lossy(&section.name),
-                    section.sh_addralign
-                )));
-            }
-        }
+        let b = read_builder(label, data)?;
         let mut input = Input {
             b,
             label: label.to_string(),
@@ -130,76 +83,105 @@ impl<'d> Input<'d> {
             sec_ids: Vec::new(),
             sym_ids: Vec::new(),
         };
-        for section in input.b.sections.iter() {
+        input.index_builder_ids();
+        input.index_relocation_sections()?;
+        input.index_symbols()?;
+        input.check_relocations()?;
+        Ok(input)
+    }
+
+    /// An error about this input.
+    fn bad(&self, why: String) -> Error {
+        bad_input(&self.label, why)
+    }
+
+    /// Fills the tables from the differ's indexes to the builder's ids.
+    fn index_builder_ids(&mut self) {
+        for section in self.b.sections.iter() {
             let i = section.id().index();
-            if input.sec_ids.len() <= i {
-                input.sec_ids.resize(i + 1, section.id());
+            if self.sec_ids.len() <= i {
+                self.sec_ids.resize(i + 1, section.id());
             }
-            input.sec_ids[i] = section.id();
+            self.sec_ids[i] = section.id();
         }
-        for symbol in input.b.symbols.iter() {
+        for symbol in self.b.symbols.iter() {
             let i = symbol.id().index();
-            if input.sym_ids.len() <= i {
-                input.sym_ids.resize(i + 1, symbol.id());
+            if self.sym_ids.len() <= i {
+                self.sym_ids.resize(i + 1, symbol.id());
             }
-            input.sym_ids[i] = symbol.id();
+            self.sym_ids[i] = symbol.id();
         }
-        for section in input.b.sections.iter() {
+    }
+
+    /// Finds the RELA section of each section; refuses REL sections and RELA
+    /// sections that apply to nothing.
+    fn index_relocation_sections(&mut self) -> Result<(), Error> {
+        for section in self.b.sections.iter() {
             if section.sh_type == elf::SHT_RELA {
                 let Some(target) = section.sh_info_section else {
-                    return Err(bad(format!(
+                    return Err(self.bad(format!(
                         "relocation section {} applies to no section",
                         String::from_utf8_lossy(&section.name)
                     )));
                 };
-                input
-                    .rela
+                self.rela
                     .insert(SectionId::of(target), SectionId::of(section.id()));
             } else if section.sh_type == elf::SHT_REL {
-                return Err(bad("SHT_REL relocations are not used on x86_64".into()));
+                return Err(self.bad("SHT_REL relocations are not used on x86_64".into()));
             }
         }
-        for symbol in input.b.symbols.iter() {
+        Ok(())
+    }
+
+    /// Indexes symbols by section (sorted by address), section symbols and
+    /// names, and notes the source file; refuses section symbols without a
+    /// section and symbols outside their section.
+    fn index_symbols(&mut self) -> Result<(), Error> {
+        for symbol in self.b.symbols.iter() {
             let name = String::from_utf8_lossy(&symbol.name).into_owned();
             if symbol.st_type() == elf::STT_FILE {
-                if input.file_name.is_none() {
-                    input.file_name = Some(name);
+                if self.file_name.is_none() {
+                    self.file_name = Some(name);
                 }
                 continue;
             }
             let id = SymbolId::of(symbol.id());
             if symbol.st_type() == elf::STT_SECTION && symbol.section.is_none() {
-                return Err(bad(format!(
+                return Err(self.bad(format!(
                     "a section symbol (STT_SECTION) has no section (st_shndx {:#x})",
                     symbol.st_shndx
                 )));
             }
             if let Some(section) = symbol.section.map(SectionId::of) {
                 if symbol.st_type() == elf::STT_SECTION {
-                    input.section_symbol.insert(section, id);
+                    self.section_symbol.insert(section, id);
                     continue;
                 }
-                let size = input.section_size(section);
+                let size = self.section_size(section);
                 if symbol.st_value > size || symbol.st_size > size - symbol.st_value {
-                    return Err(bad(format!("symbol {name} lies outside its section")));
+                    return Err(self.bad(format!("symbol {name} lies outside its section")));
                 }
-                input.in_section.entry(section).or_default().push(id);
+                self.in_section.entry(section).or_default().push(id);
             }
             if !name.is_empty() {
-                input.by_name.entry(name).or_insert(id);
+                self.by_name.entry(name).or_insert(id);
             }
         }
-        for symbols in input.in_section.values_mut() {
-            symbols.sort_by_key(|id| (input.b.symbols.get(input.sym_ids[id.0]).st_value, id.0));
+        for symbols in self.in_section.values_mut() {
+            symbols.sort_by_key(|id| (self.b.symbols.get(self.sym_ids[id.0]).st_value, id.0));
         }
-        // Every relocation must name a symbol and stay inside its section.
-        for (&target, &rela) in &input.rela {
-            let size = input.section_size(target);
-            for r in input.relocs(target) {
+        Ok(())
+    }
+
+    /// Every relocation must name a symbol and stay inside its section.
+    fn check_relocations(&self) -> Result<(), Error> {
+        for &target in self.rela.keys() {
+            let size = self.section_size(target);
+            for r in self.relocs(target) {
                 if r.symbol.is_none() {
-                    return Err(bad(format!(
+                    return Err(self.bad(format!(
                         "relocation at {}+{:#x} has no symbol",
-                        input.section_name(target),
+                        self.section_name(target),
                         r.r_offset
                     )));
                 }
@@ -207,16 +189,15 @@ impl<'d> Input<'d> {
                     .checked_add(reloc_width(r.r_type).unwrap_or(0) as u64)
                     .is_none_or(|end| end > size)
                 {
-                    return Err(bad(format!(
+                    return Err(self.bad(format!(
                         "relocation at {}+{:#x} lies outside the section",
-                        input.section_name(target),
+                        self.section_name(target),
                         r.r_offset
                     )));
                 }
             }
-            let _ = rela;
         }
-        Ok(input)
+        Ok(())
     }
 
     /// A section.
@@ -415,6 +396,66 @@ impl<'d> Input<'d> {
     pub fn into_builder(self) -> Builder<'d> {
         self.b
     }
+}
+
+/// An error about the input `label`.
+fn bad_input(label: &str, why: String) -> Error {
+    Error::BadInput {
+        file: label.to_string(),
+        why,
+    }
+}
+
+/// Reads an object into the builder after checking what the differ relies
+/// on: an ELF64 x86_64 relocatable object, UTF-8 names, and section
+/// alignments the writer can honour (0 becomes 1).
+fn read_builder<'d>(label: &str, data: &'d [u8]) -> Result<Builder<'d>, Error> {
+    let bad = |why: String| bad_input(label, why);
+    if data.len() < 64 || &data[..4] != b"\x7fELF" {
+        return Err(bad("not an ELF file".into()));
+    }
+    if data[4] != 2 {
+        return Err(bad("not a 64-bit ELF file".into()));
+    }
+    let mut b = Builder::read64(data).map_err(|e| bad(format!("malformed ELF: {e}")))?;
+    if b.header.e_machine != elf::EM_X86_64 {
+        return Err(bad(format!(
+            "machine {:?} is not x86_64",
+            b.header.e_machine
+        )));
+    }
+    if b.header.e_type != elf::ET_REL {
+        return Err(bad("not a relocatable object (ET_REL)".into()));
+    }
+    // Names are compared and written back as text: lossy decoding would
+    // merge distinct names and the output would carry names no tool reads.
+    for (what, name) in b
+        .sections
+        .iter()
+        .map(|s| ("section", &s.name))
+        .chain(b.symbols.iter().map(|s| ("symbol", &s.name)))
+    {
+        if std::str::from_utf8(name).is_err() {
+            return Err(bad(format!(
+                "{what} name {:?} is not UTF-8",
+                String::from_utf8_lossy(name)
+            )));
+        }
+    }
+    // 0 means no alignment; the writer needs a power of two, and pads
+    // the output to it (kernel objects align to a page at most).
+    for section in b.sections.iter_mut() {
+        if section.sh_addralign == 0 {
+            section.sh_addralign = 1;
+        } else if !section.sh_addralign.is_power_of_two() || section.sh_addralign > 1 << 21 {
+            return Err(bad(format!(
+                "section {} has alignment {}, not a power of two up to 2 MiB",
+                String::from_utf8_lossy(&section.name),
+                section.sh_addralign
+            )));
+        }
+    }
+    Ok(b)
 }
 
 /// Width in bytes of the field an x86_64 relocation type patches.
