@@ -131,8 +131,6 @@ fn cold_parts(input: &Input, func: SymbolId) -> Vec<SymbolId> {
         .collect()
 }
 
-/// Compares a function with its counterpart: body, `.cold` parts and
-/// special-section entries.
 /// Both objects with their pairing and special-section entries.
 struct Sides<'a, 'd> {
     o: &'a Input<'d>,
@@ -143,6 +141,8 @@ struct Sides<'a, 'd> {
     options: &'a Options,
 }
 
+/// Compares a function with its counterpart: body, `.cold` parts and
+/// special-section entries.
 fn compare_function(sides: &Sides, of: SymbolId, pf: SymbolId) -> Option<Difference> {
     let Sides {
         o,
@@ -257,6 +257,53 @@ fn has_fentry(input: &Input, func: SymbolId) -> bool {
 
 /// Analyses a pair of objects.
 pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Error> {
+    check_same_file(o, p)?;
+    let pairs = correlate(o, p);
+    check_shared_function(o, p, &pairs)?;
+    let oe = entries(o, options)?;
+    let pe = entries(p, options)?;
+    let sides = Sides {
+        o,
+        p,
+        pairs: &pairs,
+        oe: &oe,
+        pe: &pe,
+        options,
+    };
+    let mut found = Findings::default();
+    for pid in p.symbols() {
+        sides.judge_symbol(pid, &mut found);
+    }
+    found.refusals.extend(uncovered_section_changes(o, p));
+    let roots: Vec<SymbolId> = found
+        .changed
+        .iter()
+        .map(|c| c.func)
+        .chain(found.new.iter().copied())
+        .collect();
+    let include = closure(p, &pairs, &pe, &roots, &mut found.refusals, options);
+    found.refuse_copied_data_unchanged_code_uses(p, &include);
+    let Findings {
+        changed,
+        new,
+        mut refusals,
+        ..
+    } = found;
+    refusals.sort_by(|a, b| (&a.section, &a.symbol).cmp(&(&b.section, &b.symbol)));
+    refusals
+        .dedup_by(|a, b| a.section == b.section && a.symbol == b.symbol && a.reason == b.reason);
+    Ok(Analysis {
+        pairs,
+        changed,
+        new,
+        refusals,
+        include,
+        p_entries: pe,
+    })
+}
+
+/// Refuses objects whose `STT_FILE` names differ.
+fn check_same_file(o: &Input, p: &Input) -> Result<(), Error> {
     if let (Some(a), Some(b)) = (&o.file_name, &p.file_name)
         && a != b
     {
@@ -265,9 +312,12 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
             patched: format!("{} ({b})", p.label),
         });
     }
-    let pairs = correlate(o, p);
-    // Two builds of one file share functions; same-named unrelated files
-    // (or swapped arguments of different units) share none.
+    Ok(())
+}
+
+/// Two builds of one file share functions; same-named unrelated files (or
+/// swapped arguments of different units) share none.
+fn check_shared_function(o: &Input, p: &Input, pairs: &Pairs) -> Result<(), Error> {
     let has_func = |i: &Input| i.symbols().any(|s| i.kind(s) == SymKind::Func);
     if has_func(o) && has_func(p) && !pairs.o2p.keys().any(|&s| o.kind(s) == SymKind::Func) {
         let file = |i: &Input| i.file_name.clone().unwrap_or_else(|| "no STT_FILE".into());
@@ -276,160 +326,202 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
             patched: format!("{} ({}, no function in common)", p.label, file(p)),
         });
     }
-    let oe = entries(o, options)?;
-    let pe = entries(p, options)?;
-    let mut changed = Vec::new();
-    let mut new = Vec::new();
-    let mut refusals = Vec::new();
-    // Changed symbols of sections copied with the code that uses them.
-    let mut copied_changed: Vec<(SymbolId, Difference)> = Vec::new();
-    let refuse = |refusals: &mut Vec<Refusal>, input: &Input, sym: SymbolId, reason: String| {
+    Ok(())
+}
+
+/// What the symbol-by-symbol pass decides, in the order it decides it.
+#[derive(Default)]
+struct Findings {
+    changed: Vec<Changed>,
+    new: Vec<SymbolId>,
+    refusals: Vec<Refusal>,
+    /// Changed symbols of sections copied with the code that uses them.
+    copied_changed: Vec<(SymbolId, Difference)>,
+}
+
+impl Findings {
+    /// Refuses a symbol of `input`, naming its section.
+    fn refuse(&mut self, input: &Input, sym: SymbolId, reason: String) {
         let section = input
             .sym_section(sym)
             .map(|s| input.section_name(s))
             .unwrap_or_default();
-        refusals.push(Refusal {
+        self.refusals.push(Refusal {
             reason,
             section,
             symbol: input.sym_name(sym),
         });
-    };
+    }
 
-    for pid in p.symbols() {
-        let s = p.sym(pid);
-        let kind = p.kind(pid);
-        let name = p.sym_name(pid);
-        let Some(section) = p.sym_section(pid) else {
-            continue;
-        };
-        let sec_name = p.section_name(section);
-        if is_ignored(&sec_name) || special(&sec_name).is_some() {
-            continue;
+    /// Each changed symbol copied with its code must be used by the included
+    /// (changed or new) code, else unchanged code would keep the old one.
+    fn refuse_copied_data_unchanged_code_uses(&mut self, p: &Input, include: &BTreeSet<SectionId>) {
+        if self.copied_changed.is_empty() {
+            return;
         }
-        match kind {
-            SymKind::Func => {
-                if name.starts_with("__pfx_") || cold_parent(&name).is_some() {
-                    continue;
-                }
-                if pairs.ambiguous.contains(&pid) {
-                    refuse(&mut refusals, p, pid, "cannot correlate this function with one of the original object (several candidates)".into());
-                    continue;
-                }
-                let Some(&oid) = pairs.p2o.get(&pid) else {
-                    if is_init(&sec_name) {
-                        refuse(
-                            &mut refusals,
-                            p,
-                            pid,
-                            "new __init function: init code has already run".into(),
-                        );
-                    } else {
-                        new.push(pid);
-                    }
-                    continue;
-                };
-                if let Some(difference) = compare_function(
-                    &Sides {
-                        o,
-                        p,
-                        pairs: &pairs,
-                        oe: &oe,
-                        pe: &pe,
-                        options,
-                    },
-                    oid,
+        let used = referenced_from(p, include);
+        for (pid, d) in std::mem::take(&mut self.copied_changed) {
+            if !used.contains(&pid) {
+                self.refuse(
+                    p,
                     pid,
-                ) {
-                    // A refused function is still reported as changed.
-                    changed.push(Changed {
-                        func: pid,
-                        difference: difference.clone(),
-                    });
-                    if is_init(&sec_name) {
-                        refuse(
-                            &mut refusals,
-                            p,
-                            pid,
-                            format!(
-                                "changed __init code ({}): init code has already run and is freed",
-                                difference.what
-                            ),
-                        );
-                    } else if !has_fentry(p, pid) {
-                        refuse(&mut refusals, p, pid, "changed function has no ftrace entry (__fentry__ call): it cannot be redirected".into());
-                    } else if p.symbols_in(section).iter().any(|&other| {
-                        other != pid
-                            && p.kind(other) == SymKind::Func
-                            && !p.sym_name(other).starts_with("__pfx_")
-                    }) {
-                        refuse(
-                            &mut refusals,
-                            p,
-                            pid,
-                            format!(
-                                "changed function shares section {sec_name} with other functions (compile with -ffunction-sections)"
-                            ),
-                        );
-                    }
-                }
+                    format!(
+                        "changed data that unchanged code uses ({} at +{:#x})",
+                        d.what, d.offset
+                    ),
+                );
             }
-            SymKind::Object => {
-                if pairs.ambiguous.contains(&pid) {
-                    refuse(&mut refusals, p, pid, "cannot correlate this variable with one of the original object (several candidates)".into());
-                    continue;
-                }
-                let Some(&oid) = pairs.p2o.get(&pid) else {
-                    continue;
-                };
-                let diff = if p.section(section).sh_type == elf::SHT_NOBITS {
-                    (o.sym(oid).st_size != s.st_size).then(|| Difference {
-                        offset: 0,
-                        what: format!("size {} → {}", o.sym(oid).st_size, s.st_size),
-                    })
-                } else {
-                    // A dynamic-debug descriptor's line number moves with
-                    // the lines above it; that alone changes nothing.
-                    let ignore = crate::special::ignored_in_data(&sec_name, s.st_size);
-                    let mut or = Range::of_symbol(o, oid);
-                    let mut pr = Range::of_symbol(p, pid);
-                    or.ignore = ignore;
-                    pr.ignore = ignore;
-                    compare(o, p, &pairs, &or, &pr)
-                };
-                if let Some(d) = diff {
-                    if is_init(&sec_name) {
-                        refuse(
-                            &mut refusals,
-                            p,
-                            pid,
-                            format!("changed __init data ({})", d.what),
-                        );
-                    } else if !is_writable(p, section) && crate::names::is_generated(&name) {
-                        // A compiler-made constant (`__func__.3`, `CSWTCH.5`):
-                        // the new code gets its own copy, the old keeps its own.
-                        continue;
-                    } else if is_copied_with_code(&sec_name) {
-                        // Fine if only changed code uses it (checked once
-                        // the included code is known).
-                        copied_changed.push((pid, d));
-                    } else {
-                        refuse(
-                            &mut refusals,
-                            p,
-                            pid,
-                            format!(
-                                "changed data that the running kernel already uses ({} at +{:#x})",
-                                d.what, d.offset
-                            ),
-                        );
-                    }
-                }
-            }
+        }
+    }
+}
+
+impl Sides<'_, '_> {
+    /// Judges one symbol of the patched object outside the ignored and
+    /// special sections.
+    fn judge_symbol(&self, pid: SymbolId, found: &mut Findings) {
+        let Some(section) = self.p.sym_section(pid) else {
+            return;
+        };
+        let sec_name = self.p.section_name(section);
+        if is_ignored(&sec_name) || special(&sec_name).is_some() {
+            return;
+        }
+        match self.p.kind(pid) {
+            SymKind::Func => self.judge_function(pid, section, &sec_name, found),
+            SymKind::Object => self.judge_object(pid, section, &sec_name, found),
             _ => {}
         }
     }
 
-    // Sections that no rule covers must not differ.
+    /// A function: new, changed (and then perhaps refused), or the same.
+    fn judge_function(&self, pid: SymbolId, section: SectionId, sec_name: &str, f: &mut Findings) {
+        let (p, pairs) = (self.p, self.pairs);
+        let name = p.sym_name(pid);
+        if name.starts_with("__pfx_") || cold_parent(&name).is_some() {
+            return;
+        }
+        if pairs.ambiguous.contains(&pid) {
+            f.refuse(p, pid, "cannot correlate this function with one of the original object (several candidates)".into());
+            return;
+        }
+        let Some(&oid) = pairs.p2o.get(&pid) else {
+            if is_init(sec_name) {
+                f.refuse(
+                    p,
+                    pid,
+                    "new __init function: init code has already run".into(),
+                );
+            } else {
+                f.new.push(pid);
+            }
+            return;
+        };
+        let Some(difference) = compare_function(self, oid, pid) else {
+            return;
+        };
+        // A refused function is still reported as changed.
+        f.changed.push(Changed {
+            func: pid,
+            difference: difference.clone(),
+        });
+        if is_init(sec_name) {
+            f.refuse(
+                p,
+                pid,
+                format!(
+                    "changed __init code ({}): init code has already run and is freed",
+                    difference.what
+                ),
+            );
+        } else if !has_fentry(p, pid) {
+            f.refuse(
+                p,
+                pid,
+                "changed function has no ftrace entry (__fentry__ call): it cannot be redirected"
+                    .into(),
+            );
+        } else if p.symbols_in(section).iter().any(|&other| {
+            other != pid
+                && p.kind(other) == SymKind::Func
+                && !p.sym_name(other).starts_with("__pfx_")
+        }) {
+            f.refuse(
+                p,
+                pid,
+                format!(
+                    "changed function shares section {sec_name} with other functions (compile with -ffunction-sections)"
+                ),
+            );
+        }
+    }
+
+    /// A variable: the same, a changed copy that travels with the code, or
+    /// refused.
+    fn judge_object(&self, pid: SymbolId, section: SectionId, sec_name: &str, f: &mut Findings) {
+        let p = self.p;
+        if self.pairs.ambiguous.contains(&pid) {
+            f.refuse(p, pid, "cannot correlate this variable with one of the original object (several candidates)".into());
+            return;
+        }
+        let Some(&oid) = self.pairs.p2o.get(&pid) else {
+            return;
+        };
+        let Some(d) = self.compare_object(oid, pid, section, sec_name) else {
+            return;
+        };
+        if is_init(sec_name) {
+            f.refuse(p, pid, format!("changed __init data ({})", d.what));
+        } else if !is_writable(p, section) && crate::names::is_generated(&p.sym_name(pid)) {
+            // A compiler-made constant (`__func__.3`, `CSWTCH.5`):
+            // the new code gets its own copy, the old keeps its own.
+        } else if is_copied_with_code(sec_name) {
+            // Fine if only changed code uses it (checked once
+            // the included code is known).
+            f.copied_changed.push((pid, d));
+        } else {
+            f.refuse(
+                p,
+                pid,
+                format!(
+                    "changed data that the running kernel already uses ({} at +{:#x})",
+                    d.what, d.offset
+                ),
+            );
+        }
+    }
+
+    /// The first difference between a variable and its counterpart: the size
+    /// for NOBITS, else the contents modulo relocations.
+    fn compare_object(
+        &self,
+        oid: SymbolId,
+        pid: SymbolId,
+        section: SectionId,
+        sec_name: &str,
+    ) -> Option<Difference> {
+        let (o, p) = (self.o, self.p);
+        let s = p.sym(pid);
+        if p.section(section).sh_type == elf::SHT_NOBITS {
+            (o.sym(oid).st_size != s.st_size).then(|| Difference {
+                offset: 0,
+                what: format!("size {} → {}", o.sym(oid).st_size, s.st_size),
+            })
+        } else {
+            // A dynamic-debug descriptor's line number moves with
+            // the lines above it; that alone changes nothing.
+            let ignore = crate::special::ignored_in_data(sec_name, s.st_size);
+            let mut or = Range::of_symbol(o, oid);
+            let mut pr = Range::of_symbol(p, pid);
+            or.ignore = ignore;
+            pr.ignore = ignore;
+            compare(o, p, self.pairs, &or, &pr)
+        }
+    }
+}
+
+/// Sections that no rule covers must not differ: a refusal for each that does.
+fn uncovered_section_changes(o: &Input, p: &Input) -> Vec<Refusal> {
+    let mut refusals = Vec::new();
     for id in p.sections() {
         let section = p.section(id);
         let name = p.section_name(id);
@@ -462,42 +554,7 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
             });
         }
     }
-
-    let roots: Vec<SymbolId> = changed
-        .iter()
-        .map(|c| c.func)
-        .chain(new.iter().copied())
-        .collect();
-    let include = closure(p, &pairs, &pe, &roots, &mut refusals, options);
-    if !copied_changed.is_empty() {
-        // Each changed one must be used by the included (changed or new)
-        // code, else unchanged code would keep the old one.
-        let used = referenced_from(p, &include);
-        for (pid, d) in copied_changed {
-            if !used.contains(&pid) {
-                refuse(
-                    &mut refusals,
-                    p,
-                    pid,
-                    format!(
-                        "changed data that unchanged code uses ({} at +{:#x})",
-                        d.what, d.offset
-                    ),
-                );
-            }
-        }
-    }
-    refusals.sort_by(|a, b| (&a.section, &a.symbol).cmp(&(&b.section, &b.symbol)));
     refusals
-        .dedup_by(|a, b| a.section == b.section && a.symbol == b.symbol && a.reason == b.reason);
-    Ok(Analysis {
-        pairs,
-        changed,
-        new,
-        refusals,
-        include,
-        p_entries: pe,
-    })
 }
 
 /// Symbols that executable sections of `include` reference.
