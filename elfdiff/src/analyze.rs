@@ -281,7 +281,8 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
         .map(|c| c.func)
         .chain(found.new.iter().copied())
         .collect();
-    let include = closure(p, &pairs, &pe, &roots, &mut found.refusals, options);
+    let (include, closure_refusals) = closure(p, &pairs, &pe, &roots, options);
+    found.refusals.extend(closure_refusals);
     found.refuse_copied_data_unchanged_code_uses(p, &include);
     let Findings {
         changed,
@@ -573,95 +574,140 @@ fn referenced_from(p: &Input, include: &BTreeSet<SectionId>) -> BTreeSet<SymbolI
 
 /// Sections of `p` the livepatch must carry for `roots`, following
 /// relocations: new functions and data, strings and anonymous constants, cold
-/// parts, and what kept special-section entries reference.
+/// parts, and what kept special-section entries reference. Also returns what
+/// it had to refuse on the way.
 fn closure(
     p: &Input,
     pairs: &Pairs,
     pe: &Entries,
     roots: &[SymbolId],
-    refusals: &mut Vec<Refusal>,
     options: &Options,
-) -> BTreeSet<SectionId> {
-    let mut include = BTreeSet::new();
-    let mut work: Vec<SectionId> = Vec::new();
-    let add = |sec: SectionId, include: &mut BTreeSet<SectionId>, work: &mut Vec<SectionId>| {
-        if include.insert(sec) {
-            work.push(sec);
-        }
+) -> (BTreeSet<SectionId>, Vec<Refusal>) {
+    let mut c = Closure {
+        p,
+        pairs,
+        pe,
+        options,
+        include: BTreeSet::new(),
+        work: Vec::new(),
+        kept_entries: BTreeSet::new(),
+        refusals: Vec::new(),
     };
     for &f in roots {
         if let Some(sec) = p.sym_section(f) {
-            add(sec, &mut include, &mut work);
+            c.add(sec);
         }
         for cold in cold_parts(p, f) {
             if let Some(sec) = p.sym_section(cold) {
-                add(sec, &mut include, &mut work);
+                c.add(sec);
             }
         }
     }
-    let mut kept_entries: BTreeSet<(SectionId, u64)> = BTreeSet::new();
     loop {
-        while let Some(sec) = work.pop() {
-            let bias = is_exec(p, sec).then(|| CodeBias::new(p.data(sec), 0));
-            for r in p.relocs(sec) {
-                let b = bias.as_ref().map_or(0, |c| c.bias(r.r_offset, r.r_type));
-                match target(p, r, b) {
-                    Target::Symbol(s, _) => {
-                        let Some(ssec) = p.sym_section(s) else {
-                            continue;
-                        };
-                        if include.contains(&ssec) {
-                            continue;
-                        }
-                        let name = p.sym_name(s);
-                        let kind = p.kind(s);
-                        if kind == SymKind::Func && cold_parent(&name).is_some() {
-                            add(ssec, &mut include, &mut work);
-                        } else if pairs.ambiguous.contains(&s) {
-                            refusals.push(Refusal {
-                                reason: "referenced symbol cannot be correlated with the original object".into(),
-                                section: p.section_name(ssec),
-                                symbol: name,
-                            });
-                        } else if !pairs.p2o.contains_key(&s)
-                            || is_copied_with_code(&p.section_name(ssec))
-                        {
-                            // New function or new data, or data private to
-                            // its use site: it travels with the patch.
-                            add(ssec, &mut include, &mut work);
-                        } else if kind == SymKind::Object
-                            && !is_writable(p, ssec)
-                            && crate::names::is_generated(&name)
-                        {
-                            // Compiler-made constants travel as copies.
-                            add(ssec, &mut include, &mut work);
-                        }
+        while let Some(sec) = c.work.pop() {
+            c.follow_section(sec);
+        }
+        let more = c.keep_entries_of_included();
+        if !more && c.work.is_empty() {
+            break;
+        }
+    }
+    (c.include, c.refusals)
+}
+
+/// The state of one closure computation.
+struct Closure<'a, 'd> {
+    p: &'a Input<'d>,
+    pairs: &'a Pairs,
+    pe: &'a Entries,
+    options: &'a Options,
+    /// Sections carried so far.
+    include: BTreeSet<SectionId>,
+    /// Carried sections whose relocations are not followed yet.
+    work: Vec<SectionId>,
+    /// Special-section entries (section, offset) already kept.
+    kept_entries: BTreeSet<(SectionId, u64)>,
+    refusals: Vec<Refusal>,
+}
+
+impl Closure<'_, '_> {
+    /// Carries a section, and queues it when it is new.
+    fn add(&mut self, sec: SectionId) {
+        if self.include.insert(sec) {
+            self.work.push(sec);
+        }
+    }
+
+    /// Follows every relocation of a carried section.
+    fn follow_section(&mut self, sec: SectionId) {
+        let p = self.p;
+        let bias = is_exec(p, sec).then(|| CodeBias::new(p.data(sec), 0));
+        for r in p.relocs(sec) {
+            let b = bias.as_ref().map_or(0, |c| c.bias(r.r_offset, r.r_type));
+            match target(p, r, b) {
+                Target::Symbol(s, _) => self.follow_symbol(s),
+                Target::String(..) | Target::Constant(..) => {
+                    let ssec = p.sym_section(p.reloc_sym(r)).expect("section");
+                    self.add(ssec);
+                }
+                Target::Section(ssec, _) => {
+                    if self.include.contains(&ssec) {
+                        continue;
                     }
-                    Target::String(..) | Target::Constant(..) => {
-                        let ssec = p.sym_section(p.reloc_sym(r)).expect("section");
-                        add(ssec, &mut include, &mut work);
-                    }
-                    Target::Section(ssec, _) => {
-                        if include.contains(&ssec) {
-                            continue;
-                        }
-                        if is_writable(p, ssec) {
-                            refusals.push(Refusal {
-                                reason: "reference to writable data no symbol names".into(),
-                                section: p.section_name(ssec),
-                                symbol: String::new(),
-                            });
-                        } else {
-                            add(ssec, &mut include, &mut work);
-                        }
+                    if is_writable(p, ssec) {
+                        self.refusals.push(Refusal {
+                            reason: "reference to writable data no symbol names".into(),
+                            section: p.section_name(ssec),
+                            symbol: String::new(),
+                        });
+                    } else {
+                        self.add(ssec);
                     }
                 }
             }
         }
-        // Entries of kept functions, and what they reference.
+    }
+
+    /// Carries the section of a symbol that carried code references, when
+    /// the symbol travels with the patch.
+    fn follow_symbol(&mut self, s: SymbolId) {
+        let (p, pairs) = (self.p, self.pairs);
+        let Some(ssec) = p.sym_section(s) else {
+            return;
+        };
+        if self.include.contains(&ssec) {
+            return;
+        }
+        let name = p.sym_name(s);
+        let kind = p.kind(s);
+        if kind == SymKind::Func && cold_parent(&name).is_some() {
+            self.add(ssec);
+        } else if pairs.ambiguous.contains(&s) {
+            self.refusals.push(Refusal {
+                reason: "referenced symbol cannot be correlated with the original object".into(),
+                section: p.section_name(ssec),
+                symbol: name,
+            });
+        } else if !pairs.p2o.contains_key(&s) || is_copied_with_code(&p.section_name(ssec)) {
+            // New function or new data, or data private to
+            // its use site: it travels with the patch.
+            self.add(ssec);
+        } else if kind == SymKind::Object
+            && !is_writable(p, ssec)
+            && crate::names::is_generated(&name)
+        {
+            // Compiler-made constants travel as copies.
+            self.add(ssec);
+        }
+    }
+
+    /// Keeps the special-section entries of carried functions not kept yet,
+    /// and carries what they reference; whether it kept any.
+    fn keep_entries_of_included(&mut self) -> bool {
+        let (p, pe) = (self.p, self.pe);
         let mut more = false;
         for (&sec, list) in &pe.all {
-            let Some(spec) = special_for(p, sec, options) else {
+            let Some(spec) = special_for(p, sec, self.options) else {
                 continue;
             };
             for e in list {
@@ -669,45 +715,45 @@ fn closure(
                 let Some(osec) = p.sym_section(owner) else {
                     continue;
                 };
-                if !include.contains(&osec) || !kept_entries.insert((sec, e.offset)) {
+                if !self.include.contains(&osec) || !self.kept_entries.insert((sec, e.offset)) {
                     continue;
                 }
                 more = true;
-                for r in p.relocs(sec) {
-                    if r.r_offset < e.offset || r.r_offset >= e.offset + spec.entry_size as u64 {
-                        continue;
-                    }
-                    let s = p.reloc_sym(r);
-                    let Some(ssec) = p.sym_section(s) else {
-                        continue;
-                    };
-                    if include.contains(&ssec) {
-                        continue;
-                    }
-                    match target(p, r, 0) {
-                        Target::String(..) | Target::Constant(..) => {
-                            add(ssec, &mut include, &mut work)
-                        }
-                        Target::Section(..) if !is_writable(p, ssec) => {
-                            add(ssec, &mut include, &mut work)
-                        }
-                        Target::Symbol(t, _)
-                            if !pairs.p2o.contains_key(&t)
-                                || p.sym_section(t)
-                                    .is_some_and(|ts| is_copied_with_code(&p.section_name(ts))) =>
-                        {
-                            if let Some(tsec) = p.sym_section(t) {
-                                add(tsec, &mut include, &mut work);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
+                self.follow_entry(sec, e.offset, e.offset + spec.entry_size as u64);
             }
         }
-        if !more && work.is_empty() {
-            break;
+        more
+    }
+
+    /// Carries what the relocations of one kept entry (`start..end` of
+    /// special section `sec`) reference and the patch must carry.
+    fn follow_entry(&mut self, sec: SectionId, start: u64, end: u64) {
+        let (p, pairs) = (self.p, self.pairs);
+        for r in p.relocs(sec) {
+            if r.r_offset < start || r.r_offset >= end {
+                continue;
+            }
+            let s = p.reloc_sym(r);
+            let Some(ssec) = p.sym_section(s) else {
+                continue;
+            };
+            if self.include.contains(&ssec) {
+                continue;
+            }
+            match target(p, r, 0) {
+                Target::String(..) | Target::Constant(..) => self.add(ssec),
+                Target::Section(..) if !is_writable(p, ssec) => self.add(ssec),
+                Target::Symbol(t, _)
+                    if !pairs.p2o.contains_key(&t)
+                        || p.sym_section(t)
+                            .is_some_and(|ts| is_copied_with_code(&p.section_name(ts))) =>
+                {
+                    if let Some(tsec) = p.sym_section(t) {
+                        self.add(tsec);
+                    }
+                }
+                _ => {}
+            }
         }
     }
-    include
 }
