@@ -7,7 +7,7 @@ use crate::compare::CodeBias;
 use crate::input::{Input, SectionId, SymKind, SymbolId, bytes_name};
 use crate::special::is_ignored;
 use crate::{Error, Options, Reference};
-use object::build::elf::{Relocation, SectionData};
+use object::build::elf::{Builder, Relocation, Section, SectionData};
 use object::build::{Bytes, Id};
 use object::elf;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -22,17 +22,76 @@ pub struct Extracted {
 
 /// Builds the output object from the patched input.
 pub fn extract(o: &Input, p: Input, a: &Analysis, options: &Options) -> Result<Extracted, Error> {
-    let label = p.label.clone();
-    let internal = |why: String| Error::Internal {
-        file: label.clone(),
-        why,
-    };
     let mut keep: BTreeSet<SectionId> = a.include.clone();
+    let special_data = kept_entries(&p, a, options, &mut keep);
+    let new_relocs = rewrite_relocations(&p, &keep, &special_data)?;
+    let referenced: HashSet<SymbolId> = new_relocs
+        .values()
+        .flatten()
+        .map(|r| p.reloc_sym(r))
+        .collect();
+    let SymbolPlan {
+        mut references,
+        renames,
+        delete,
+    } = plan_symbols(o, &p, a, &keep, &referenced)?;
+    let edits = Edits {
+        renames: renames
+            .into_iter()
+            .map(|(id, n)| (p.builder_symbol(id), n))
+            .collect(),
+        delete_syms: delete.into_iter().map(|id| p.builder_symbol(id)).collect(),
+        keep: keep.iter().map(|s| p.builder_section(*s).index()).collect(),
+        special_data: special_data
+            .into_iter()
+            .map(|(k, v)| (p.builder_section(k).index(), v))
+            .collect(),
+        new_relocs: new_relocs
+            .into_iter()
+            .map(|(k, v)| (p.builder_section(k).index(), v))
+            .collect(),
+        referenced: referenced
+            .iter()
+            .map(|s| p.builder_symbol(*s).index())
+            .collect(),
+    };
+    let label = p.label.clone();
+    let mut b = p.into_builder();
+    edits.apply(&mut b, &label)?;
+    let mut out = Vec::new();
+    b.write(&mut out)
+        .map_err(|e| internal(&label, format!("cannot write the output object: {e}")))?;
+    references.sort_by(|x, y| x.name.cmp(&y.name));
+    references.dedup_by(|x, y| x.name == y.name);
+    Ok(Extracted {
+        object: out,
+        references,
+    })
+}
 
-    // Special sections: keep the entries of included functions only.
-    let mut special_data: HashMap<SectionId, (Vec<u8>, Vec<Relocation>)> = HashMap::new();
+/// An inconsistency found while extracting from the input `label`.
+fn internal(label: &str, why: String) -> Error {
+    Error::Internal {
+        file: label.to_string(),
+        why,
+    }
+}
+
+/// The new contents of a special section: the kept entries' bytes and their
+/// relocations, moved to the entries' new offsets.
+type EntryData = HashMap<SectionId, (Vec<u8>, Vec<Relocation>)>;
+
+/// Special sections: keeps the entries of included functions only, and adds
+/// each special section that keeps any to `keep`.
+fn kept_entries(
+    p: &Input,
+    a: &Analysis,
+    options: &Options,
+    keep: &mut BTreeSet<SectionId>,
+) -> EntryData {
+    let mut special_data: EntryData = HashMap::new();
     for (&sec, list) in &a.p_entries.all {
-        let spec = special_for(&p, sec, options).expect("entries come from special sections");
+        let spec = special_for(p, sec, options).expect("entries come from special sections");
         let data = p.data(sec);
         let mut bytes = Vec::new();
         let mut relocs = Vec::new();
@@ -59,11 +118,19 @@ pub fn extract(o: &Input, p: Input, a: &Analysis, options: &Options) -> Result<E
             special_data.insert(sec, (bytes, relocs));
         }
     }
+    special_data
+}
 
-    // Rewrite relocations of kept sections: references through section
-    // symbols of dropped sections become references to the named symbol.
+/// The relocations of every kept section, rewritten so that references
+/// through section symbols of dropped sections become references to the
+/// named symbol.
+fn rewrite_relocations(
+    p: &Input,
+    keep: &BTreeSet<SectionId>,
+    special_data: &EntryData,
+) -> Result<HashMap<SectionId, Vec<Relocation>>, Error> {
     let mut new_relocs: HashMap<SectionId, Vec<Relocation>> = HashMap::new();
-    for &sec in &keep {
+    for &sec in keep {
         let (relocs, bias) = match special_data.get(&sec) {
             Some((_, r)) => (r.clone(), None),
             None => {
@@ -85,13 +152,16 @@ pub fn extract(o: &Input, p: Input, a: &Analysis, options: &Options) -> Result<E
                     .map_or(0, |c: &CodeBias| c.bias(r.r_offset, r.r_type));
                 r.r_addend += base;
                 let named = p.covering(tsec, r.r_addend + b).ok_or_else(|| {
-                    internal(format!(
-                        "{}+{:#x} references {}{:+} which no symbol names",
-                        p.section_name(sec),
-                        r.r_offset,
-                        p.section_name(tsec),
-                        r.r_addend
-                    ))
+                    internal(
+                        &p.label,
+                        format!(
+                            "{}+{:#x} references {}{:+} which no symbol names",
+                            p.section_name(sec),
+                            r.r_offset,
+                            p.section_name(tsec),
+                            r.r_addend
+                        ),
+                    )
                 })?;
                 r.r_addend -= p.sym(named).st_value as i64;
                 r.symbol = Some(p.builder_symbol(named));
@@ -100,29 +170,47 @@ pub fn extract(o: &Input, p: Input, a: &Analysis, options: &Options) -> Result<E
         }
         new_relocs.insert(sec, out);
     }
-    let referenced: HashSet<SymbolId> = new_relocs
-        .values()
-        .flatten()
-        .map(|r| p.reloc_sym(r))
-        .collect();
+    Ok(new_relocs)
+}
 
-    // Decide every symbol.
-    let mut references = Vec::new();
-    let mut renames: Vec<(SymbolId, String, bool)> = Vec::new();
-    let mut delete_syms: Vec<SymbolId> = Vec::new();
+/// What becomes of the patched object's symbols that are not carried.
+struct SymbolPlan {
+    /// What the output references without defining, in symbol order.
+    references: Vec<Reference>,
+    /// Symbols that become undefined references, with their original name.
+    renames: Vec<(SymbolId, String)>,
+    /// Symbols the output drops.
+    delete: Vec<SymbolId>,
+}
+
+/// Decides every symbol: carried ones stay, referenced undefined ones stay,
+/// referenced ones of dropped sections become undefined references named as
+/// in the original object, the rest go.
+fn plan_symbols(
+    o: &Input,
+    p: &Input,
+    a: &Analysis,
+    keep: &BTreeSet<SectionId>,
+    referenced: &HashSet<SymbolId>,
+) -> Result<SymbolPlan, Error> {
+    let mut plan = SymbolPlan {
+        references: Vec::new(),
+        renames: Vec::new(),
+        delete: Vec::new(),
+    };
     for id in p.symbols() {
         let s = p.sym(id);
         match p.kind(id) {
             SymKind::File => {}
             SymKind::Undefined => {
                 if referenced.contains(&id) {
-                    references.push(Reference {
+                    plan.references.push(Reference {
                         name: p.sym_name(id),
                         local: false,
                         function: s.st_type() == elf::STT_FUNC,
                     });
                 } else {
-                    delete_syms.push(id);
+                    plan.delete.push(id);
                 }
             }
             _ => {
@@ -134,81 +222,114 @@ pub fn extract(o: &Input, p: Input, a: &Analysis, options: &Options) -> Result<E
                     let name = match a.pairs.p2o.get(&id) {
                         Some(&oid) => o.sym_name(oid),
                         None => {
-                            return Err(internal(format!(
-                                "reference to {} which is neither carried nor in the original",
-                                p.sym_name(id)
-                            )));
+                            return Err(internal(
+                                &p.label,
+                                format!(
+                                    "reference to {} which is neither carried nor in the original",
+                                    p.sym_name(id)
+                                ),
+                            ));
                         }
                     };
-                    let local = s.st_bind() == elf::STB_LOCAL;
-                    references.push(Reference {
+                    plan.references.push(Reference {
                         name: name.clone(),
-                        local,
+                        local: s.st_bind() == elf::STB_LOCAL,
                         function: s.st_type() == elf::STT_FUNC,
                     });
-                    renames.push((id, name, local));
+                    plan.renames.push((id, name));
                 } else {
-                    delete_syms.push(id);
+                    plan.delete.push(id);
                 }
             }
         }
     }
+    Ok(plan)
+}
 
-    let renames: Vec<_> = renames
-        .into_iter()
-        .map(|(id, n, l)| (p.builder_symbol(id), n, l))
-        .collect();
-    let delete_syms: Vec<_> = delete_syms
-        .into_iter()
-        .map(|id| p.builder_symbol(id))
-        .collect();
-    let keep_b: HashSet<usize> = keep.iter().map(|s| p.builder_section(*s).index()).collect();
-    let special_data: HashMap<usize, (Vec<u8>, Vec<Relocation>)> = special_data
-        .into_iter()
-        .map(|(k, v)| (p.builder_section(k).index(), v))
-        .collect();
-    let mut new_relocs: HashMap<usize, Vec<Relocation>> = new_relocs
-        .into_iter()
-        .map(|(k, v)| (p.builder_section(k).index(), v))
-        .collect();
-    let referenced_b: HashSet<usize> = referenced
-        .iter()
-        .map(|s| p.builder_symbol(*s).index())
-        .collect();
-    let mut b = p.into_builder();
-    for (id, name, _) in renames {
-        let s = b.symbols.get_mut(id);
-        s.name = bytes_name(&name);
-        s.section = None;
-        s.st_shndx = elf::SHN_UNDEF;
-        s.st_value = 0;
-        s.st_size = 0;
-        let ty = s.st_type();
-        s.set_st_info(elf::STB_GLOBAL, ty);
-        s.st_other = elf::SymbolOther(0);
+/// The changes to make to the patched object's builder, by builder index.
+struct Edits {
+    /// Symbols that become undefined references, with their new name.
+    renames: Vec<(object::build::elf::SymbolId, String)>,
+    /// Symbols to drop.
+    delete_syms: Vec<object::build::elf::SymbolId>,
+    /// Sections to keep.
+    keep: HashSet<usize>,
+    /// New contents of special sections.
+    special_data: HashMap<usize, (Vec<u8>, Vec<Relocation>)>,
+    /// New relocations of kept sections.
+    new_relocs: HashMap<usize, Vec<Relocation>>,
+    /// Symbols kept relocations reference.
+    referenced: HashSet<usize>,
+}
+
+impl Edits {
+    /// Applies the edits to the builder of the input `label`.
+    fn apply(mut self, b: &mut Builder, label: &str) -> Result<(), Error> {
+        for (id, name) in &self.renames {
+            let s = b.symbols.get_mut(*id);
+            s.name = bytes_name(name);
+            s.section = None;
+            s.st_shndx = elf::SHN_UNDEF;
+            s.st_value = 0;
+            s.st_size = 0;
+            let ty = s.st_type();
+            s.set_st_info(elf::STB_GLOBAL, ty);
+            s.st_other = elf::SymbolOther(0);
+        }
+        for id in &self.delete_syms {
+            b.symbols.get_mut(*id).delete = true;
+        }
+        self.edit_sections(b);
+        self.drop_section_symbols(b, label)
     }
-    for id in delete_syms {
-        b.symbols.get_mut(id).delete = true;
-    }
-    let mut rela_of = HashMap::new();
-    for s in b.sections.iter() {
-        if s.sh_type == elf::SHT_RELA
-            && let Some(t) = s.sh_info_section
-        {
-            rela_of.insert(t.index(), s.id());
+
+    /// Drops the sections not kept and gives kept ones their new contents
+    /// and relocations.
+    fn edit_sections(&mut self, b: &mut Builder) {
+        let mut rela_of = HashMap::new();
+        for s in b.sections.iter() {
+            if s.sh_type == elf::SHT_RELA
+                && let Some(t) = s.sh_info_section
+            {
+                rela_of.insert(t.index(), s.id());
+            }
+        }
+        let ids: Vec<_> = b.sections.iter().map(|s| s.id()).collect();
+        for id in ids {
+            let sec = b.sections.get(id);
+            let t = sec.sh_type;
+            let delete = self.is_dropped(sec);
+            let sec = b.sections.get_mut(id);
+            if delete {
+                sec.delete = true;
+                continue;
+            }
+            if let Some((bytes, _)) = self.special_data.get(&id.index()) {
+                sec.data = SectionData::Data(Bytes::from(bytes.clone()));
+                sec.sh_size = bytes.len() as u64;
+            }
+            if t != elf::SHT_RELA
+                && let Some(relocs) = self.new_relocs.remove(&id.index())
+                && let Some(&rela) = rela_of.get(&id.index())
+            {
+                b.sections.get_mut(rela).data = SectionData::Relocation(relocs);
+            }
         }
     }
-    let ids: Vec<_> = b.sections.iter().map(|s| s.id()).collect();
-    for id in ids {
-        let sec = b.sections.get(id);
+
+    /// Whether the output drops a section: the symbol and string tables
+    /// and `.note.GNU-stack` stay, groups and ignored non-allocated sections
+    /// go, a RELA section follows the section it applies to, the rest stay
+    /// when kept.
+    fn is_dropped(&self, sec: &Section) -> bool {
         let name = String::from_utf8_lossy(&sec.name).into_owned();
         let t = sec.sh_type;
         let alloc = sec.sh_flags.0 & elf::SHF_ALLOC.0 != 0;
-        let delete = if t == elf::SHT_SYMTAB || t == elf::SHT_STRTAB || t == elf::SHT_SYMTAB_SHNDX {
+        if t == elf::SHT_SYMTAB || t == elf::SHT_STRTAB || t == elf::SHT_SYMTAB_SHNDX {
             false
         } else if t == elf::SHT_RELA {
             !sec.sh_info_section
-                .is_some_and(|x| keep_b.contains(&x.index()))
+                .is_some_and(|x| self.keep.contains(&x.index()))
         } else if t == elf::SHT_GROUP {
             true
         } else if name == ".note.GNU-stack" {
@@ -216,47 +337,28 @@ pub fn extract(o: &Input, p: Input, a: &Analysis, options: &Options) -> Result<E
         } else if !alloc && is_ignored(&name) {
             true
         } else {
-            !keep_b.contains(&id.index())
-        };
-        let sec = b.sections.get_mut(id);
-        if delete {
-            sec.delete = true;
-            continue;
-        }
-        if let Some((bytes, _)) = special_data.get(&id.index()) {
-            sec.data = SectionData::Data(Bytes::from(bytes.clone()));
-            sec.sh_size = bytes.len() as u64;
-        }
-        if t != elf::SHT_RELA
-            && let Some(relocs) = new_relocs.remove(&id.index())
-            && let Some(&rela) = rela_of.get(&id.index())
-        {
-            b.sections.get_mut(rela).data = SectionData::Relocation(relocs);
+            !self.keep.contains(&sec.id().index())
         }
     }
-    // Section symbols of dropped sections.
-    let drop: Vec<_> = b
-        .symbols
-        .iter()
-        .filter(|s| s.section.is_some_and(|sec| b.sections.get(sec).delete))
-        .map(|s| s.id())
-        .collect();
-    for id in drop {
-        if referenced_b.contains(&id.index()) {
-            return Err(internal(format!(
-                "kept relocation references dropped symbol #{}",
-                id.index()
-            )));
+
+    /// Drops the section symbols of dropped sections; a kept relocation
+    /// referencing one is an internal error.
+    fn drop_section_symbols(&self, b: &mut Builder, label: &str) -> Result<(), Error> {
+        let drop: Vec<_> = b
+            .symbols
+            .iter()
+            .filter(|s| s.section.is_some_and(|sec| b.sections.get(sec).delete))
+            .map(|s| s.id())
+            .collect();
+        for id in drop {
+            if self.referenced.contains(&id.index()) {
+                return Err(internal(
+                    label,
+                    format!("kept relocation references dropped symbol #{}", id.index()),
+                ));
+            }
+            b.symbols.get_mut(id).delete = true;
         }
-        b.symbols.get_mut(id).delete = true;
+        Ok(())
     }
-    let mut out = Vec::new();
-    b.write(&mut out)
-        .map_err(|e| internal(format!("cannot write the output object: {e}")))?;
-    references.sort_by(|x, y| x.name.cmp(&y.name));
-    references.dedup_by(|x, y| x.name == y.name);
-    Ok(Extracted {
-        object: out,
-        references,
-    })
 }
