@@ -26,11 +26,6 @@ pub struct Callback {
 /// The callbacks of a patched object, or refusals saying why one cannot be
 /// used. `new` lists the functions the patch adds.
 pub fn read(patched: &[u8], new: &[String]) -> Result<Vec<Callback>, Vec<Refusal>> {
-    let refuse = |section: &str, symbol: &str, reason: String| Refusal {
-        reason,
-        section: section.to_string(),
-        symbol: symbol.to_string(),
-    };
     // The caller has parsed the object already; a failure here is not news.
     let Ok(file) = object::File::parse(patched) else {
         return Ok(Vec::new());
@@ -55,67 +50,16 @@ pub fn read(patched: &[u8], new: &[String]) -> Result<Vec<Callback>, Vec<Refusal
         }
         let mut functions = Vec::new();
         for (offset, reloc) in section.relocations() {
-            let object::RelocationTarget::Symbol(index) = reloc.target() else {
-                refusals.push(refuse(
-                    name,
-                    "",
-                    format!("entry at {offset:#x} names no symbol"),
-                ));
-                continue;
-            };
-            let Ok(symbol) = file.symbol_by_index(index) else {
-                refusals.push(refuse(
-                    name,
-                    "",
-                    format!("entry at {offset:#x}: bad symbol"),
-                ));
-                continue;
-            };
-            let symbol_name = symbol.name().unwrap_or("").to_string();
-            // Usually the function's section symbol plus an addend.
-            let function = if symbol.kind() == object::SymbolKind::Section {
-                let addend = reloc.addend() as u64;
-                file.symbols().find(|s| {
-                    s.kind() == object::SymbolKind::Text
-                        && s.section_index() == symbol.section_index()
-                        && s.address() == addend
-                })
-            } else {
-                Some(symbol)
-            };
-            match function.filter(|f| f.kind() == object::SymbolKind::Text) {
-                Some(f) => functions.push(f.name().unwrap_or("").to_string()),
-                None => refusals.push(refuse(
-                    name,
-                    &symbol_name,
-                    format!("entry at {offset:#x} does not point at a function"),
-                )),
+            match entry_function(&file, offset, &reloc) {
+                Ok(function) => functions.push(function),
+                Err((symbol, reason)) => refusals.push(refuse(name, &symbol, reason)),
             }
         }
         functions.sort();
         for function in &functions {
-            if !new.contains(function) {
-                refusals.push(refuse(
-                    name,
-                    function,
-                    "a callback must be a function the patch adds; this one exists in the original"
-                        .into(),
-                ));
-            } else if functions.len() > 1 {
-                refusals.push(refuse(
-                    name,
-                    function,
-                    format!(
-                        "{} {kind} callbacks in one object ({}): the livepatch core takes one of each kind",
-                        functions.len(),
-                        functions.join(", ")
-                    ),
-                ));
-            } else {
-                callbacks.push(Callback {
-                    kind: kind.to_string(),
-                    function: function.clone(),
-                });
+            match judge(kind, function, &functions, new) {
+                Ok(callback) => callbacks.push(callback),
+                Err(reason) => refusals.push(refuse(name, function, reason)),
             }
         }
     }
@@ -124,5 +68,75 @@ pub fn read(patched: &[u8], new: &[String]) -> Result<Vec<Callback>, Vec<Refusal
         Ok(callbacks)
     } else {
         Err(refusals)
+    }
+}
+
+/// A refusal of a callback section or of one of its entries.
+fn refuse(section: &str, symbol: &str, reason: String) -> Refusal {
+    Refusal {
+        reason,
+        section: section.to_string(),
+        symbol: symbol.to_string(),
+    }
+}
+
+/// The function the entry at `offset` of a callback section points at, or
+/// the symbol it names (empty when none) and why it is no function.
+fn entry_function(
+    file: &object::File,
+    offset: u64,
+    reloc: &object::Relocation,
+) -> Result<String, (String, String)> {
+    let object::RelocationTarget::Symbol(index) = reloc.target() else {
+        return Err((
+            String::new(),
+            format!("entry at {offset:#x} names no symbol"),
+        ));
+    };
+    let Ok(symbol) = file.symbol_by_index(index) else {
+        return Err((String::new(), format!("entry at {offset:#x}: bad symbol")));
+    };
+    let symbol_name = symbol.name().unwrap_or("").to_string();
+    // Usually the function's section symbol plus an addend.
+    let function = if symbol.kind() == object::SymbolKind::Section {
+        let addend = reloc.addend() as u64;
+        file.symbols().find(|s| {
+            s.kind() == object::SymbolKind::Text
+                && s.section_index() == symbol.section_index()
+                && s.address() == addend
+        })
+    } else {
+        Some(symbol)
+    };
+    match function.filter(|f| f.kind() == object::SymbolKind::Text) {
+        Some(f) => Ok(f.name().unwrap_or("").to_string()),
+        None => Err((
+            symbol_name,
+            format!("entry at {offset:#x} does not point at a function"),
+        )),
+    }
+}
+
+/// One function of a callback section of `kind` (whose functions, sorted,
+/// are `functions`): a callback, or why it cannot be one.
+fn judge(
+    kind: &str,
+    function: &str,
+    functions: &[String],
+    new: &[String],
+) -> Result<Callback, String> {
+    if !new.iter().any(|n| n == function) {
+        Err("a callback must be a function the patch adds; this one exists in the original".into())
+    } else if functions.len() > 1 {
+        Err(format!(
+            "{} {kind} callbacks in one object ({}): the livepatch core takes one of each kind",
+            functions.len(),
+            functions.join(", ")
+        ))
+    } else {
+        Ok(Callback {
+            kind: kind.to_string(),
+            function: function.to_string(),
+        })
     }
 }
