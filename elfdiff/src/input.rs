@@ -175,7 +175,11 @@ impl<'d> Input<'d> {
 
     /// Every relocation must name a symbol and stay inside its section.
     fn check_relocations(&self) -> Result<(), Error> {
-        for &target in self.rela.keys() {
+        // In file order, so an input with several bad relocations always
+        // names the same one.
+        let mut targets: Vec<SectionId> = self.rela.keys().copied().collect();
+        targets.sort_unstable();
+        for target in targets {
             let size = self.section_size(target);
             for r in self.relocs(target) {
                 if r.symbol.is_none() {
@@ -497,4 +501,58 @@ pub fn is_pc_relative(r_type: elf::RelocationType) -> bool {
 /// A name as a builder byte string.
 pub fn bytes_name(name: &str) -> ByteString<'static> {
     ByteString::from(name.as_bytes().to_vec())
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+    use object::write::{Object, Relocation, Symbol, SymbolSection};
+    use object::{Architecture, BinaryFormat, Endianness, RelocationFlags, SectionKind};
+
+    /// Two functions, each with a relocation past the end of its section.
+    fn two_bad_relocations() -> Vec<u8> {
+        let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+        let ext = obj.add_symbol(Symbol {
+            name: b"ext".to_vec(),
+            value: 0,
+            size: 0,
+            kind: object::SymbolKind::Text,
+            scope: object::SymbolScope::Linkage,
+            weak: false,
+            section: SymbolSection::Undefined,
+            flags: object::SymbolFlags::None,
+        });
+        for name in [".text.a", ".text.b", ".text.c", ".text.d"] {
+            let s = obj.add_section(Vec::new(), name.as_bytes().to_vec(), SectionKind::Text);
+            obj.append_section_data(s, &[0xc3; 4], 16);
+            obj.add_relocation(
+                s,
+                Relocation {
+                    offset: 64,
+                    symbol: ext,
+                    addend: -4,
+                    flags: RelocationFlags::Elf {
+                        r_type: object::elf::R_X86_64_PC32,
+                    },
+                },
+            )
+            .unwrap();
+        }
+        obj.write().unwrap()
+    }
+
+    #[test]
+    fn several_bad_relocations_name_the_first_in_file_order() {
+        let data = two_bad_relocations();
+        for _ in 0..16 {
+            let Err(e) = Input::parse("x.o", &data) else {
+                panic!("relocations past their section's end were accepted");
+            };
+            let e = e.to_string();
+            assert!(
+                e.contains("relocation at .text.a+0x40 lies outside the section"),
+                "{e}"
+            );
+        }
+    }
 }
