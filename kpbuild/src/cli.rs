@@ -1,5 +1,7 @@
 //! Command-line definitions and dispatch.
 
+pub mod build;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -19,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build a livepatch module from source patches against a built kernel tree.
-    Build(crate::build::BuildCommand),
+    Build(build::BuildCommand),
     /// Diff an original and a patched object and write the livepatch object.
     Diff(crate::diff::DiffArgs),
     /// Show the patched functions, livepatch relocations and module info of a
@@ -41,7 +43,7 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::from(crate::exit::ERROR)
         }
         Some(Command::Diff(args)) => ExitCode::from(crate::diff::run(&args)),
-        Some(Command::Build(args)) => ExitCode::from(crate::build::run(&args)),
+        Some(Command::Build(args)) => ExitCode::from(build::run(&args)),
         Some(Command::Inspect(args)) => ExitCode::from(crate::inspect::run(&args)),
         Some(Command::Sign(args)) => ExitCode::from(crate::sign::run(&args)),
         Some(Command::Bundle(args)) => ExitCode::from(crate::bundle::run(&args)),

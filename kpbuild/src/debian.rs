@@ -8,8 +8,113 @@
 //! The source is `linux-source-X.Y`'s tarball, which must be the same
 //! version as the kernel packages.
 
+use crate::files::{FileError, PathContext};
+use crate::process::{ProcessError, Producer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// A Debian kernel that cannot be fetched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DebianError {
+    /// Not a kernel release.
+    #[error("{0:?}: not a kernel release")]
+    NotARelease(String),
+    /// apt-cache could not be started.
+    #[error("cannot run apt-cache: {0}")]
+    AptCache(std::io::Error),
+    /// apt does not know a package.
+    #[error(
+        "package {0} is not known to apt: is the release right, and has `apt-get update` run (as root)?"
+    )]
+    UnknownPackage(String),
+    /// A download failed.
+    #[error(
+        "cannot download {packages} ({}): {source}",
+        if *root { "no network?" } else { "not root and/or no network: run `apt-get update` as root and retry" }
+    )]
+    Download {
+        /// The packages, space-separated.
+        packages: String,
+        /// Whether kpbuild runs as root.
+        root: bool,
+        /// The failed `apt-get download`.
+        source: ProcessError,
+    },
+    /// No cloud kernel of the series has a matching source package.
+    #[error(
+        "no Debian cloud kernel of {series} has a version {source_package} also has: {source_package} has [{}], the images [{}] (has `apt-get update` run?)",
+        source_versions.join(", "),
+        images.join(", ")
+    )]
+    NoCloudKernel {
+        /// The series (`6.12`).
+        series: String,
+        /// `linux-source-SERIES`.
+        source_package: String,
+        /// Its versions.
+        source_versions: Vec<String>,
+        /// The images' releases and versions.
+        images: Vec<String>,
+    },
+    /// The source package is not installed.
+    #[error("{package} is not installed: install version {version} (the kernel's)")]
+    SourceNotInstalled {
+        /// `linux-source-X.Y`.
+        package: String,
+        /// The kernel's version.
+        version: String,
+    },
+    /// The source package is another version.
+    #[error(
+        "version mismatch: {package} is {source_version}, but {image} is {version}; the source must be the kernel's own"
+    )]
+    VersionMismatch {
+        /// `linux-source-X.Y`.
+        package: String,
+        /// Its version.
+        source_version: String,
+        /// The image package.
+        image: String,
+        /// Its version.
+        version: String,
+    },
+    /// A package is not in the download directory.
+    #[error("{0}: not downloaded")]
+    NotDownloaded(String),
+    /// A file a build needs is not in the packages.
+    #[error("{}: missing from the extracted packages", .0.display())]
+    Missing(PathBuf),
+    /// A package lacks the member to extract.
+    #[error("{}: no {member} in it ({status}{stderr})", deb.display())]
+    NoMember {
+        /// The package.
+        deb: PathBuf,
+        /// The member.
+        member: String,
+        /// tar's status.
+        status: std::process::ExitStatus,
+        /// tar's messages.
+        stderr: String,
+    },
+    /// The source tarball could not be unpacked.
+    #[error("unpacking {}: {source}", tarball.display())]
+    Unpack {
+        /// The tarball.
+        tarball: PathBuf,
+        /// The failed pipeline.
+        source: ProcessError,
+    },
+    /// An extraction thread panicked.
+    #[error("the {0} extraction panicked")]
+    Panicked(&'static str),
+    /// A tool failed.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// A file could not be read or written.
+    #[error(transparent)]
+    File(#[from] FileError),
+}
 
 /// A Debian kernel's files, extracted.
 #[derive(Debug, Clone)]
@@ -30,18 +135,8 @@ pub struct DebianKernel {
     pub version: String,
 }
 
-fn run(cmd: &mut Command) -> Result<String, String> {
-    crate::process::run(cmd)
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .map_err(|e| e.to_string())
-}
-
-fn sh(script: &str) -> Result<String, String> {
-    run(Command::new("sh").arg("-c").arg(script))
-}
-
-fn q(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+fn run(cmd: &mut Command) -> Result<String, ProcessError> {
+    crate::process::run(cmd).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// The `.deb` of `package` in `dir`, if downloaded.
@@ -59,24 +154,25 @@ fn deb_of(dir: &Path, package: &str) -> Option<PathBuf> {
 }
 
 /// A field of the candidate version of `package` in apt's lists.
-fn apt_field(package: &str, field: &str) -> Result<String, String> {
-    let show = Command::new("apt-cache")
-        .args(["show", "--no-all-versions", package])
-        .output()
-        .map_err(|e| format!("cannot run apt-cache: {e}"))?;
+fn apt_field(package: &str, field: &str) -> Result<String, DebianError> {
+    let show = match crate::process::run(Command::new("apt-cache").args([
+        "show",
+        "--no-all-versions",
+        package,
+    ])) {
+        // An unknown package is a failure with nothing on stdout.
+        Ok(out) | Err(ProcessError::Failed { output: out, .. }) => out,
+        Err(ProcessError::Spawn { source, .. }) => return Err(DebianError::AptCache(source)),
+    };
     let prefix = format!("{field}: ");
     String::from_utf8_lossy(&show.stdout)
         .lines()
         .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_string))
-        .ok_or_else(|| {
-            format!(
-                "package {package} is not known to apt: is the release right, and has `apt-get update` run (as root)?"
-            )
-        })
+        .ok_or_else(|| DebianError::UnknownPackage(package.to_string()))
 }
 
 /// Downloads `packages` missing from `dir`, saying what and how big.
-fn download(dir: &Path, packages: &[String], progress: &dyn Fn(&str)) -> Result<(), String> {
+fn download(dir: &Path, packages: &[String], progress: &dyn Fn(&str)) -> Result<(), DebianError> {
     let missing: Vec<&String> = packages
         .iter()
         .filter(|p| deb_of(dir, p).is_none())
@@ -100,26 +196,16 @@ fn download(dir: &Path, packages: &[String], progress: &dyn Fn(&str)) -> Result<
         .arg("-q")
         .args(&names)
         .current_dir(dir))
-    .map_err(|e| {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-        format!(
-            "cannot download {} ({}): {e}",
-            names.join(" "),
-            if root {
-                "no network?"
-            } else {
-                "not root and/or no network: run `apt-get update` as root and retry"
-            }
-        )
+    .map_err(|source| DebianError::Download {
+        packages: names.join(" "),
+        root: run(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0"),
+        source,
     })?;
     Ok(())
 }
 
 /// The `Depends` names of a `.deb` starting with `prefix`.
-fn depends(deb: &Path, prefix: &str) -> Result<Vec<String>, String> {
+fn depends(deb: &Path, prefix: &str) -> Result<Vec<String>, DebianError> {
     let text = run(Command::new("dpkg-deb").arg("-f").arg(deb).arg("Depends"))?;
     Ok(text
         .split([',', '|'])
@@ -130,17 +216,14 @@ fn depends(deb: &Path, prefix: &str) -> Result<Vec<String>, String> {
 
 /// `dpkg --compare-versions a gt b`.
 fn version_newer(a: &str, b: &str) -> bool {
-    Command::new("dpkg")
-        .args(["--compare-versions", a, "gt", b])
-        .status()
-        .is_ok_and(|s| s.success())
+    crate::process::run(Command::new("dpkg").args(["--compare-versions", a, "gt", b])).is_ok()
 }
 
 /// The newest Debian cloud kernel of a series (`6.12`) whose package
 /// version the archive also has for `linux-source-SERIES`, from apt's
 /// lists: (release, version), e.g. (`6.12.117+deb12-cloud-amd64`,
 /// `6.12.117-1~deb12u1`).
-pub fn newest_cloud_release(series: &str) -> Result<(String, String), String> {
+pub fn newest_cloud_release(series: &str) -> Result<(String, String), DebianError> {
     let source = format!("linux-source-{series}");
     let madison = run(Command::new("apt-cache").arg("madison").arg(&source))?;
     let source_versions: Vec<String> = madison
@@ -170,54 +253,59 @@ pub fn newest_cloud_release(series: &str) -> Result<(String, String), String> {
             }
         }
     }
-    best.ok_or_else(|| {
-        format!(
-            "no Debian cloud kernel of {series} has a version {source} also has: {source} has [{}], the images [{}] (has `apt-get update` run?)",
-            source_versions.join(", "),
-            images.join(", ")
-        )
+    best.ok_or(DebianError::NoCloudKernel {
+        series: series.to_string(),
+        source_package: source,
+        source_versions,
+        images,
     })
 }
 
-/// Downloads (when missing) and extracts a Debian kernel release.
-pub fn fetch(release: &str, progress: &dyn Fn(&str)) -> Result<DebianKernel, String> {
-    if release.is_empty() || release.contains('/') || release.starts_with('.') {
-        return Err(format!("{release:?}: not a kernel release"));
-    }
-    let base = kimage::cache_root().join("debian").join(release);
-    let debs = base.join("debs");
+/// The kernel packages' version, checked against the installed
+/// `linux-source-SERIES` before any download: (version, source package).
+fn checked_version(release: &str, debs: &Path) -> Result<(String, String), DebianError> {
     let image = format!("linux-image-{release}-unsigned");
-    // The source must be the kernel's own version: checked before any download.
-    let version = match deb_of(&debs, &image) {
+    let version = match deb_of(debs, &image) {
         Some(deb) => run(Command::new("dpkg-deb").arg("-f").arg(deb).arg("Version"))?,
         None => apt_field(&image, "Version")?,
     }
     .trim()
     .to_string();
     let series: String = release.split('.').take(2).collect::<Vec<_>>().join(".");
-    let source_pkg = format!("linux-source-{series}");
-    let source_version = Command::new("dpkg-query")
-        .args(["-W", "-f=${Version}", &source_pkg])
-        .output()
+    let package = format!("linux-source-{series}");
+    let source_version = run(Command::new("dpkg-query").args(["-W", "-f=${Version}", &package]))
         .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| {
-            format!("{source_pkg} is not installed: install version {version} (the kernel's)")
+        .ok_or_else(|| DebianError::SourceNotInstalled {
+            package: package.clone(),
+            version: version.clone(),
         })?;
     if source_version != version {
-        return Err(format!(
-            "version mismatch: {source_pkg} is {source_version}, but {image} is {version}; the source must be the kernel's own"
-        ));
+        return Err(DebianError::VersionMismatch {
+            package,
+            source_version,
+            image,
+            version,
+        });
     }
-    std::fs::create_dir_all(&debs).map_err(|e| format!("{}: {e}", debs.display()))?;
+    Ok((version, package))
+}
+
+/// Downloads (when missing) and extracts a Debian kernel release.
+pub fn fetch(release: &str, progress: &dyn Fn(&str)) -> Result<DebianKernel, DebianError> {
+    if release.is_empty() || release.contains('/') || release.starts_with('.') {
+        return Err(DebianError::NotARelease(release.to_string()));
+    }
+    let base = kimage::cache_root().join("debian").join(release);
+    let debs = base.join("debs");
+    // The source must be the kernel's own version: checked before any download.
+    let (version, source_pkg) = checked_version(release, &debs)?;
+    crate::files::create_dir_all(&debs)?;
     // One kpbuild at a time fills a release's caches.
     let lock_path = base.with_extension("lock");
-    let lock =
-        std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    lock.lock()
-        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    let lock = std::fs::File::create(&lock_path).at(&lock_path)?;
+    lock.lock().at(&lock_path)?;
 
     // The source tarball is local (linux-source-X.Y): it is unpacked while
     // the packages download, and the two join before anything needs both.
@@ -248,16 +336,13 @@ pub fn fetch(release: &str, progress: &dyn Fn(&str)) -> Result<DebianKernel, Str
         (source.join(), packages)
     });
     packages?;
-    source.map_err(|_| "the source extraction panicked".to_string())??;
+    source.map_err(|_| DebianError::Panicked("source"))??;
 
     let need = |p: PathBuf| {
         if p.exists() {
             Ok(p)
         } else {
-            Err(format!(
-                "{}: missing from the extracted packages",
-                p.display()
-            ))
+            Err(DebianError::Missing(p))
         }
     };
     Ok(DebianKernel {
@@ -278,18 +363,18 @@ fn fetch_packages(
     root: &Path,
     version: &str,
     progress: &dyn Fn(&str),
-) -> Result<(), String> {
+) -> Result<(), DebianError> {
     let debs = base.join("debs");
     let image = format!("linux-image-{release}-unsigned");
     let dbg = format!("linux-image-{release}-dbg");
     let headers = format!("linux-headers-{release}");
     download(&debs, &[image.clone(), headers.clone()], progress)?;
-    let headers_deb = deb_of(&debs, &headers).ok_or("headers package missing")?;
+    let deb = |p: &str| deb_of(&debs, p).ok_or_else(|| DebianError::NotDownloaded(p.to_string()));
+    let headers_deb = deb(&headers)?;
     let mut more = depends(&headers_deb, "linux-headers-")?;
     more.extend(depends(&headers_deb, "linux-kbuild-")?);
     more.push(dbg.clone());
     download(&debs, &more, progress)?;
-    let deb = |p: &str| deb_of(&debs, p).ok_or_else(|| format!("{p}: not downloaded"));
 
     // The marker names the layout: a cache from before modules were
     // extracted is extracted again.
@@ -299,7 +384,7 @@ fn fetch_packages(
     }
     progress(&format!("extracting {release} into {}", root.display()));
     let _ = std::fs::remove_dir_all(root);
-    std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    crate::files::create_dir_all(root)?;
     let (image_deb, dbg_deb) = (deb(&image)?, deb(&dbg)?);
     let others: Vec<PathBuf> = std::iter::once(&headers)
         .chain(&more)
@@ -316,86 +401,90 @@ fn fetch_packages(
             )
         });
         let rest = (|| {
-            sh(&format!(
-                "dpkg-deb --fsys-tarfile {} | tar -x -C {} ./boot ./lib/modules",
-                q(&image_deb),
-                q(root)
-            ))?;
+            crate::process::pipe(
+                Command::new("dpkg-deb").arg("--fsys-tarfile").arg(&image_deb),
+                Command::new("tar")
+                    .arg("-x")
+                    .arg("-C")
+                    .arg(root)
+                    .args(["./boot", "./lib/modules"]),
+                Producer::MustSucceed,
+            )?;
             for d in &others {
                 run(Command::new("dpkg-deb").arg("-x").arg(d).arg(root))?;
             }
-            Ok::<(), String>(())
+            Ok::<(), DebianError>(())
         })();
         (vmlinux.join(), rest)
     });
-    a.map_err(|_| "the vmlinux extraction panicked".to_string())??;
+    a.map_err(|_| DebianError::Panicked("vmlinux"))??;
     b?;
     fix_headers(root, release)?;
-    std::fs::write(&done, version).map_err(|e| format!("{}: {e}", done.display()))
+    std::fs::write(&done, version).at(&done)
+        .map_err(DebianError::from)
 }
 
 /// Extracts one member of a package's data archive into `root`, stopping
 /// as soon as it is out: the debug package's vmlinux comes early in a
 /// 1.8 GB archive, so most of it is never decompressed.
-fn extract_member(deb: &Path, member: &str, root: &Path) -> Result<(), String> {
-    use std::process::Stdio;
-    let mut data = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(deb)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run dpkg-deb: {e}"))?;
-    let stdout = data.stdout.take().expect("piped");
-    let tar = Command::new("tar")
-        .arg("-x")
-        .arg("-C")
-        .arg(root)
-        .arg("--occurrence=1")
-        .arg(member)
-        .stdin(stdout)
-        .output();
-    // tar stops reading once the member is out; dpkg-deb then dies of the
-    // closed pipe, which is expected.
-    let _ = data.kill();
-    let _ = data.wait();
-    let tar = tar.map_err(|e| format!("cannot run tar: {e}"))?;
-    let path = root.join(member);
-    if !tar.status.success() || !path.is_file() {
-        return Err(format!(
-            "{}: no {member} in it ({}{})",
-            deb.display(),
-            tar.status,
-            String::from_utf8_lossy(&tar.stderr).trim()
-        ));
+fn extract_member(deb: &Path, member: &str, root: &Path) -> Result<(), DebianError> {
+    // tar stops reading once the member is out; dpkg-deb is then stopped.
+    let tar = crate::process::pipe(
+        Command::new("dpkg-deb").arg("--fsys-tarfile").arg(deb),
+        Command::new("tar")
+            .arg("-x")
+            .arg("-C")
+            .arg(root)
+            .arg("--occurrence=1")
+            .arg(member),
+        Producer::MayBeCut,
+    );
+    let output = match tar {
+        Ok(output) | Err(ProcessError::Failed { output, .. }) => output,
+        Err(e) => return Err(e.into()),
+    };
+    if !output.status.success() || !root.join(member).is_file() {
+        return Err(DebianError::NoMember {
+            deb: deb.to_path_buf(),
+            member: member.to_string(),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }
 
 /// Unpacks the source tarball into `base` (multi-threaded xz), then marks
 /// it done.
-fn extract_source(tarball: &Path, base: &Path, done: &Path, version: &str) -> Result<(), String> {
+fn extract_source(
+    tarball: &Path,
+    base: &Path,
+    done: &Path,
+    version: &str,
+) -> Result<(), DebianError> {
     let _ = std::fs::remove_dir_all(base);
-    std::fs::create_dir_all(base).map_err(|e| format!("{}: {e}", base.display()))?;
-    sh(&format!(
-        "xz -T0 -dc {} | tar -x -C {}",
-        q(tarball),
-        q(base)
-    ))
-    .map_err(|e| format!("unpacking {}: {e}", tarball.display()))?;
-    std::fs::write(done, version).map_err(|e| format!("{}: {e}", done.display()))
+    crate::files::create_dir_all(base)?;
+    crate::process::pipe(
+        Command::new("xz").arg("-T0").arg("-dc").arg(tarball),
+        Command::new("tar").arg("-x").arg("-C").arg(base),
+        Producer::MustSucceed,
+    )
+    .map_err(|source| DebianError::Unpack {
+        tarball: tarball.to_path_buf(),
+        source,
+    })?;
+    Ok(std::fs::write(done, version).at(done)?)
 }
 
 /// Points the extracted headers at the extraction instead of `/usr/...`:
 /// the arch headers' Makefile includes the `-common` one by absolute path,
 /// and absolute symlinks are re-rooted.
-fn fix_headers(root: &Path, release: &str) -> Result<(), String> {
+fn fix_headers(root: &Path, release: &str) -> Result<(), FileError> {
     let arch = root.join(format!("usr/src/linux-headers-{release}"));
     let makefile = arch.join("Makefile");
-    let text =
-        std::fs::read_to_string(&makefile).map_err(|e| format!("{}: {e}", makefile.display()))?;
+    let text = crate::files::read_to_string(&makefile)?;
     let fixed = rebase_includes(&text, root);
-    std::fs::write(&makefile, fixed).map_err(|e| format!("{}: {e}", makefile.display()))?;
+    std::fs::write(&makefile, fixed).at(&makefile)?;
     let mut stack = vec![root.join("usr/src"), root.join("usr/lib")];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -407,11 +496,11 @@ fn fix_headers(root: &Path, release: &str) -> Result<(), String> {
                 continue;
             };
             if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&p).map_err(|e| e.to_string())?;
+                let target = std::fs::read_link(&p).at(&p)?;
                 if target.is_absolute() {
                     let inside = root.join(target.strip_prefix("/").unwrap_or(&target));
-                    std::fs::remove_file(&p).map_err(|e| e.to_string())?;
-                    std::os::unix::fs::symlink(&inside, &p).map_err(|e| e.to_string())?;
+                    std::fs::remove_file(&p).at(&p)?;
+                    std::os::unix::fs::symlink(&inside, &p).at(&p)?;
                 }
             } else if meta.is_dir() {
                 stack.push(p);

@@ -1,7 +1,53 @@
 //! `kpbuild diff`: one original/patched object pair → the livepatch object.
 
 use crate::exit;
+use crate::files::FileError;
 use std::path::PathBuf;
+
+/// Why `kpbuild diff` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiffError {
+    /// A bad `--entry-size`.
+    #[error("--entry-size {arg}: {source}")]
+    EntrySize {
+        /// The argument.
+        arg: String,
+        /// What is wrong with it.
+        source: EntrySizeError,
+    },
+    /// A file could not be read or written.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The objects cannot be diffed.
+    #[error(transparent)]
+    Diff(#[from] elfdiff::Error),
+    /// The target cannot be loaded.
+    #[error(transparent)]
+    Target(#[from] crate::target::LoadError),
+    /// The relocator failed.
+    #[error("{}: {source}", path.display())]
+    Relocate {
+        /// The patched object.
+        path: PathBuf,
+        /// The cause.
+        source: Box<relocator::Error>,
+    },
+}
+
+/// A bad `SECTION=BYTES`.
+#[derive(Debug, thiserror::Error)]
+pub enum EntrySizeError {
+    /// No `=`.
+    #[error("expected SECTION=BYTES")]
+    Form,
+    /// Not a number.
+    #[error("{0:?} is not a number of bytes")]
+    NotANumber(String),
+    /// Zero.
+    #[error("an entry size of 0 bytes makes no sense")]
+    Zero,
+}
 
 /// Arguments of `kpbuild diff`.
 #[derive(Debug, clap::Args)]
@@ -38,13 +84,13 @@ pub struct DiffArgs {
     pub entry_sizes: Vec<String>,
 }
 
-fn parse_entry_size(s: &str) -> Result<(String, usize), String> {
-    let (name, size) = s.split_once('=').ok_or("expected SECTION=BYTES")?;
+fn parse_entry_size(s: &str) -> Result<(String, usize), EntrySizeError> {
+    let (name, size) = s.split_once('=').ok_or(EntrySizeError::Form)?;
     let size: usize = size
         .parse()
-        .map_err(|_| format!("{size:?} is not a number of bytes"))?;
+        .map_err(|_| EntrySizeError::NotANumber(size.to_string()))?;
     if size == 0 {
-        return Err("an entry size of 0 bytes makes no sense".into());
+        return Err(EntrySizeError::Zero);
     }
     Ok((name.to_string(), size))
 }
@@ -60,11 +106,16 @@ pub fn run(args: &DiffArgs) -> u8 {
     }
 }
 
-fn run_inner(args: &DiffArgs) -> Result<u8, String> {
+fn run_inner(args: &DiffArgs) -> Result<u8, DiffError> {
     let entry_sizes = args
         .entry_sizes
         .iter()
-        .map(|s| parse_entry_size(s).map_err(|e| format!("--entry-size {s}: {e}")))
+        .map(|s| {
+            parse_entry_size(s).map_err(|source| DiffError::EntrySize {
+                arg: s.clone(),
+                source,
+            })
+        })
         .collect::<Result<_, _>>()?;
     let original = crate::files::read(&args.original)?;
     let patched = crate::files::read(&args.patched)?;
@@ -75,8 +126,7 @@ fn run_inner(args: &DiffArgs) -> Result<u8, String> {
         &args.patched.display().to_string(),
         &patched,
         &options,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let code = match diff.outcome {
         elfdiff::Outcome::Patch => exit::SUCCESS,
         elfdiff::Outcome::NoChange => exit::NO_CHANGE,
@@ -100,10 +150,19 @@ fn run_inner(args: &DiffArgs) -> Result<u8, String> {
                 eprintln!("kpbuild diff: refused: {}: {e}", args.patched.display());
                 return Ok(exit::REFUSED);
             }
-            Err(e) => return Err(format!("{}: {e}", args.patched.display())),
+            Err(source) => {
+                return Err(DiffError::Relocate {
+                    path: args.patched.clone(),
+                    source,
+                });
+            }
         };
-        let final_object = relocator::klp::convert_to_livepatch(&r.object)
-            .map_err(|e| format!("{}: {e}", args.output.display()))?;
+        let final_object = relocator::klp::convert_to_livepatch(&r.object).map_err(|e| {
+            DiffError::Relocate {
+                path: args.output.clone(),
+                source: Box::new(e),
+            }
+        })?;
         crate::files::write_atomic(&args.output, &final_object)?;
         relocated = Some(r);
     }

@@ -13,10 +13,146 @@
 //!
 //! Pre-match ([`crate::prematch`]) then proves the compiled code itself.
 
+use crate::files::FileError;
 use object::elf;
 use object::read::elf::{ElfFile64, FileHeader, SectionHeader};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// A file that is not the unstripped vmlinux of a kernel.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VmlinuxError {
+    /// Not an ELF64 file at all.
+    #[error("not an ELF64 file ({0}); give the unstripped vmlinux, not vmlinuz")]
+    NotElf(object::Error),
+    /// A relocatable object or a shared object.
+    #[error("not a linked kernel (ELF type is not EXEC)")]
+    NotExec,
+    /// No symbol table.
+    #[error(
+        "no symbol table: the vmlinux is stripped; give the unstripped one (for a Debian kernel, usr/lib/debug/boot/vmlinux-RELEASE of linux-image-RELEASE-dbg)"
+    )]
+    Stripped,
+    /// No banner.
+    #[error(transparent)]
+    Notes(#[from] kimage::Error),
+}
+
+/// The files of a tree-less target do not describe one kernel.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// A file could not be read.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The vmlinux is not usable.
+    #[error("{} (the target's vmlinux): {source}", path.display())]
+    Vmlinux {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: VmlinuxError,
+    },
+    /// The source's Makefile has no version.
+    #[error("{}: no VERSION/PATCHLEVEL/SUBLEVEL", .0.display())]
+    NoVersion(PathBuf),
+    /// The source is another version.
+    #[error(
+        "version mismatch: the source {} is Linux {version}, but {} is {release}",
+        src.display(),
+        vmlinux.display()
+    )]
+    VersionMismatch {
+        /// The source tree.
+        src: PathBuf,
+        /// Its Makefile version.
+        version: String,
+        /// The vmlinux.
+        vmlinux: PathBuf,
+        /// Its release.
+        release: String,
+    },
+    /// The headers do not say their release.
+    #[error(
+        "{}: {source} (is {} a prepared module build directory, /lib/modules/RELEASE/build?)",
+        path.display(),
+        headers.display()
+    )]
+    HeadersRelease {
+        /// `include/config/kernel.release`.
+        path: PathBuf,
+        /// The headers.
+        headers: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The headers are another release.
+    #[error(
+        "release mismatch: {} is Linux {release}, but the headers {} are for {headers_release}",
+        vmlinux.display(),
+        headers.display()
+    )]
+    ReleaseMismatch {
+        /// The vmlinux.
+        vmlinux: PathBuf,
+        /// Its release.
+        release: String,
+        /// The headers.
+        headers: PathBuf,
+        /// Their release.
+        headers_release: String,
+    },
+    /// The config names another compiler.
+    #[error(
+        "compiler mismatch: {} names `{cc}`, but {} was built by another (its banner: {banner})",
+        config.display(),
+        vmlinux.display()
+    )]
+    CompilerMismatch {
+        /// The config.
+        config: PathBuf,
+        /// Its `CONFIG_CC_VERSION_TEXT`.
+        cc: String,
+        /// The vmlinux.
+        vmlinux: PathBuf,
+        /// Its banner.
+        banner: String,
+    },
+    /// The config's build salt is not vmlinux's.
+    #[error(
+        "build salt mismatch: {} has CONFIG_BUILD_SALT \"{salt}\", {} has \"{note}\"",
+        config.display(),
+        vmlinux.display()
+    )]
+    SaltMismatch {
+        /// The config.
+        config: PathBuf,
+        /// Its salt.
+        salt: String,
+        /// The vmlinux.
+        vmlinux: PathBuf,
+        /// The salt in its note.
+        note: String,
+    },
+    /// The config and the headers' config disagree.
+    #[error(
+        "config mismatch: {} and {} disagree on {} option(s): {}{}",
+        config.display(),
+        headers_config.display(),
+        differ.len(),
+        differ.iter().take(5).map(|(k, a, b)| format!("{k}={a} vs {b}")).collect::<Vec<_>>().join(", "),
+        if differ.len() > 5 { ", …" } else { "" }
+    )]
+    ConfigMismatch {
+        /// The config.
+        config: PathBuf,
+        /// The headers' `.config`.
+        headers_config: PathBuf,
+        /// (option, ours, theirs) of each option they disagree on.
+        differ: Vec<(String, String, String)>,
+    },
+}
 
 /// What a vmlinux says about itself.
 #[derive(Debug, Clone)]
@@ -37,19 +173,20 @@ pub struct VmlinuxIdentity {
 const NT_LINUX_BUILD_SALT: object::elf::NoteType = object::elf::NoteType(0x100);
 
 /// Reads the identity of the vmlinux at `path`.
-pub fn read_vmlinux(path: &Path) -> Result<VmlinuxIdentity, String> {
+pub fn read_vmlinux(path: &Path) -> Result<VmlinuxIdentity, IdentityError> {
     let data = crate::files::read(path)?;
-    vmlinux_identity(&data).map_err(|e| format!("{} (the target's vmlinux): {e}", path.display()))
+    vmlinux_identity(&data).map_err(|source| IdentityError::Vmlinux {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The identity of vmlinux bytes.
-pub fn vmlinux_identity(data: &[u8]) -> Result<VmlinuxIdentity, String> {
-    let file = ElfFile64::<object::Endianness>::parse(data).map_err(|e| {
-        format!("not an ELF64 file ({e}); give the unstripped vmlinux, not vmlinuz")
-    })?;
+pub fn vmlinux_identity(data: &[u8]) -> Result<VmlinuxIdentity, VmlinuxError> {
+    let file = ElfFile64::<object::Endianness>::parse(data).map_err(VmlinuxError::NotElf)?;
     let endian = file.endian();
     if file.elf_header().e_type(endian) != elf::ET_EXEC {
-        return Err("not a linked kernel (ELF type is not EXEC)".into());
+        return Err(VmlinuxError::NotExec);
     }
     let symbols = file
         .elf_section_table()
@@ -57,12 +194,9 @@ pub fn vmlinux_identity(data: &[u8]) -> Result<VmlinuxIdentity, String> {
         .find(|s| s.sh_type(endian) == elf::SHT_SYMTAB)
         .map_or(0, |s| (s.sh_size(endian) / 24) as usize);
     if symbols < 2 {
-        return Err(
-            "no symbol table: the vmlinux is stripped; give the unstripped one (for a Debian kernel, usr/lib/debug/boot/vmlinux-RELEASE of linux-image-RELEASE-dbg)"
-                .into(),
-        );
+        return Err(VmlinuxError::Stripped);
     }
-    let banner = kimage::notes::banner(data).map_err(|e| e.to_string())?;
+    let banner = kimage::notes::banner(data)?;
     let release = banner
         .split_whitespace()
         .nth(2)
@@ -99,84 +233,97 @@ pub fn check_treeless(
     config_path: &Path,
     vmlinux: &Path,
     headers: &Path,
-) -> Result<VmlinuxIdentity, String> {
+) -> Result<VmlinuxIdentity, IdentityError> {
     let id = read_vmlinux(vmlinux)?;
-    let makefile = src.join("Makefile");
-    let text =
-        std::fs::read_to_string(&makefile).map_err(|e| format!("{}: {e}", makefile.display()))?;
-    let version = makefile_version(&text)
-        .ok_or_else(|| format!("{}: no VERSION/PATCHLEVEL/SUBLEVEL", makefile.display()))?;
-    let rest = id.release.strip_prefix(&version);
-    if rest.is_none_or(|r| r.starts_with(|c: char| c.is_ascii_digit())) {
-        return Err(format!(
-            "version mismatch: the source {} is Linux {version}, but {} is {}",
-            src.display(),
-            vmlinux.display(),
-            id.release
-        ));
-    }
-    let release_file = headers.join("include/config/kernel.release");
-    let headers_release = std::fs::read_to_string(&release_file)
-        .map_err(|e| {
-            format!(
-                "{}: {e} (is {} a prepared module build directory, /lib/modules/RELEASE/build?)",
-                release_file.display(),
-                headers.display()
-            )
-        })?
-        .trim()
-        .to_string();
-    if headers_release != id.release {
-        return Err(format!(
-            "release mismatch: {} is Linux {}, but the headers {} are for {}",
-            vmlinux.display(),
-            id.release,
-            headers.display(),
-            headers_release
-        ));
-    }
+    check_source_version(src, vmlinux, &id)?;
+    check_headers_release(headers, vmlinux, &id)?;
     let config = crate::tree::parse_config(config_text);
     if let Some(cc) = config.get("CONFIG_CC_VERSION_TEXT")
         && !id.banner.contains(&format!("({cc}"))
     {
-        return Err(format!(
-            "compiler mismatch: {} names `{cc}`, but {} was built by another (its banner: {})",
-            config_path.display(),
-            vmlinux.display(),
-            id.banner
-        ));
+        return Err(IdentityError::CompilerMismatch {
+            config: config_path.to_path_buf(),
+            cc: cc.clone(),
+            vmlinux: vmlinux.to_path_buf(),
+            banner: id.banner.clone(),
+        });
     }
     if let (Some(salt), Some(note)) = (config.get("CONFIG_BUILD_SALT"), &id.build_salt)
         && !salt.is_empty()
         && salt != note
     {
-        return Err(format!(
-            "build salt mismatch: {} has CONFIG_BUILD_SALT \"{salt}\", {} has \"{note}\"",
-            config_path.display(),
-            vmlinux.display()
-        ));
+        return Err(IdentityError::SaltMismatch {
+            config: config_path.to_path_buf(),
+            salt: salt.clone(),
+            vmlinux: vmlinux.to_path_buf(),
+            note: note.clone(),
+        });
     }
-    let headers_config_path = headers.join(".config");
-    if let Ok(text) = std::fs::read_to_string(&headers_config_path) {
+    let headers_config = headers.join(".config");
+    if let Ok(text) = std::fs::read_to_string(&headers_config) {
         let theirs = crate::tree::parse_config(&text);
         let differ = differing_options(&config, &theirs);
         if !differ.is_empty() {
-            let shown: Vec<String> = differ
-                .iter()
-                .take(5)
-                .map(|(k, a, b)| format!("{k}={a} vs {b}"))
-                .collect();
-            return Err(format!(
-                "config mismatch: {} and {} disagree on {} option(s): {}{}",
-                config_path.display(),
-                headers_config_path.display(),
-                differ.len(),
-                shown.join(", "),
-                if differ.len() > 5 { ", …" } else { "" }
-            ));
+            return Err(IdentityError::ConfigMismatch {
+                config: config_path.to_path_buf(),
+                headers_config,
+                differ: differ
+                    .into_iter()
+                    .map(|(k, a, b)| (k.to_string(), a.to_string(), b.to_string()))
+                    .collect(),
+            });
         }
     }
     Ok(id)
+}
+
+/// The source's Makefile version is the one vmlinux's release starts with.
+fn check_source_version(
+    src: &Path,
+    vmlinux: &Path,
+    id: &VmlinuxIdentity,
+) -> Result<(), IdentityError> {
+    let makefile = src.join("Makefile");
+    let text = crate::files::read_to_string(&makefile)?;
+    let version = makefile_version(&text).ok_or(IdentityError::NoVersion(makefile))?;
+    let rest = id.release.strip_prefix(&version);
+    if rest.is_none_or(|r| r.starts_with(|c: char| c.is_ascii_digit())) {
+        return Err(IdentityError::VersionMismatch {
+            src: src.to_path_buf(),
+            version,
+            vmlinux: vmlinux.to_path_buf(),
+            release: id.release.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The headers' `include/config/kernel.release` is vmlinux's release.
+fn check_headers_release(
+    headers: &Path,
+    vmlinux: &Path,
+    id: &VmlinuxIdentity,
+) -> Result<(), IdentityError> {
+    let path = headers.join("include/config/kernel.release");
+    let headers_release = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().to_string(),
+        Err(source) => {
+            return Err(IdentityError::HeadersRelease {
+                path,
+                headers: headers.to_path_buf(),
+                source,
+            });
+        }
+    };
+    if headers_release != id.release {
+        return Err(IdentityError::ReleaseMismatch {
+            vmlinux: vmlinux.to_path_buf(),
+            release: id.release.clone(),
+            headers: headers.to_path_buf(),
+            headers_release,
+        });
+    }
+    Ok(())
 }
 
 /// `VERSION.PATCHLEVEL.SUBLEVEL` of a kernel's top Makefile.
@@ -244,9 +391,11 @@ mod tests {
         );
         obj.add_section(Vec::new(), b".text".to_vec(), object::SectionKind::Text);
         let bytes = obj.write().expect("elf");
-        let e = vmlinux_identity(&bytes).unwrap_err();
+        let e = vmlinux_identity(&bytes).unwrap_err().to_string();
         assert!(e.contains("not a linked kernel"), "{e}");
-        let e = vmlinux_identity(b"\x1f\x8b not elf").unwrap_err();
+        let e = vmlinux_identity(b"\x1f\x8b not elf")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not an ELF64 file"), "{e}");
     }
 }

@@ -2,10 +2,13 @@
 //!
 //! The library holds everything the `kpbuild` binary does, so CI jobs can call
 //! it directly:
-//! - [`build`]: `kpbuild build`, the build driver (patch → module).
+//! - [`build()`]: the build driver (patch → module): a [`BuildRequest`] in,
+//!   a [`BuildReport`] or a [`BuildError`] out; stages in [`mod@build`].
 //! - [`tree`]: the target description every build step works from.
+//! - [`treeless`], [`debian`]: targets without a built tree.
 //! - [`patch`]: which files a patch touches, and applying it to a private copy.
-//! - [`cli`]: argument definitions and the dispatch to each command.
+//! - [`cli`]: argument definitions, their mapping to requests, and the
+//!   dispatch to each command.
 //! - [`diff`]: `kpbuild diff`, one object pair through elfdiff and the relocator.
 //! - [`inspect`]: `kpbuild inspect`, what a livepatch object or module holds.
 //! - [`jobs`]: taking part in a make jobserver.
@@ -22,6 +25,7 @@
 //! - [`identity`]: the files describing a tree-less target belong to one kernel.
 
 pub mod build;
+pub use build::{BuildError, BuildReport, BuildRequest, ErrorKind, build};
 pub mod bundle;
 pub mod cli;
 pub mod debian;

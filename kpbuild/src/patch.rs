@@ -1,8 +1,113 @@
 //! Source patches: which files they touch, whether kpbuild can handle each,
 //! and applying them to a private copy of the source.
 
+use crate::files::{FileError, PathContext};
+use crate::process::ProcessError;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// A patch that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PatchError {
+    /// A patch file could not be read.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// Not a unified diff.
+    #[error("{}: not a unified diff (no ---/+++ file headers)", .0.display())]
+    NotADiff(PathBuf),
+    /// A file no livepatch can change (refused).
+    #[error("{} changes {}: {why}", patch.display(), file.display())]
+    Unsupported {
+        /// The patch.
+        patch: PathBuf,
+        /// The file it changes.
+        file: PathBuf,
+        /// Why that cannot be live patched.
+        why: &'static str,
+    },
+    /// A new C file, which the kernel's build does not compile (refused).
+    #[error(
+        "{} adds {}: a new source file is not built by this kernel's build",
+        patch.display(),
+        file.display()
+    )]
+    NewSource {
+        /// The patch.
+        patch: PathBuf,
+        /// The file it adds.
+        file: PathBuf,
+    },
+    /// A path outside the source tree.
+    #[error("the patches name a path outside the tree: {}", .0.display())]
+    OutsideTree(PathBuf),
+    /// `patch` could not be started.
+    #[error("cannot run patch: {0}")]
+    Spawn(std::io::Error),
+    /// The patch does not apply.
+    #[error(
+        "{} does not apply to {}:\n{}{}",
+        patch.display(),
+        src.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )]
+    DoesNotApply {
+        /// The patch.
+        patch: PathBuf,
+        /// The source tree.
+        src: PathBuf,
+        /// What `patch` said.
+        output: std::process::Output,
+    },
+}
+
+impl PatchError {
+    /// Whether the patch is refused (it cannot be live patched) rather than
+    /// bad input.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Unsupported { .. } | Self::NewSource { .. })
+    }
+}
+
+/// A patch that has been read and checked.
+#[derive(Debug, Clone)]
+pub struct SourcePatch {
+    /// Its absolute path.
+    pub path: PathBuf,
+    /// Its text.
+    pub text: String,
+    /// The files it touches.
+    pub touched: Vec<Touched>,
+}
+
+/// Reads and checks the patches: each is a unified diff touching only
+/// files a livepatch can change.
+pub fn check(paths: &[PathBuf]) -> Result<Vec<SourcePatch>, PatchError> {
+    let mut patches = Vec::new();
+    for p in paths {
+        let text = crate::files::read_to_string(p)?;
+        let touched = touched_files(&text);
+        if touched.is_empty() {
+            return Err(PatchError::NotADiff(p.clone()));
+        }
+        for t in &touched {
+            if let Some(why) = unsupported(&t.path) {
+                return Err(PatchError::Unsupported {
+                    patch: p.clone(),
+                    file: t.path.clone(),
+                    why,
+                });
+            }
+        }
+        patches.push(SourcePatch {
+            path: p.canonicalize().at(p)?,
+            text,
+            touched,
+        });
+    }
+    Ok(patches)
+}
 
 /// A file a patch touches, relative to the source root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,26 +197,23 @@ pub fn unsupported(path: &Path) -> Option<&'static str> {
 /// into the view, never through a link into `src`, and making the view costs
 /// a few hundred symlinks instead of a copy of the whole tree. Compilers see
 /// the same relative layout (`-fmacro-prefix-map` keeps `__FILE__` equal).
-pub fn apply(src: &Path, copy: &Path, patches: &[(PathBuf, String)]) -> Result<(), String> {
+pub fn apply(src: &Path, copy: &Path, patches: &[SourcePatch]) -> Result<(), PatchError> {
     let touched: Vec<PathBuf> = patches
         .iter()
-        .flat_map(|(_, text)| touched_files(text))
-        .map(|t| t.path)
+        .flat_map(|p| &p.touched)
+        .map(|t| t.path.clone())
         .collect();
-    for t in &touched {
-        if t.is_absolute()
+    if let Some(t) = touched.iter().find(|t| {
+        t.is_absolute()
             || t.components()
                 .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
-            return Err(format!(
-                "the patches name a path outside the tree: {}",
-                t.display()
-            ));
-        }
+    }) {
+        return Err(PatchError::OutsideTree(t.clone()));
     }
     shadow_tree(src, copy, &touched)?;
-    for (path, _) in patches {
-        let out = Command::new("patch")
+    for p in patches {
+        let mut command = Command::new("patch");
+        command
             .args([
                 "-p1",
                 "--batch",
@@ -123,25 +225,24 @@ pub fn apply(src: &Path, copy: &Path, patches: &[(PathBuf, String)]) -> Result<(
             ])
             .arg(copy)
             .arg("-i")
-            .arg(path)
-            .output()
-            .map_err(|e| format!("cannot run patch: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{} does not apply to {}:\n{}{}",
-                path.display(),
-                src.display(),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
+            .arg(&p.path);
+        match crate::process::run(&mut command) {
+            Ok(_) => {}
+            Err(ProcessError::Spawn { source, .. }) => return Err(PatchError::Spawn(source)),
+            Err(ProcessError::Failed { output, .. }) => {
+                return Err(PatchError::DoesNotApply {
+                    patch: p.path.clone(),
+                    src: src.to_path_buf(),
+                    output,
+                });
+            }
         }
     }
     Ok(())
 }
 
 /// Builds the shadow tree described at [`apply`].
-pub fn shadow_tree(src: &Path, copy: &Path, touched: &[PathBuf]) -> Result<(), String> {
-    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+pub fn shadow_tree(src: &Path, copy: &Path, touched: &[PathBuf]) -> Result<(), FileError> {
     // Directories that must be real: every ancestor of a touched path.
     let mut real_dirs: std::collections::BTreeSet<PathBuf> = std::collections::BTreeSet::new();
     real_dirs.insert(PathBuf::new());
@@ -155,13 +256,13 @@ pub fn shadow_tree(src: &Path, copy: &Path, touched: &[PathBuf]) -> Result<(), S
     let touched: std::collections::HashSet<&Path> = touched.iter().map(PathBuf::as_path).collect();
     for dir in &real_dirs {
         let target = copy.join(dir);
-        std::fs::create_dir_all(&target).map_err(|e| io(&target, e))?;
+        crate::files::create_dir_all(&target)?;
         let source = src.join(dir);
         let Ok(entries) = std::fs::read_dir(&source) else {
             continue;
         }; // created by the patch
         for entry in entries {
-            let entry = entry.map_err(|e| io(&source, e))?;
+            let entry = entry.at(&source)?;
             let rel = dir.join(entry.file_name());
             if real_dirs.contains(&rel) {
                 continue;
@@ -169,9 +270,9 @@ pub fn shadow_tree(src: &Path, copy: &Path, touched: &[PathBuf]) -> Result<(), S
             let from = entry.path();
             let to = copy.join(&rel);
             if touched.contains(rel.as_path()) {
-                std::fs::copy(&from, &to).map_err(|e| io(&from, e))?;
+                std::fs::copy(&from, &to).at(&from)?;
             } else {
-                std::os::unix::fs::symlink(&from, &to).map_err(|e| io(&to, e))?;
+                std::os::unix::fs::symlink(&from, &to).at(&to)?;
             }
         }
     }

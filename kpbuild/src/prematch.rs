@@ -14,10 +14,77 @@
 //! A difference means the source, the config or the compiler is not the one
 //! the target was built from; the patch would be built against other code.
 
+use crate::files::FileError;
+use crate::tree::{TargetTree, TreeError};
 use elfdiff::input::{Input, SymKind, reloc_width};
+use object::read::elf::ElfFile64;
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::ops::Range;
+use std::path::PathBuf;
+
+/// Why the pre-match stopped a build.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PrematchError {
+    /// An original function differs from the target's.
+    #[error("pre-match failed for {label} in {}: {mismatch}", target.display())]
+    Mismatch {
+        /// The unit's object.
+        label: String,
+        /// The target's file.
+        target: PathBuf,
+        /// Where they differ.
+        mismatch: Mismatch,
+    },
+    /// A function the module replaces cannot be compared.
+    #[error("pre-match: {label}: {unmatched}")]
+    Unmatched {
+        /// The unit's object.
+        label: String,
+        /// The function and why.
+        unmatched: Unmatched,
+    },
+    /// The target's file is not an ELF file.
+    #[error("{}: {source}", path.display())]
+    Target {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: object::Error,
+    },
+    /// An original object could not be read.
+    #[error(transparent)]
+    Object(#[from] elfdiff::Error),
+    /// The target object has no file.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    /// A file could not be read.
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+/// A function the module replaces that cannot be pre-matched.
+#[derive(Debug, thiserror::Error)]
+#[error("{function}: replaced, but cannot be pre-matched: {why}")]
+pub struct Unmatched {
+    /// The function.
+    pub function: String,
+    /// Why it cannot be compared.
+    pub why: &'static str,
+}
+
+/// Why [`check`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// A function differs.
+    #[error(transparent)]
+    Mismatch(#[from] Mismatch),
+    /// A replaced function cannot be compared.
+    #[error(transparent)]
+    Unmatched(#[from] Unmatched),
+}
 
 /// `endbr64`.
 const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
@@ -105,8 +172,8 @@ impl FunctionImage {
 }
 
 /// Every defined function of an original object with its masked ranges.
-pub fn function_images(label: &str, object: &[u8]) -> Result<Vec<FunctionImage>, String> {
-    let input = Input::parse(label, object).map_err(|e| e.to_string())?;
+pub fn function_images(label: &str, object: &[u8]) -> Result<Vec<FunctionImage>, elfdiff::Error> {
+    let input = Input::parse(label, object)?;
     // Jump-label code sites: (section, offset) of each `__jump_table` entry's code field.
     let mut jump_sites: HashMap<usize, Vec<u64>> = HashMap::new();
     for sec in input.sections() {
@@ -175,14 +242,14 @@ pub fn function_images(label: &str, object: &[u8]) -> Result<Vec<FunctionImage>,
 
 /// The function symbols of a linked target (vmlinux or a `.ko`), by name.
 pub struct TargetCode<'d> {
-    file: object::File<'d>,
+    file: ElfFile64<'d, object::Endianness>,
     by_name: HashMap<&'d str, Vec<(object::SectionIndex, u64, u64)>>,
 }
 
 impl<'d> TargetCode<'d> {
     /// Indexes the function symbols of `data`.
-    pub fn new(data: &'d [u8]) -> Result<Self, String> {
-        let file = object::File::parse(data).map_err(|e| e.to_string())?;
+    pub fn new(data: &'d [u8]) -> Result<Self, object::Error> {
+        let file = ElfFile64::parse(data)?;
         let mut by_name: HashMap<&'d str, Vec<_>> = HashMap::new();
         for sym in file.symbols() {
             if sym.kind() != SymbolKind::Text || sym.size() == 0 {
@@ -248,6 +315,8 @@ pub struct Mismatch {
     pub sizes: (usize, usize),
 }
 
+impl std::error::Error for Mismatch {}
+
 impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -265,17 +334,18 @@ pub fn check(
     target: &TargetCode<'_>,
     images: &[FunctionImage],
     replaced: &[String],
-) -> Result<Outcome, Result<Mismatch, String>> {
+) -> Result<Outcome, CheckError> {
     let mut outcome = Outcome::default();
     for image in images {
         let candidates = target.functions(&image.name);
         let must = replaced.contains(&image.name);
-        let skip = |why: &str| -> Result<(String, String), Result<Mismatch, String>> {
+        let skip = |why: &'static str| -> Result<(String, String), CheckError> {
             if must {
-                Err(Err(format!(
-                    "{}: replaced, but cannot be pre-matched: {why}",
-                    image.name
-                )))
+                Err(Unmatched {
+                    function: image.name.clone(),
+                    why,
+                }
+                .into())
             } else {
                 Ok((image.name.clone(), why.to_string()))
             }
@@ -316,11 +386,12 @@ pub fn check(
             }
         }
         if let Some((offset, size)) = first {
-            return Err(Ok(Mismatch {
+            return Err(Mismatch {
                 function: image.name.clone(),
                 offset,
                 sizes: (image.bytes.len(), size),
-            }));
+            }
+            .into());
         }
         outcome.checked += 1;
     }
@@ -339,44 +410,67 @@ pub struct UnitToCheck {
     pub replaced: Vec<String>,
 }
 
-/// Pre-matches every unit against its target (`target_file` gives the ELF of
-/// `vmlinux` or a module); returns the report entry
-/// `{"checked": N, "skipped": [...]}` or the reason to stop.
+/// What the pre-match of a build found (`prematch` in report.json).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PrematchReport {
+    /// Functions compared and equal.
+    pub checked: usize,
+    /// Functions not compared.
+    pub skipped: Vec<SkippedFunction>,
+}
+
+/// A function the pre-match did not compare.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedFunction {
+    /// The function.
+    pub function: String,
+    /// The unit's object.
+    pub object: String,
+    /// Why it was not compared.
+    pub reason: String,
+}
+
+/// Pre-matches every unit against its target object's file in `tree`.
 pub fn verify_units(
     units: &[UnitToCheck],
-    target_file: &dyn Fn(&str) -> Result<std::path::PathBuf, String>,
-) -> Result<serde_json::Value, String> {
-    let mut checked = 0;
-    let mut skipped = Vec::new();
+    tree: &TargetTree,
+) -> Result<PrematchReport, PrematchError> {
+    let mut report = PrematchReport::default();
     let mut targets: Vec<&str> = units.iter().map(|u| u.target.as_str()).collect();
     targets.sort();
     targets.dedup();
     for t in targets {
-        let path = target_file(t)?;
-        let data = crate::files::read(&path)?;
-        let code = TargetCode::new(&data).map_err(|e| format!("{}: {e}", path.display()))?;
+        let path = tree.target_file(t)?;
+        let data = crate::files::read(path)?;
+        let code = TargetCode::new(&data).map_err(|source| PrematchError::Target {
+            path: path.to_path_buf(),
+            source,
+        })?;
         for u in units.iter().filter(|u| u.target == t) {
             let bytes = crate::files::read(&u.original)?;
             let images = function_images(&u.label, &bytes)?;
-            match check(&code, &images, &u.replaced) {
-                Ok(o) => {
-                    checked += o.checked;
-                    skipped.extend(o.skipped.into_iter().map(|(f, why)| {
-                        serde_json::json!({"object": u.label, "function": f, "reason": why})
-                    }));
-                }
-                Err(Ok(m)) => {
-                    return Err(format!(
-                        "pre-match failed for {} in {}: {m}",
-                        u.label,
-                        path.display()
-                    ));
-                }
-                Err(Err(why)) => return Err(format!("pre-match: {}: {why}", u.label)),
-            }
+            let o = check(&code, &images, &u.replaced).map_err(|e| match e {
+                CheckError::Mismatch(mismatch) => PrematchError::Mismatch {
+                    label: u.label.clone(),
+                    target: path.to_path_buf(),
+                    mismatch,
+                },
+                CheckError::Unmatched(unmatched) => PrematchError::Unmatched {
+                    label: u.label.clone(),
+                    unmatched,
+                },
+            })?;
+            report.checked += o.checked;
+            report
+                .skipped
+                .extend(o.skipped.into_iter().map(|(function, reason)| SkippedFunction {
+                    function,
+                    object: u.label.clone(),
+                    reason,
+                }));
         }
     }
-    Ok(serde_json::json!({"checked": checked, "skipped": skipped}))
+    Ok(report)
 }
 
 #[cfg(test)]

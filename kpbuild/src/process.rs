@@ -1,4 +1,5 @@
-//! The one way kpbuild runs a subprocess: [`run`].
+//! The one way kpbuild runs a subprocess: [`run`], or [`pipe`] for two
+//! connected by a pipe.
 //!
 //! Output is captured (never interleaved with kpbuild's own), stdin is
 //! closed, and a failure carries the command line (with its directory and
@@ -7,6 +8,7 @@
 //! in the environment, every command and its duration is logged to stderr.
 
 use std::ffi::OsStr;
+use std::io::Read;
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::Instant;
 
@@ -71,6 +73,84 @@ pub fn run(cmd: &mut Command) -> Result<Output, ProcessError> {
         tail: tail(&output, TAIL_LINES),
         output,
     })
+}
+
+/// How the first process of a [`pipe`] may end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Producer {
+    /// It must run to completion and succeed, like the consumer.
+    MustSucceed,
+    /// The consumer may stop reading before the end (it found what it
+    /// wanted): the producer is then stopped, and its status does not count.
+    MayBeCut,
+}
+
+/// Runs `producer | consumer`: the producer's stdout feeds the consumer's
+/// stdin through an OS pipe (no shell, no copy through kpbuild), as fast as
+/// the shell's pipeline. The consumer's output is captured and returned; a
+/// failure of either carries the whole pipeline's command line.
+pub fn pipe(
+    producer: &mut Command,
+    consumer: &mut Command,
+    mode: Producer,
+) -> Result<Output, ProcessError> {
+    let command = format!("{} | {}", command_line(producer), command_line(consumer));
+    let verbose = std::env::var_os("KPBUILD_VERBOSE").is_some();
+    if verbose {
+        eprintln!("kpbuild: run: {command}");
+    }
+    let start = Instant::now();
+    let spawn_error = |source| ProcessError::Spawn {
+        command: command.clone(),
+        source,
+    };
+    let mut first = producer
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_error)?;
+    let stdout = first.stdout.take().expect("piped");
+    let mut stderr = first.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        text
+    });
+    let second = consumer.stdin(Stdio::from(stdout)).output();
+    // The command keeps its copy of the pipe's read end: drop it, so a
+    // producer still writing sees the consumer gone.
+    consumer.stdin(Stdio::null());
+    if mode == Producer::MayBeCut || !second.as_ref().is_ok_and(|o| o.status.success()) {
+        let _ = first.kill();
+    }
+    let first_status = first.wait().map_err(spawn_error)?;
+    let first_stderr = errors.join().unwrap_or_default();
+    let second = second.map_err(spawn_error)?;
+    if verbose {
+        eprintln!(
+            "kpbuild: {} after {:.2} s: {command}",
+            second.status,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    let failed = |output: Output| ProcessError::Failed {
+        command: command.clone(),
+        status: output.status,
+        tail: tail(&output, TAIL_LINES),
+        output,
+    };
+    if !second.status.success() {
+        return Err(failed(second));
+    }
+    if mode == Producer::MustSucceed && !first_status.success() {
+        return Err(failed(Output {
+            status: first_status,
+            stdout: Vec::new(),
+            stderr: first_stderr,
+        }));
+    }
+    Ok(second)
 }
 
 /// The last `n` lines of stdout followed by stderr.
@@ -152,6 +232,59 @@ mod tests {
         let err = run(&mut Command::new("/nonexistent/kpbuild-no-such-program")).unwrap_err();
         assert!(matches!(err, ProcessError::Spawn { .. }));
         assert!(err.to_string().contains("kpbuild-no-such-program"));
+    }
+
+    #[test]
+    fn a_pipe_connects_two_programs() {
+        let out = pipe(
+            Command::new("printf").arg("a\\nb\\nc\\n"),
+            Command::new("wc").arg("-l"),
+            Producer::MustSucceed,
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    }
+
+    #[test]
+    fn a_pipe_fails_when_either_side_fails() {
+        let err = pipe(
+            Command::new("printf").arg("x"),
+            Command::new("sh").args(["-c", "cat >/dev/null; echo nope >&2; exit 4"]),
+            Producer::MustSucceed,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("printf x | sh -c"), "{err}");
+        assert!(err.contains("exit status: 4"), "{err}");
+        assert!(err.contains("nope"), "{err}");
+        let err = pipe(
+            Command::new("sh").args(["-c", "echo gone >&2; exit 5"]),
+            &mut Command::new("cat"),
+            Producer::MustSucceed,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("exit status: 5"), "{err}");
+        assert!(err.contains("gone"), "{err}");
+    }
+
+    #[test]
+    fn a_producer_may_be_cut_short() {
+        // `yes` never ends by itself: the pipe must stop it once `head` is done.
+        let out = pipe(
+            &mut Command::new("yes"),
+            Command::new("head").arg("-n1"),
+            Producer::MayBeCut,
+        )
+        .unwrap();
+        assert_eq!(out.stdout, b"y\n");
+        let err = pipe(
+            &mut Command::new("/nonexistent/kpbuild-no-producer"),
+            &mut Command::new("cat"),
+            Producer::MayBeCut,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ProcessError::Spawn { .. }), "{err}");
     }
 
     #[test]

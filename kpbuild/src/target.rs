@@ -5,8 +5,41 @@
 use relocator::resolve::{
     FunctionRef, How, PatchInput, PatchedFunction, Relocated, Resolution, SymbolRef, Target,
 };
+use crate::files::FileError;
 use relocator::target::{Exports, TargetKind, TargetSymbols};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// A target whose files cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// A file could not be read.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// A symbol table or export list the relocator cannot read.
+    #[error("{}: {source}", path.display())]
+    Relocator {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: relocator::Error,
+    },
+    /// An object standing for the target is not an ELF file.
+    #[error("{}: {source}", path.display())]
+    Object {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: object::Error,
+    },
+}
+
+fn relocator_error(path: &Path) -> impl FnOnce(relocator::Error) -> LoadError + '_ {
+    move |source| LoadError::Relocator {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 /// The loaded target.
 pub struct TargetFiles {
@@ -34,27 +67,26 @@ impl TargetFiles {
         symbols: &Path,
         vmlinux: Option<&Path>,
         symvers: Option<&Path>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, LoadError> {
         let read = |p: &Path| crate::files::read(p);
         let data = read(symbols)?;
         let objname = name.replace('-', "_");
         let target = TargetSymbols::from_elf(&objname, kind_of(&data), &data)
-            .map_err(|e| format!("{}: {e}", symbols.display()))?;
+            .map_err(relocator_error(symbols))?;
         let vmlinux_symbols = match vmlinux {
             Some(p) => {
                 let d = read(p)?;
                 Some(
                     TargetSymbols::from_elf("vmlinux", TargetKind::Vmlinux, &d)
-                        .map_err(|e| format!("{}: {e}", p.display()))?,
+                        .map_err(relocator_error(p))?,
                 )
             }
             None => None,
         };
         let exports = match symvers {
             Some(p) => {
-                let text =
-                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-                Exports::from_module_symvers(&text).map_err(|e| format!("{}: {e}", p.display()))?
+                let text = crate::files::read_to_string(p)?;
+                Exports::from_module_symvers(&text).map_err(relocator_error(p))?
             }
             None => {
                 let source = vmlinux.unwrap_or(symbols);
@@ -64,9 +96,10 @@ impl TargetFiles {
                     // An object standing for the target (the original object
                     // itself, say) has no export table: the names it leaves
                     // undefined are the ones the module loader resolves.
-                    Err(_) if kind_of(&d) == TargetKind::Module => undefined_as_exports(&d)
-                        .map_err(|e| format!("{}: {e}", source.display()))?,
-                    Err(e) => return Err(format!("{}: {e}", source.display())),
+                    Err(_) if kind_of(&d) == TargetKind::Module => {
+                        undefined_as_exports(source, &d)?
+                    }
+                    Err(e) => return Err(relocator_error(source)(e)),
                 }
             }
         };
@@ -122,9 +155,14 @@ impl TargetFiles {
 }
 
 /// The undefined symbols of a relocatable file, as exports of vmlinux.
-fn undefined_as_exports(data: &[u8]) -> Result<Exports, String> {
+fn undefined_as_exports(path: &Path, data: &[u8]) -> Result<Exports, LoadError> {
     use object::{Object, ObjectSymbol};
-    let file = object::File::parse(data).map_err(|e| e.to_string())?;
+    let file = object::read::elf::ElfFile64::<object::Endianness>::parse(data).map_err(
+        |source| LoadError::Object {
+            path: path.to_path_buf(),
+            source,
+        },
+    )?;
     let mut symvers = String::new();
     for s in file.symbols().filter(|s| s.is_undefined()) {
         if let Ok(name) = s.name()
@@ -133,7 +171,7 @@ fn undefined_as_exports(data: &[u8]) -> Result<Exports, String> {
             symvers.push_str(&format!("0x00000000\t{name}\tvmlinux\tEXPORT_SYMBOL\t\n"));
         }
     }
-    Exports::from_module_symvers(&symvers).map_err(|e| e.to_string())
+    Exports::from_module_symvers(&symvers).map_err(relocator_error(path))
 }
 
 /// Human lines for the relocator's results.

@@ -3,9 +3,97 @@
 //! modules), and the compiler that built it. A kernel build tree and a
 //! distribution kernel's packages both converge on this.
 
-use crate::kbuild::{UnitCommand, scan_c_units};
+use crate::files::{FileError, PathContext};
+use crate::kbuild::{KbuildError, UnitCommand, scan_c_units};
+use crate::process::ProcessError;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+/// A target that is not a usable kernel build.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TreeError {
+    /// The source is not a kernel source tree.
+    #[error("{}: not a kernel source tree (no Makefile and kernel/)", .0.display())]
+    NotSource(PathBuf),
+    /// A file of the build tree is missing.
+    #[error("{}: missing ({what}); is {} a built kernel tree?", path.display(), build.display())]
+    MissingInBuild {
+        /// The file.
+        path: PathBuf,
+        /// What it is.
+        what: &'static str,
+        /// The build tree.
+        build: PathBuf,
+    },
+    /// A file of a tree-less target is missing.
+    #[error("{}: missing ({what})", path.display())]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// What it is.
+        what: &'static str,
+    },
+    /// The kernel cannot load livepatches.
+    #[error("{}: CONFIG_LIVEPATCH is not enabled; this kernel cannot load livepatches", .0.display())]
+    NoLivepatch(PathBuf),
+    /// The build tree has no compile records.
+    #[error("{}: no kbuild .cmd records found; was the tree built?", .0.display())]
+    NoUnits(PathBuf),
+    /// `modules.order` has a line that names no module.
+    #[error("{}: bad line {line:?}", path.display())]
+    ModulesOrder {
+        /// `modules.order`.
+        path: PathBuf,
+        /// The line.
+        line: String,
+    },
+    /// A module target has no `.ko` in the build tree.
+    #[error("module {module}: no .ko in {}", build.display())]
+    NoModuleKo {
+        /// The module.
+        module: String,
+        /// The build tree.
+        build: PathBuf,
+    },
+    /// The compiler the build tree recorded cannot be run.
+    #[error("cannot run the kernel's compiler `{cc}`: {source}")]
+    CompilerNotRunnable {
+        /// The compiler command.
+        cc: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The compiler here is not the one that built vmlinux.
+    #[error(
+        "compiler mismatch: {} was built by `{built}`, but `{cc}` is `{version}`; a different compiler inlines differently and the diff would be wrong",
+        vmlinux.display()
+    )]
+    CompilerMismatch {
+        /// The target's vmlinux.
+        vmlinux: PathBuf,
+        /// The compiler its `.comment` names.
+        built: String,
+        /// The compiler command.
+        cc: String,
+        /// Its version line.
+        version: String,
+    },
+    /// vmlinux is not an ELF file.
+    #[error("{}: {source}", path.display())]
+    Elf {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: object::Error,
+    },
+    /// A `.cmd` record could not be read.
+    #[error(transparent)]
+    Kbuild(#[from] KbuildError),
+    /// A file could not be read.
+    #[error(transparent)]
+    File(#[from] FileError),
+}
 
 /// A kernel to patch.
 #[derive(Debug, Clone)]
@@ -58,43 +146,31 @@ impl TreeMode {
 
 impl TargetTree {
     /// Describes a kernel build tree; checks what a livepatch build needs.
-    pub fn from_build_tree(src: &Path, build: &Path) -> Result<Self, String> {
-        let need = |p: PathBuf, what: &str| {
-            if p.exists() {
-                Ok(p)
+    pub fn from_build_tree(src: &Path, build: &Path) -> Result<Self, TreeError> {
+        let need = |path: PathBuf, what: &'static str| {
+            if path.exists() {
+                Ok(path)
             } else {
-                Err(format!(
-                    "{}: missing ({what}); is {} a built kernel tree?",
-                    p.display(),
-                    build.display()
-                ))
+                Err(TreeError::MissingInBuild {
+                    path,
+                    what,
+                    build: build.to_path_buf(),
+                })
             }
         };
-        if !src.join("Makefile").is_file() || !src.join("kernel").is_dir() {
-            return Err(format!(
-                "{}: not a kernel source tree (no Makefile and kernel/)",
-                src.display()
-            ));
-        }
+        check_source(src)?;
         let config_path = need(build.join(".config"), "kernel config")?;
         let vmlinux = need(build.join("vmlinux"), "the linked kernel")?;
         let symvers = need(build.join("Module.symvers"), "exports, written by modpost")?;
         let config = read_livepatch_config(&config_path)?;
-        let units = scan_c_units(build).map_err(|e| e.to_string())?;
+        let units = scan_c_units(build)?;
         if units.is_empty() {
-            return Err(format!(
-                "{}: no kbuild .cmd records found; was the tree built?",
-                build.display()
-            ));
+            return Err(TreeError::NoUnits(build.to_path_buf()));
         }
         let module_of = modules(build)?;
-        let build = build
-            .canonicalize()
-            .map_err(|e| format!("{}: {e}", build.display()))?;
+        let build = build.canonicalize().at(build)?;
         Ok(TargetTree {
-            src: src
-                .canonicalize()
-                .map_err(|e| format!("{}: {e}", src.display()))?,
+            src: src.canonicalize().at(src)?,
             module_build: build.clone(),
             build,
             vmlinux,
@@ -117,7 +193,7 @@ impl TargetTree {
         cc: &str,
         units: Vec<UnitCommand>,
         module_of: HashMap<PathBuf, (String, PathBuf)>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TreeError> {
         let config_path = prepared.join(".config");
         let config = read_livepatch_config(&config_path)?;
         let symvers = headers.join("Module.symvers");
@@ -126,13 +202,13 @@ impl TargetTree {
             (&symvers, "exports of the target"),
         ] {
             if !p.is_file() {
-                return Err(format!("{}: missing ({what})", p.display()));
+                return Err(TreeError::Missing {
+                    path: p.to_path_buf(),
+                    what,
+                });
             }
         }
-        let canon = |p: &Path| {
-            p.canonicalize()
-                .map_err(|e| format!("{}: {e}", p.display()))
-        };
+        let canon = |p: &Path| p.canonicalize().at(p);
         Ok(TargetTree {
             src: canon(src)?,
             build: canon(prepared)?,
@@ -161,17 +237,85 @@ impl TargetTree {
             .find(|(m, _)| m == name)
             .map(|(_, ko)| ko.as_path())
     }
+
+    /// The linked file of a target object: vmlinux, or a module's `.ko`.
+    pub fn target_file(&self, name: &str) -> Result<&Path, TreeError> {
+        if name == "vmlinux" {
+            return Ok(&self.vmlinux);
+        }
+        self.module_ko(name).ok_or_else(|| TreeError::NoModuleKo {
+            module: name.to_string(),
+            build: self.build.clone(),
+        })
+    }
+
+    /// The compiler kbuild recorded must be the one that built vmlinux.
+    pub fn check_compiler(&self) -> Result<(), TreeError> {
+        use object::{Object as _, ObjectSection as _};
+        let cc = self.units[0]
+            .command
+            .split_whitespace()
+            .next()
+            .unwrap_or("gcc")
+            .to_string();
+        let mut command = std::process::Command::new(&cc);
+        command.arg("--version").current_dir(&self.build);
+        let out = match crate::process::run(&mut command) {
+            Ok(out) | Err(ProcessError::Failed { output: out, .. }) => out,
+            Err(ProcessError::Spawn { source, .. }) => {
+                return Err(TreeError::CompilerNotRunnable { cc, source });
+            }
+        };
+        let version = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let data = crate::files::read(&self.vmlinux)?;
+        let file = object::read::elf::ElfFile64::<object::Endianness>::parse(&*data).map_err(
+            |source| TreeError::Elf {
+                path: self.vmlinux.clone(),
+                source,
+            },
+        )?;
+        let comment = file
+            .section_by_name(".comment")
+            .and_then(|s| s.data().ok())
+            .map(|d| String::from_utf8_lossy(d).replace('\0', "\n"))
+            .unwrap_or_default();
+        // `gcc (Debian 12.2.0-14+deb12u1) 12.2.0` vs `GCC: (Debian 12.2.0-14+deb12u1) 12.2.0`.
+        let tail = version.split_once(' ').map_or(version.as_str(), |x| x.1);
+        if tail.is_empty() || !comment.lines().any(|l| l.ends_with(tail)) {
+            let built = comment
+                .lines()
+                .find(|l| l.starts_with("GCC") || l.contains("clang"))
+                .unwrap_or("unknown")
+                .to_string();
+            return Err(TreeError::CompilerMismatch {
+                vmlinux: self.vmlinux.clone(),
+                built,
+                cc,
+                version,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A kernel source tree has a top Makefile and `kernel/`.
+pub fn check_source(src: &Path) -> Result<(), TreeError> {
+    if !src.join("Makefile").is_file() || !src.join("kernel").is_dir() {
+        return Err(TreeError::NotSource(src.to_path_buf()));
+    }
+    Ok(())
 }
 
 /// Reads a `.config` and checks the kernel can load livepatches.
-fn read_livepatch_config(path: &Path) -> Result<HashMap<String, String>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn read_livepatch_config(path: &Path) -> Result<HashMap<String, String>, TreeError> {
+    let text = crate::files::read_to_string(path)?;
     let config = parse_config(&text);
     if config.get("CONFIG_LIVEPATCH").map(String::as_str) != Some("y") {
-        return Err(format!(
-            "{}: CONFIG_LIVEPATCH is not enabled; this kernel cannot load livepatches",
-            path.display()
-        ));
+        return Err(TreeError::NoLivepatch(path.to_path_buf()));
     }
     Ok(config)
 }
@@ -186,7 +330,7 @@ pub fn parse_config(text: &str) -> HashMap<String, String> {
 }
 
 /// Objects of each module, from `modules.order` and the `.mod` files.
-fn modules(build: &Path) -> Result<HashMap<PathBuf, (String, PathBuf)>, String> {
+fn modules(build: &Path) -> Result<HashMap<PathBuf, (String, PathBuf)>, TreeError> {
     let mut out = HashMap::new();
     let order = build.join("modules.order");
     let Ok(text) = std::fs::read_to_string(&order) else {
@@ -197,7 +341,10 @@ fn modules(build: &Path) -> Result<HashMap<PathBuf, (String, PathBuf)>, String> 
         let name = module_obj
             .file_stem()
             .map(|s| s.to_string_lossy().replace('-', "_"))
-            .ok_or_else(|| format!("{}: bad line {line:?}", order.display()))?;
+            .ok_or_else(|| TreeError::ModulesOrder {
+                path: order.clone(),
+                line: line.to_string(),
+            })?;
         let ko = build.join(module_obj.with_extension("ko"));
         let mod_file = build.join(module_obj.with_extension("mod"));
         let members = std::fs::read_to_string(&mod_file).unwrap_or_else(|_| line.to_string());

@@ -3,99 +3,165 @@
 //! directory is prepared once per (source, config, compiler) and cached;
 //! the units a patch touches are compiled there on demand, and their `.cmd`
 //! records are then replayed exactly like a built tree's. Everything after
-//! [`target_tree`] is the tree mode's code path.
+//! [`prepared_tree`] is the tree mode's code path.
 
-use crate::build::{BuildArgs, TargetArgs};
-use crate::tree::TargetTree;
+use crate::files::{FileError, PathContext};
+use crate::identity::IdentityError;
+use crate::kbuild::{KbuildError, UnitCommand};
+use crate::patch::SourcePatch;
+use crate::process::ProcessError;
+use crate::tree::{TargetTree, TreeError};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The one description of the target every later step works from, whichever
-/// way the command line gave it.
-/// `laps` receives the time of the long steps a tree-less target may take
-/// (`fetch` of a Debian release, `prepare` of the private build directory).
-pub fn target_tree(
-    args: &BuildArgs,
-    target: &TargetArgs,
-    patches: &[(PathBuf, String)],
-    progress: &dyn Fn(&str),
-    laps: &mut Vec<(&'static str, f64)>,
-) -> Result<TargetTree, String> {
-    let given = |p: &Path| !p.as_os_str().is_empty();
-    if let Some(release) = &target.debian {
-        if given(&args.build) {
-            return Err("--debian and --build exclude each other".into());
-        }
-        let start = std::time::Instant::now();
-        let k = crate::debian::fetch(release, progress)?;
-        laps.push(("fetch", start.elapsed().as_secs_f64()));
-        let src = if given(&args.src) {
-            args.src.clone()
-        } else {
-            k.src
-        };
-        let files = TreelessFiles {
-            config: &k.config,
-            vmlinux: &k.vmlinux,
-            headers: &k.headers,
-            modules: Some(&k.modules),
-        };
-        return prepared_tree(&src, &files, patches, progress, laps);
-    }
-    if !given(&args.build) {
-        let (Some(config), Some(vmlinux), Some(headers)) =
-            (&target.config, &target.vmlinux, &target.headers)
-        else {
-            return Err(
-                "describe the target with --build, or with --config, --vmlinux and --headers (tree-less), or with --debian RELEASE".into(),
-            );
-        };
-        if !given(&args.src) {
-            return Err("--src is required (the exact source of the target kernel)".into());
-        }
-        let files = TreelessFiles {
-            config,
-            vmlinux,
-            headers,
-            modules: target.modules.as_deref(),
-        };
-        return prepared_tree(&args.src, &files, patches, progress, laps);
-    }
-    if !given(&args.src) {
-        return Err("--src is required with --build".into());
-    }
-    if target.config.is_some() || target.headers.is_some() || target.modules.is_some() {
-        return Err(
-            "--config, --headers and --modules describe a target without a built tree; drop --build or them"
-                .into(),
-        );
-    }
-    let mut tree = TargetTree::from_build_tree(&args.src, &args.build)?;
-    if let Some(v) = &target.vmlinux {
-        tree.vmlinux = v.clone();
-    }
-    Ok(tree)
+/// A tree-less target that cannot be prepared.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TreelessError {
+    /// The config does not name its compiler.
+    #[error("the config has no CONFIG_CC_VERSION_TEXT: which compiler built the kernel?")]
+    NoCompiler,
+    /// The compiler the config names is not here.
+    #[error(
+        "the kernel was built by `{want}`, but `{cc}` cannot be run here: {source}; install that compiler{}",
+        debian_package(cc)
+    )]
+    CompilerNotRunnable {
+        /// `CONFIG_CC_VERSION_TEXT`.
+        want: String,
+        /// The compiler command.
+        cc: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The compiler here is another version.
+    #[error("compiler mismatch: the kernel was built by `{want}`, but `{cc}` here is `{have}`")]
+    CompilerMismatch {
+        /// `CONFIG_CC_VERSION_TEXT`.
+        want: String,
+        /// The compiler command.
+        cc: String,
+        /// Its version line.
+        have: String,
+    },
+    /// A patch changes a header.
+    #[error(
+        "{} changes the header {}: tree-less mode compiles only the changed .c files and cannot know which units include a header; use a built tree (--build)",
+        patch.display(),
+        header.display()
+    )]
+    Header {
+        /// The patch.
+        patch: PathBuf,
+        /// The header.
+        header: PathBuf,
+    },
+    /// `make` failed while preparing the directory.
+    #[error(transparent)]
+    Make(ProcessError),
+    /// A changed unit could not be compiled in the prepared directory.
+    #[error("{}: is it built by this config? {source}", object.display())]
+    NotBuilt {
+        /// The object.
+        object: PathBuf,
+        /// The failed `make`.
+        source: ProcessError,
+    },
+    /// A module unit's command lacks its module name.
+    #[error("{}: built into a module, but its command has no KBUILD_MODNAME", .0.display())]
+    NoModuleName(PathBuf),
+    /// A module unit, but no installed modules to find the module in.
+    #[error(
+        "{} is built into the module {module}: give the target's installed modules with --modules /lib/modules/RELEASE",
+        object.display()
+    )]
+    NeedModules {
+        /// The object.
+        object: PathBuf,
+        /// The module.
+        module: String,
+    },
+    /// The module is not among the installed modules.
+    #[error(
+        "module {module}: no {module}.ko in {} (is it the target's /lib/modules/RELEASE?)",
+        dir.display()
+    )]
+    NoModule {
+        /// The module.
+        module: String,
+        /// Where it was looked for.
+        dir: PathBuf,
+    },
+    /// The module is there more than once.
+    #[error("module {module}: more than one file: {}", files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    AmbiguousModule {
+        /// The module.
+        module: String,
+        /// Its files.
+        files: Vec<PathBuf>,
+    },
+    /// A compressed module could not be decompressed.
+    #[error("decompressing {}: {source}", path.display())]
+    Decompress {
+        /// The module file.
+        path: PathBuf,
+        /// The failed decompressor.
+        source: ProcessError,
+    },
+    /// No changed `.c` file.
+    #[error("the patches change no .c file that tree-less mode could compile")]
+    NoUnit,
+    /// The target's files do not describe one kernel.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The prepared directory is not a usable tree.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    /// A `.cmd` record could not be read.
+    #[error(transparent)]
+    Kbuild(#[from] KbuildError),
+    /// A file could not be read or written.
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+/// ` (on Debian: apt-get install gcc-N)` for `x86_64-linux-gnu-gcc-N` and
+/// `gcc-N`, which come with Debian's gcc-N.
+fn debian_package(cc: &str) -> String {
+    cc.rsplit_once("gcc-")
+        .filter(|(_, n)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        .map(|(_, n)| format!(" (on Debian: apt-get install gcc-{n})"))
+        .unwrap_or_default()
+}
+
+/// The target's files in tree-less mode.
+#[derive(Debug, Clone, Copy)]
+pub struct TreelessFiles<'a> {
+    /// The kernel config.
+    pub config: &'a Path,
+    /// The unstripped vmlinux.
+    pub vmlinux: &'a Path,
+    /// The module build tree, with Module.symvers.
+    pub headers: &'a Path,
+    /// `/lib/modules/RELEASE`, where module targets are found.
+    pub modules: Option<&'a Path>,
 }
 
 /// The compiler `CONFIG_CC_VERSION_TEXT` names, checked against the one on
 /// this machine: (command, version line).
-pub fn config_compiler(config: &str) -> Result<(String, String), String> {
+pub fn config_compiler(config: &str) -> Result<(String, String), TreelessError> {
     let want = crate::tree::parse_config(config)
         .remove("CONFIG_CC_VERSION_TEXT")
-        .ok_or("the config has no CONFIG_CC_VERSION_TEXT: which compiler built the kernel?")?;
+        .ok_or(TreelessError::NoCompiler)?;
     let cc = want.split_whitespace().next().unwrap_or("gcc").to_string();
-    let out = Command::new(&cc).arg("--version").output().map_err(|e| {
-        // `x86_64-linux-gnu-gcc-12` and `gcc-12` come with Debian's gcc-12.
-        let package = cc
-            .rsplit_once("gcc-")
-            .filter(|(_, n)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-            .map(|(_, n)| format!(" (on Debian: apt-get install gcc-{n})"))
-            .unwrap_or_default();
-        format!(
-            "the kernel was built by `{want}`, but `{cc}` cannot be run here: {e}; install that compiler{package}"
-        )
-    })?;
+    let out = match crate::process::run(Command::new(&cc).arg("--version")) {
+        Ok(out) | Err(ProcessError::Failed { output: out, .. }) => out,
+        Err(ProcessError::Spawn { source, .. }) => {
+            return Err(TreelessError::CompilerNotRunnable { want, cc, source });
+        }
+    };
     let have = String::from_utf8_lossy(&out.stdout)
         .lines()
         .next()
@@ -103,9 +169,7 @@ pub fn config_compiler(config: &str) -> Result<(String, String), String> {
         .trim()
         .to_string();
     if have != want {
-        return Err(format!(
-            "compiler mismatch: the kernel was built by `{want}`, but `{cc}` here is `{have}`"
-        ));
+        return Err(TreelessError::CompilerMismatch { want, cc, have });
     }
     Ok((cc, have))
 }
@@ -126,8 +190,8 @@ fn prepared_key(
     src: &Path,
     config_text: &str,
     cc_version: &str,
-) -> Result<(String, PathBuf), String> {
-    let makefile = std::fs::read(src.join("Makefile")).map_err(|e| e.to_string())?;
+) -> Result<(String, PathBuf), FileError> {
+    let makefile = crate::files::read(&src.join("Makefile"))?;
     let mut h = Sha256::new();
     for part in [
         src.display().to_string().as_bytes(),
@@ -138,10 +202,7 @@ fn prepared_key(
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
     }
-    let key: String = h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let key = kimage::hex(&h.finalize()[..8]);
     let dir = kimage::cache_root().join("prepared").join(&key);
     Ok((key, dir))
 }
@@ -149,133 +210,183 @@ fn prepared_key(
 /// The private build directory tree-less mode prepares for `src` and
 /// `config` (it exists once a build has prepared it), and the compiler
 /// command the config names.
-pub fn prepared_dir(src: &Path, config: &Path) -> Result<(PathBuf, String), String> {
-    let src = src
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", src.display()))?;
-    let config_text =
-        std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
+pub fn prepared_dir(src: &Path, config: &Path) -> Result<(PathBuf, String), TreelessError> {
+    let src = src.canonicalize().at(src)?;
+    let config_text = crate::files::read_to_string(config)?;
     let (cc, cc_version) = config_compiler(&config_text)?;
     let (_, dir) = prepared_key(&src, &config_text, &cc_version)?;
     Ok((dir, cc))
 }
 
-/// Prepares (or reuses) the private build directory and compiles the
-/// changed units in it.
-/// The target's files in tree-less mode.
-struct TreelessFiles<'a> {
-    config: &'a Path,
-    vmlinux: &'a Path,
-    headers: &'a Path,
-    /// `/lib/modules/RELEASE`, where module targets are found.
-    modules: Option<&'a Path>,
-}
-
-fn prepared_tree(
+/// The target description of a tree-less target: checks that its files
+/// describe one kernel, prepares (or reuses) the private build directory
+/// and compiles the changed units in it. `laps` receives the time of a
+/// first `prepare`.
+pub fn prepared_tree(
     src: &Path,
     files: &TreelessFiles<'_>,
-    patches: &[(PathBuf, String)],
+    patches: &[SourcePatch],
     progress: &dyn Fn(&str),
     laps: &mut Vec<(&'static str, f64)>,
-) -> Result<TargetTree, String> {
-    let TreelessFiles {
-        config,
-        vmlinux,
-        headers,
-        modules,
-    } = *files;
-    let src = src
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", src.display()))?;
-    if !src.join("Makefile").is_file() || !src.join("kernel").is_dir() {
-        return Err(format!(
-            "{}: not a kernel source tree (no Makefile and kernel/)",
-            src.display()
-        ));
-    }
-    let config_text =
-        std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
-    crate::identity::check_treeless(&src, &config_text, config, vmlinux, headers)?;
+) -> Result<TargetTree, TreelessError> {
+    let src = src.canonicalize().at(src)?;
+    crate::tree::check_source(&src)?;
+    let config_text = crate::files::read_to_string(files.config)?;
+    crate::identity::check_treeless(
+        &src,
+        &config_text,
+        files.config,
+        files.vmlinux,
+        files.headers,
+    )?;
     let (cc, cc_version) = config_compiler(&config_text)?;
-    let (key, dir) = prepared_key(&src, &config_text, &cc_version)?;
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let lock_path = dir.with_extension("lock");
-    let lock =
-        std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    lock.lock()
-        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    let done = dir.join(".kpbuild-prepared");
-    if !done.exists() {
+    let dir = Prepared {
+        src: &src,
+        cc: &cc,
+        dir: prepared_key(&src, &config_text, &cc_version)?.1,
+    };
+    // One kpbuild at a time prepares a directory; the lock is held while
+    // the units compile in it.
+    let _lock = dir.prepare(&config_text, progress, laps)?;
+    let (units, module_of) = dir.compile_changed(patches, files.modules, progress)?;
+    Ok(TargetTree::prepared(
+        &src,
+        &dir.dir,
+        files.vmlinux,
+        files.headers,
+        &cc,
+        units,
+        module_of,
+    )?)
+}
+
+/// The private build directory of a tree-less target.
+struct Prepared<'a> {
+    src: &'a Path,
+    cc: &'a str,
+    dir: PathBuf,
+}
+
+/// Module name and `.ko` of each object linked into a module.
+type ModuleOf = HashMap<PathBuf, (String, PathBuf)>;
+
+impl Prepared<'_> {
+    /// Takes the directory's lock and prepares it unless a build did
+    /// (`olddefconfig` + `prepare`); returns the held lock.
+    fn prepare(
+        &self,
+        config_text: &str,
+        progress: &dyn Fn(&str),
+        laps: &mut Vec<(&'static str, f64)>,
+    ) -> Result<std::fs::File, TreelessError> {
+        let dir = &self.dir;
+        crate::files::create_dir_all(dir)?;
+        let lock_path = dir.with_extension("lock");
+        let lock = std::fs::File::create(&lock_path).at(&lock_path)?;
+        lock.lock().at(&lock_path)?;
+        let done = dir.join(".kpbuild-prepared");
+        if done.exists() {
+            return Ok(lock);
+        }
         let start = std::time::Instant::now();
         progress(&format!(
             "preparing a build directory for {} (olddefconfig + prepare, once): {}",
-            src.display(),
+            self.src.display(),
             dir.display()
         ));
-        std::fs::write(dir.join(".config"), &config_text)
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-        crate::process::run(make(&src, &dir, &cc).arg("olddefconfig"))
-            .map_err(|e| e.to_string())?;
+        std::fs::write(dir.join(".config"), config_text).at(dir)?;
+        crate::process::run(make(self.src, dir, self.cc).arg("olddefconfig"))
+            .map_err(TreelessError::Make)?;
         let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
         crate::process::run(
-            make(&src, &dir, &cc)
+            make(self.src, dir, self.cc)
                 .arg(format!("-j{jobs}"))
                 .arg("prepare"),
         )
-        .map_err(|e| e.to_string())?;
-        std::fs::write(&done, &key).map_err(|e| format!("{}: {e}", done.display()))?;
+        .map_err(TreelessError::Make)?;
+        let key = dir.file_name().unwrap_or_default().to_string_lossy();
+        std::fs::write(&done, key.as_bytes()).at(&done)?;
         laps.push(("prepare", start.elapsed().as_secs_f64()));
+        Ok(lock)
     }
-    let mut units = Vec::new();
-    let mut module_of = std::collections::HashMap::new();
-    for (p, text) in patches {
-        for t in crate::patch::touched_files(text) {
-            let ext = t.path.extension().and_then(|e| e.to_str());
-            if ext == Some("h") {
-                return Err(format!(
-                    "{} changes the header {}: tree-less mode compiles only the changed .c files and cannot know which units include a header; use a built tree (--build)",
-                    p.display(),
-                    t.path.display()
+
+    /// Compiles each changed `.c` file in the directory; its `.cmd` record
+    /// and, for a module's unit, the module's installed `.ko`.
+    fn compile_changed(
+        &self,
+        patches: &[SourcePatch],
+        modules: Option<&Path>,
+        progress: &dyn Fn(&str),
+    ) -> Result<(Vec<UnitCommand>, ModuleOf), TreelessError> {
+        let mut units = Vec::new();
+        let mut module_of = HashMap::new();
+        for p in patches {
+            for t in &p.touched {
+                let ext = t.path.extension().and_then(|e| e.to_str());
+                if ext == Some("h") {
+                    return Err(TreelessError::Header {
+                        patch: p.path.clone(),
+                        header: t.path.clone(),
+                    });
+                }
+                if ext != Some("c") || t.created {
+                    continue;
+                }
+                let object = t.path.with_extension("o");
+                progress(&format!(
+                    "compiling {} in the prepared directory",
+                    object.display()
                 ));
+                let unit = self.compile(&object)?;
+                if unit.command.contains("-DMODULE ") {
+                    let (name, ko) = self.module_of(&object, &unit, modules)?;
+                    module_of.insert(object.clone(), (name, ko));
+                }
+                units.push(unit);
             }
-            if ext != Some("c") || t.created {
-                continue;
-            }
-            let object = t.path.with_extension("o");
-            progress(&format!(
-                "compiling {} in the prepared directory",
-                object.display()
-            ));
-            crate::process::run(make(&src, &dir, &cc).arg(&object))
-                .map_err(|e| format!("{}: is it built by this config? {e}", object.display()))?;
-            let name = object.file_name().expect("file").to_string_lossy();
-            let cmd_file = dir
-                .join(object.parent().unwrap_or(Path::new("")))
-                .join(format!(".{name}.cmd"));
-            let unit = crate::kbuild::UnitCommand::parse(&cmd_file).map_err(|e| e.to_string())?;
-            if unit.command.contains("-DMODULE ") {
-                let name = module_name(&unit.command).ok_or_else(|| {
-                    format!(
-                        "{}: built into a module, but its command has no KBUILD_MODNAME",
-                        cmd_file.display()
-                    )
-                })?;
-                let Some(modules) = modules else {
-                    return Err(format!(
-                        "{} is built into the module {name}: give the target's installed modules with --modules /lib/modules/RELEASE",
-                        object.display()
-                    ));
-                };
-                let ko = target_module(modules, &name)?;
-                module_of.insert(object.clone(), (name.replace('-', "_"), ko));
-            }
-            units.push(unit);
         }
+        if units.is_empty() {
+            return Err(TreelessError::NoUnit);
+        }
+        Ok((units, module_of))
     }
-    if units.is_empty() {
-        return Err("the patches change no .c file that tree-less mode could compile".into());
+
+    /// Compiles one object in the directory; its `.cmd` record.
+    fn compile(&self, object: &Path) -> Result<UnitCommand, TreelessError> {
+        crate::process::run(make(self.src, &self.dir, self.cc).arg(object)).map_err(|source| {
+            TreelessError::NotBuilt {
+                object: object.to_path_buf(),
+                source,
+            }
+        })?;
+        Ok(UnitCommand::parse(&self.cmd_file(object))?)
     }
-    TargetTree::prepared(&src, &dir, vmlinux, headers, &cc, units, module_of)
+
+    fn cmd_file(&self, object: &Path) -> PathBuf {
+        let name = object.file_name().expect("file").to_string_lossy();
+        self.dir
+            .join(object.parent().unwrap_or(Path::new("")))
+            .join(format!(".{name}.cmd"))
+    }
+
+    /// The module (name with `_`, installed `.ko`) a module's unit is in.
+    fn module_of(
+        &self,
+        object: &Path,
+        unit: &UnitCommand,
+        modules: Option<&Path>,
+    ) -> Result<(String, PathBuf), TreelessError> {
+        let name = module_name(&unit.command)
+            .ok_or_else(|| TreelessError::NoModuleName(self.cmd_file(object)))?;
+        let Some(modules) = modules else {
+            return Err(TreelessError::NeedModules {
+                object: object.to_path_buf(),
+                module: name,
+            });
+        };
+        let ko = target_module(modules, &name)?;
+        Ok((name.replace('-', "_"), ko))
+    }
 }
 
 /// `KBUILD_MODNAME` of a unit's compile command (`-DKBUILD_MODNAME='"name"'`).
@@ -290,12 +401,41 @@ fn module_name(command: &str) -> Option<String> {
 /// compressed or not, `-` and `_` alike), as an uncompressed `.ko`: a
 /// compressed one is decompressed into the cache (content-addressed, so
 /// every build reads the same bytes).
-fn target_module(modules: &Path, name: &str) -> Result<PathBuf, String> {
+fn target_module(modules: &Path, name: &str) -> Result<PathBuf, TreelessError> {
+    let (path, ext) = find_module(modules, name)?;
+    let tool = match ext {
+        ".ko" => return Ok(path),
+        ".ko.xz" => "xz",
+        ".ko.zst" => "zstd",
+        _ => "gzip",
+    };
+    let data = crate::files::read(&path)?;
+    let digest = kimage::hex(&Sha256::digest(&data)[..12]);
+    let wanted = name.replace('-', "_");
+    let out = kimage::cache_root()
+        .join("target-modules")
+        .join(format!("{wanted}-{digest}.ko"));
+    if out.is_file() {
+        return Ok(out);
+    }
+    let bytes = crate::process::run(Command::new(tool).arg("-dc").arg(&path))
+        .map_err(|source| TreelessError::Decompress {
+            path: path.clone(),
+            source,
+        })?
+        .stdout;
+    crate::files::create_dir_all(out.parent().expect("has a parent"))?;
+    crate::files::write_atomic(&out, &bytes)?;
+    Ok(out)
+}
+
+/// The one file of module `name` under `MODULES/kernel`, and its extension.
+fn find_module(modules: &Path, name: &str) -> Result<(PathBuf, &'static str), TreelessError> {
     let wanted = name.replace('-', "_");
     let mut found = Vec::new();
     let mut stack = vec![modules.join("kernel")];
     while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let entries = std::fs::read_dir(&dir).at(&dir)?;
         for e in entries.flatten() {
             let path = e.path();
             if path.is_dir() {
@@ -312,46 +452,17 @@ fn target_module(modules: &Path, name: &str) -> Result<PathBuf, String> {
             }
         }
     }
-    let (path, ext) = match found.len() {
-        1 => found.remove(0),
-        0 => {
-            return Err(format!(
-                "module {name}: no {name}.ko in {} (is it the target's /lib/modules/RELEASE?)",
-                modules.join("kernel").display()
-            ));
-        }
-        _ => {
-            let all: Vec<String> = found.iter().map(|(p, _)| p.display().to_string()).collect();
-            return Err(format!(
-                "module {name}: more than one file: {}",
-                all.join(", ")
-            ));
-        }
-    };
-    let tool = match ext {
-        ".ko" => return Ok(path),
-        ".ko.xz" => "xz",
-        ".ko.zst" => "zstd",
-        _ => "gzip",
-    };
-    let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let digest: String = Sha256::digest(&data)[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let out = kimage::cache_root()
-        .join("target-modules")
-        .join(format!("{wanted}-{digest}.ko"));
-    if out.is_file() {
-        return Ok(out);
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(TreelessError::NoModule {
+            module: name.to_string(),
+            dir: modules.join("kernel"),
+        }),
+        _ => Err(TreelessError::AmbiguousModule {
+            module: name.to_string(),
+            files: found.into_iter().map(|(p, _)| p).collect(),
+        }),
     }
-    let bytes = crate::process::run(Command::new(tool).arg("-dc").arg(&path))
-        .map_err(|e| format!("decompressing {}: {e}", path.display()))?
-        .stdout;
-    let parent = out.parent().expect("has a parent");
-    std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    crate::files::write_atomic(&out, &bytes)?;
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -376,13 +487,15 @@ mod tests {
             target_module(&dir, "nls_ascii").unwrap(),
             dir.join("kernel/fs/nls/nls-ascii.ko")
         );
-        let e = target_module(&dir, "absent").unwrap_err();
+        let e = target_module(&dir, "absent").unwrap_err().to_string();
         assert!(e.contains("no absent.ko in"), "{e}");
         std::fs::create_dir_all(dir.join("kernel/drivers")).unwrap();
         std::fs::write(dir.join("kernel/drivers/nls_ascii.ko.xz"), b"xz").unwrap();
-        let e = target_module(&dir, "nls_ascii").unwrap_err();
+        let e = target_module(&dir, "nls_ascii").unwrap_err().to_string();
         assert!(e.contains("more than one file"), "{e}");
-        let e = target_module(&dir.join("missing"), "x").unwrap_err();
+        let e = target_module(&dir.join("missing"), "x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -1,0 +1,205 @@
+//! [`BuildError`]: why a build stopped, as a value: its [`ErrorKind`] gives
+//! the exit code, its variant names the file, object, section or symbol.
+
+use super::report::BuildReport;
+use crate::debian::DebianError;
+use crate::files::FileError;
+use crate::module::ModuleError;
+use crate::patch::PatchError;
+use crate::prematch::PrematchError;
+use crate::process::ProcessError;
+use crate::target::LoadError;
+use crate::tree::TreeError;
+use crate::treeless::TreelessError;
+use std::path::PathBuf;
+
+/// What kind of stop a [`BuildError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad input or an internal error (exit 1).
+    Error,
+    /// The change cannot be live patched safely (exit 2).
+    Refused,
+    /// The patches make no functional change (exit 3).
+    NoChange,
+}
+
+impl ErrorKind {
+    /// The process exit code (see [`crate::exit`]).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Error => crate::exit::ERROR,
+            ErrorKind::Refused => crate::exit::REFUSED,
+            ErrorKind::NoChange => crate::exit::NO_CHANGE,
+        }
+    }
+
+    /// How `kpbuild build` labels it on stderr.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Error => "error",
+            ErrorKind::Refused => "refused",
+            ErrorKind::NoChange => "no functional change",
+        }
+    }
+}
+
+/// Which side of a unit was being compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// From the pristine source.
+    Original,
+    /// From the patched copy.
+    Patched,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Original => "original",
+            Side::Patched => "patched",
+        })
+    }
+}
+
+/// Why a build stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The output directory is a file.
+    #[error("{}: exists and is not a directory", .0.display())]
+    OutNotADirectory(PathBuf),
+    /// A patch is unusable, or changes what cannot be live patched.
+    #[error(transparent)]
+    Patch(#[from] PatchError),
+    /// The built tree is not usable.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    /// The tree-less target is not usable.
+    #[error(transparent)]
+    Treeless(#[from] TreelessError),
+    /// The Debian release cannot be fetched.
+    #[error(transparent)]
+    Debian(#[from] DebianError),
+    /// An affected unit is not kernel text.
+    #[error(
+        "{} is affected but is not kernel text (boot, real-mode or vDSO code): it cannot be live patched",
+        .0.display()
+    )]
+    NotKernelText(PathBuf),
+    /// No compiled unit uses the changed files.
+    #[error("no compiled unit of this kernel build uses the changed files")]
+    NoAffectedUnit,
+    /// A unit did not compile.
+    #[error("compiling {} ({side}): {source}", object.display())]
+    Compile {
+        /// The unit's object.
+        object: PathBuf,
+        /// Which side.
+        side: Side,
+        /// The failed compiler.
+        source: ProcessError,
+    },
+    /// make's jobserver failed.
+    #[error("make jobserver: {0}")]
+    Jobserver(std::io::Error),
+    /// The compile threads could not be started.
+    #[error(transparent)]
+    ThreadPool(#[from] rayon::ThreadPoolBuildError),
+    /// A file could not be read or written.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// A pair of objects cannot be diffed.
+    #[error(transparent)]
+    Diff(#[from] elfdiff::Error),
+    /// The diff refused the change; the partial report says where.
+    #[error("the change cannot be live patched safely:\n  {}", report.refusal_lines().join("\n  "))]
+    Refused {
+        /// The report up to the diff.
+        report: Box<BuildReport>,
+    },
+    /// The patches change no function's code; the partial report says so.
+    #[error("the patches change no function's code")]
+    NoChange {
+        /// The report up to the diff.
+        report: Box<BuildReport>,
+    },
+    /// The original code is not the target's.
+    #[error(transparent)]
+    Prematch(#[from] PrematchError),
+    /// A target object's symbols or exports cannot be loaded.
+    #[error(transparent)]
+    Target(#[from] LoadError),
+    /// The relocator failed on a unit (refused when unsupported).
+    #[error("{}: {source}", object.display())]
+    Relocate {
+        /// The unit's object.
+        object: PathBuf,
+        /// The cause.
+        source: Box<relocator::Error>,
+    },
+    /// Two callbacks of one kind for one target object.
+    #[error(
+        "two {kind} callbacks for {target}, in {} and {}: the livepatch core takes one of each kind per object",
+        first.display(),
+        second.display()
+    )]
+    DuplicateCallback {
+        /// The callback kind.
+        kind: String,
+        /// The target object.
+        target: String,
+        /// The unit of the first.
+        first: PathBuf,
+        /// The unit of the second.
+        second: PathBuf,
+    },
+    /// The module name is invalid, or the module did not build.
+    #[error(transparent)]
+    Module(#[from] ModuleError),
+    /// The tree's signing digest is unknown.
+    #[error("CONFIG_MODULE_SIG_HASH of {}: {reason}", build.display())]
+    SignatureHash {
+        /// The build tree.
+        build: PathBuf,
+        /// Why the digest is not usable.
+        reason: String,
+    },
+    /// The module could not be signed.
+    #[error("signing with {} and {}: {source}", key.display(), cert.display())]
+    Sign {
+        /// The key.
+        key: PathBuf,
+        /// The certificate.
+        cert: PathBuf,
+        /// The cause.
+        source: modsign::Error,
+    },
+}
+
+impl BuildError {
+    /// The kind of stop, which gives the exit code.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            BuildError::Patch(e) if e.is_refusal() => ErrorKind::Refused,
+            BuildError::Relocate { source, .. }
+                if matches!(**source, relocator::Error::Unsupported { .. }) =>
+            {
+                ErrorKind::Refused
+            }
+            BuildError::NotKernelText(_)
+            | BuildError::Refused { .. }
+            | BuildError::DuplicateCallback { .. } => ErrorKind::Refused,
+            BuildError::NoAffectedUnit | BuildError::NoChange { .. } => ErrorKind::NoChange,
+            _ => ErrorKind::Error,
+        }
+    }
+
+    /// The partial report of a build the diff refused or found unchanged.
+    pub fn report(&self) -> Option<&BuildReport> {
+        match self {
+            BuildError::Refused { report } | BuildError::NoChange { report } => Some(report),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! [`BuildReport`]: what a build did, written as report.json and printed by
+//! `--json`. Fields are declared in alphabetical order: report.json has
+//! always listed its keys sorted, and serde writes a struct's fields in
+//! declaration order.
+
+use crate::prematch::PrematchReport;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The report of a build. A refused or unchanged build has a partial one
+/// (no module, objects, pre-match, signature or timings).
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    /// What the build was given.
+    pub inputs: Inputs,
+    /// The module written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<ModuleReport>,
+    /// The module name.
+    pub name: String,
+    /// Each patched object (vmlinux or a module).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objects: Option<Vec<ObjectReport>>,
+    /// `patch`, `refused` or `no-change`.
+    pub outcome: elfdiff::Outcome,
+    /// What the pre-match compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prematch: Option<PrematchReport>,
+    /// Why the change cannot be live patched, per unit.
+    pub refusals: Vec<RefusalReport>,
+    /// Whether the patch replaces earlier livepatches.
+    pub replace: bool,
+    /// How the module was signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureReport>,
+    /// Seconds per step, and `total`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timings_s: Option<BTreeMap<String, f64>>,
+    /// Each affected unit.
+    pub units: Vec<UnitReport>,
+}
+
+/// What a build was given.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inputs {
+    /// The build tree (or the prepared directory).
+    pub build: PathBuf,
+    /// `tree` or `tree-less`.
+    pub mode: &'static str,
+    /// The patches, in order.
+    pub patches: Vec<PatchInput>,
+    /// The source tree.
+    pub src: PathBuf,
+    /// The target's vmlinux.
+    pub vmlinux: PathBuf,
+}
+
+/// One patch.
+#[derive(Debug, Clone, Serialize)]
+pub struct PatchInput {
+    /// Its absolute path.
+    pub path: PathBuf,
+    /// SHA-256 of its text, hex.
+    pub sha256: String,
+}
+
+/// One affected unit.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitReport {
+    /// Changed functions.
+    pub changed: Vec<String>,
+    /// New functions.
+    pub new: Vec<String>,
+    /// The unit's object, relative to the build tree.
+    pub object: PathBuf,
+    /// The diff's verdict.
+    pub outcome: elfdiff::Outcome,
+    /// `vmlinux` or the module it is linked into.
+    pub target: String,
+}
+
+/// One reason a change cannot be live patched.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusalReport {
+    /// The unit's object.
+    pub object: PathBuf,
+    /// Why.
+    pub reason: String,
+    /// The section concerned.
+    pub section: String,
+    /// The symbol concerned, empty when none.
+    pub symbol: String,
+}
+
+/// One patched object.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectReport {
+    /// Its livepatch callbacks.
+    pub callbacks: Vec<CallbackReport>,
+    /// The functions replaced in it.
+    pub functions: Vec<FunctionReport>,
+    /// `vmlinux` or the module name.
+    pub name: String,
+}
+
+/// A replaced function.
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionReport {
+    /// Its name in the target.
+    pub name: String,
+    /// The replacement's symbol in the module.
+    pub new_symbol: String,
+    /// The object it lives in.
+    pub object: String,
+    /// Its size in the target.
+    pub old_size: u64,
+    /// Its livepatch position (0: unique).
+    pub position: u32,
+}
+
+/// A livepatch callback.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallbackReport {
+    /// The patch's function.
+    pub function: String,
+    /// `pre_patch`, `post_patch`, `pre_unpatch` or `post_unpatch`.
+    pub kind: String,
+    /// The unit it comes from.
+    pub object: PathBuf,
+    /// Its global symbol in the module.
+    pub symbol: String,
+}
+
+/// The module written.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleReport {
+    /// Its file name in the output directory.
+    pub file: String,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: String,
+}
+
+/// How the module was signed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignatureReport {
+    /// The certificate, as given.
+    pub certificate: PathBuf,
+    /// The digest algorithm.
+    pub hash: &'static str,
+}
+
+impl BuildReport {
+    /// The refusal lines of a refused build: `OBJECT: SECTION SYMBOL: REASON`.
+    pub fn refusal_lines(&self) -> Vec<String> {
+        self.refusals
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}: {} {}: {}",
+                    r.object.display(),
+                    r.section,
+                    r.symbol,
+                    r.reason
+                )
+            })
+            .collect()
+    }
+}

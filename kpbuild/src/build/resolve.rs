@@ -1,0 +1,74 @@
+//! Stage 1: the target, however it was described, becomes the one
+//! [`TargetTree`] every later stage works from. A built tree is read as it
+//! is; a tree-less target and a Debian release get a prepared build
+//! directory in which the changed units are compiled once.
+
+use super::error::BuildError;
+use super::request::{Progress, TargetSpec};
+use crate::patch::SourcePatch;
+use crate::tree::TargetTree;
+use crate::treeless::TreelessFiles;
+use std::time::Instant;
+
+/// The target description, and the time of the long steps a tree-less
+/// target may take (`fetch` of a Debian release, `prepare` of the private
+/// build directory), which the report counts apart from `check`.
+pub struct Resolved {
+    /// The target.
+    pub tree: TargetTree,
+    /// (step, seconds) of each long step taken.
+    pub laps: Vec<(&'static str, f64)>,
+}
+
+/// Resolves `spec` and checks the compiler against the target's vmlinux.
+pub fn resolve(
+    spec: &TargetSpec,
+    patches: &[SourcePatch],
+    progress: &Progress,
+) -> Result<Resolved, BuildError> {
+    let note = |m: &str| progress.note(m);
+    let mut laps = Vec::new();
+    let tree = match spec {
+        TargetSpec::Tree {
+            src,
+            build,
+            vmlinux,
+        } => {
+            let mut tree = TargetTree::from_build_tree(src, build)?;
+            if let Some(v) = vmlinux {
+                tree.vmlinux = v.clone();
+            }
+            tree
+        }
+        TargetSpec::Treeless {
+            src,
+            config,
+            vmlinux,
+            headers,
+            modules,
+        } => {
+            let files = TreelessFiles {
+                config,
+                vmlinux,
+                headers,
+                modules: modules.as_deref(),
+            };
+            crate::treeless::prepared_tree(src, &files, patches, &note, &mut laps)?
+        }
+        TargetSpec::Debian { release, src } => {
+            let start = Instant::now();
+            let k = crate::debian::fetch(release, &note)?;
+            laps.push(("fetch", start.elapsed().as_secs_f64()));
+            let files = TreelessFiles {
+                config: &k.config,
+                vmlinux: &k.vmlinux,
+                headers: &k.headers,
+                modules: Some(&k.modules),
+            };
+            let src = src.as_ref().unwrap_or(&k.src);
+            crate::treeless::prepared_tree(src, &files, patches, &note, &mut laps)?
+        }
+    };
+    tree.check_compiler()?;
+    Ok(Resolved { tree, laps })
+}
