@@ -17,6 +17,17 @@ pub enum KbuildError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A recorded command uses shell syntax beyond words and quotes.
+    #[error(
+        "{}: the recorded command uses shell syntax kpbuild does not replay (`{what}`)",
+        object.display()
+    )]
+    ShellSyntax {
+        /// The unit's object.
+        object: PathBuf,
+        /// The character.
+        what: char,
+    },
     /// A `.cmd` file lacks a field.
     #[error("{path}: no `{field}` line (is this a kbuild .cmd file?)")]
     Malformed {
@@ -101,7 +112,8 @@ impl UnitCommand {
     /// copy of `old_src`, the source tree the command names) into `out`,
     /// with `extra_flags`, writing nothing into the build tree. Run it with
     /// the build directory as working directory (relative paths in kbuild
-    /// commands point there).
+    /// commands point there). The recorded shell line is split into words
+    /// here; it is never handed to a shell.
     pub fn replay(
         &self,
         build: &Path,
@@ -109,58 +121,130 @@ impl UnitCommand {
         new_src: &Path,
         out: &Path,
         extra_flags: &[&str],
-    ) -> Command {
+    ) -> Result<Command, KbuildError> {
         // Only the compiler invocation; kbuild may chain more steps with ';'.
         let first = self.command.split(" ; ").next().unwrap_or(&self.command);
+        let words = shell_words(first).map_err(|what| KbuildError::ShellSyntax {
+            object: self.object.clone(),
+            what,
+        })?;
         let old = format!("{}/", old_src.display());
         let new = format!("{}/", new_src.display());
-        let mut words: Vec<String> = Vec::new();
-        let mut iter = first.split(' ').filter(|w| !w.is_empty()).peekable();
-        let mut first_word = true;
+        let source = self.source.display().to_string();
+        let mut argv: Vec<String> = Vec::new();
+        let mut iter = words.into_iter();
         while let Some(word) = iter.next() {
             if word == "-o" {
                 iter.next();
-                words.push("-o".into());
-                words.push(shell_word(&out.display().to_string()));
+                argv.push("-o".into());
+                argv.push(out.display().to_string());
                 continue;
             }
-            if let Some(rest) = word.strip_prefix("-Wp,-MMD,") {
-                let _ = rest;
-                words.push(shell_word(&format!("-Wp,-MMD,{}.d", out.display())));
+            if word.starts_with("-Wp,-MMD,") {
+                argv.push(format!("-Wp,-MMD,{}.d", out.display()));
                 continue;
             }
-            let word = if word == self.source.display().to_string() && self.source.is_relative() {
+            let word = if word == source && self.source.is_relative() {
                 if build == old_src {
                     // An in-tree build names sources relative to the tree.
-                    shell_word(&new_src.join(&self.source).display().to_string())
+                    new_src.join(&self.source).display().to_string()
                 } else {
                     // A generated source in the O= build tree: nothing to move.
-                    word.to_string()
+                    word
                 }
             } else {
                 word.replace(&old, &new)
             };
-            words.push(word);
-            if first_word {
-                first_word = false;
-                for f in extra_flags {
-                    words.push(shell_word(f));
-                }
+            argv.push(word);
+            if argv.len() == 1 {
+                argv.extend(extra_flags.iter().map(|f| f.to_string()));
             }
         }
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(words.join(" ")).current_dir(build);
-        cmd
+        let Some((program, args)) = argv.split_first() else {
+            return Err(KbuildError::Malformed {
+                path: self.object.clone(),
+                field: "savedcmd_",
+            });
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(args).current_dir(build);
+        Ok(cmd)
     }
 }
 
-fn shell_word(s: &str) -> String {
-    if s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_./=,+:@%".contains(&b))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
+/// Splits a POSIX shell line into words: blanks separate, single quotes
+/// keep everything, double quotes keep everything but `\"`, `\\`, and a
+/// backslash escapes one character. Anything that would make a shell do
+/// more than that (expansions, globs, redirections, several commands) is
+/// returned as an error, so a replayed command is exactly the recorded one.
+fn shell_words(line: &str) -> Result<Vec<String>, char> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err('\''),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                double_quoted(&mut chars, &mut word)?;
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some('\n') | None => {}
+                    Some(c) => word.push(c),
+                }
+            }
+            '$' | '`' | '|' | '&' | ';' | '<' | '>' | '(' | ')' | '*' | '?' | '[' => {
+                return Err(c);
+            }
+            '#' | '~' if !in_word => return Err(c),
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+/// The rest of a double-quoted string, after its opening quote.
+fn double_quoted(chars: &mut std::str::Chars<'_>, word: &mut String) -> Result<(), char> {
+    loop {
+        match chars.next() {
+            Some('"') => return Ok(()),
+            Some('\\') => match chars.next() {
+                Some(c @ ('"' | '\\' | '$' | '`')) => word.push(c),
+                Some('\n') => {}
+                Some(c) => {
+                    word.push('\\');
+                    word.push(c);
+                }
+                None => return Err('"'),
+            },
+            Some(c @ ('$' | '`')) => return Err(c),
+            Some(c) => word.push(c),
+            None => return Err('"'),
+        }
     }
 }
 
@@ -240,26 +324,61 @@ $(deps_fs/proc/cmdline.o):\n";
     #[test]
     fn replay_moves_source_output_and_depfile_out_of_the_tree() {
         let u = UnitCommand::parse_text(Path::new("x"), CMD).unwrap();
-        let cmd = u.replay(
-            Path::new("/k/build"),
-            Path::new("/k/src"),
-            Path::new("/tmp/copy"),
-            Path::new("/tmp/out/cmdline.o"),
-            &["-ffunction-sections", "-fdata-sections"],
-        );
-        let line = cmd
+        let cmd = u
+            .replay(
+                Path::new("/k/build"),
+                Path::new("/k/src"),
+                Path::new("/tmp/copy"),
+                Path::new("/tmp/out/cmdline.o"),
+                &["-ffunction-sections", "-fdata-sections"],
+            )
+            .unwrap();
+        // The shell line this runs, word for word:
+        // gcc -ffunction-sections -fdata-sections -Wp,-MMD,/tmp/out/cmdline.o.d -nostdinc
+        // -I/tmp/copy/arch/x86/include -I./include -fmacro-prefix-map=/tmp/copy/=
+        // -DKBUILD_MODNAME='"proc"' -c -o /tmp/out/cmdline.o /tmp/copy/fs/proc/cmdline.c
+        assert_eq!(cmd.get_program(), "gcc");
+        let args: Vec<String> = cmd
             .get_args()
-            .nth(1)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
-            line,
-            "gcc -ffunction-sections -fdata-sections -Wp,-MMD,/tmp/out/cmdline.o.d -nostdinc \
-             -I/tmp/copy/arch/x86/include -I./include -fmacro-prefix-map=/tmp/copy/= \
-             -DKBUILD_MODNAME='\"proc\"' -c -o /tmp/out/cmdline.o /tmp/copy/fs/proc/cmdline.c"
+            args,
+            [
+                "-ffunction-sections",
+                "-fdata-sections",
+                "-Wp,-MMD,/tmp/out/cmdline.o.d",
+                "-nostdinc",
+                "-I/tmp/copy/arch/x86/include",
+                "-I./include",
+                "-fmacro-prefix-map=/tmp/copy/=",
+                "-DKBUILD_MODNAME=\"proc\"",
+                "-c",
+                "-o",
+                "/tmp/out/cmdline.o",
+                "/tmp/copy/fs/proc/cmdline.c",
+            ]
         );
         assert_eq!(cmd.get_current_dir(), Some(Path::new("/k/build")));
+    }
+
+    #[test]
+    fn shell_words_are_split_like_sh() {
+        assert_eq!(
+            shell_words(r#"gcc  -D'a b' -D"x\"y" a\ b -DN='"n"' '' x#y"#).unwrap(),
+            ["gcc", "-Da b", "-Dx\"y", "a b", "-DN=\"n\"", "", "x#y"]
+        );
+        for (line, what) in [
+            ("gcc $(CC)", '$'),
+            ("gcc \"$x\"", '$'),
+            ("gcc a | b", '|'),
+            ("gcc *.c", '*'),
+            ("gcc > x", '>'),
+            ("gcc 'open", '\''),
+            ("gcc #c", '#'),
+        ] {
+            assert_eq!(shell_words(line), Err(what), "{line}");
+        }
     }
 
     #[test]

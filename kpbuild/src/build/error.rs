@@ -90,6 +90,9 @@ pub enum BuildError {
     /// No compiled unit uses the changed files.
     #[error("no compiled unit of this kernel build uses the changed files")]
     NoAffectedUnit,
+    /// A unit's recorded command cannot be replayed.
+    #[error(transparent)]
+    Kbuild(#[from] crate::kbuild::KbuildError),
     /// A unit did not compile.
     #[error("compiling {} ({side}): {source}", object.display())]
     Compile {

@@ -131,7 +131,7 @@ pub fn compile<'t>(
                 };
                 crate::files::create_dir_all(out.parent().expect("object has a directory"))?;
                 let _slot = slots.take().map_err(BuildError::Jobserver)?;
-                let mut cmd = u.cmd.replay(&tree.build, &tree.src, root, out, &flags);
+                let mut cmd = u.cmd.replay(&tree.build, &tree.src, root, out, &flags)?;
                 crate::process::run(&mut cmd)
                     .map(|_| ())
                     .map_err(|source| BuildError::Compile {
