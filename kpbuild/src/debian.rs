@@ -39,7 +39,7 @@ pub enum DebianError {
         /// Whether kpbuild runs as root.
         root: bool,
         /// The failed `apt-get download`.
-        source: ProcessError,
+        source: Box<ProcessError>,
     },
     /// No cloud kernel of the series has a matching source package.
     #[error(
@@ -103,17 +103,23 @@ pub enum DebianError {
         /// The tarball.
         tarball: PathBuf,
         /// The failed pipeline.
-        source: ProcessError,
+        source: Box<ProcessError>,
     },
     /// An extraction thread panicked.
     #[error("the {0} extraction panicked")]
     Panicked(&'static str),
     /// A tool failed.
     #[error(transparent)]
-    Process(#[from] ProcessError),
+    Process(Box<ProcessError>),
     /// A file could not be read or written.
     #[error(transparent)]
     File(#[from] FileError),
+}
+
+impl From<ProcessError> for DebianError {
+    fn from(e: ProcessError) -> Self {
+        DebianError::Process(Box::new(e))
+    }
 }
 
 /// A Debian kernel's files, extracted.
@@ -199,7 +205,7 @@ fn download(dir: &Path, packages: &[String], progress: &dyn Fn(&str)) -> Result<
     .map_err(|source| DebianError::Download {
         packages: names.join(" "),
         root: run(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0"),
-        source,
+        source: Box::new(source),
     })?;
     Ok(())
 }
@@ -402,7 +408,9 @@ fn fetch_packages(
         });
         let rest = (|| {
             crate::process::pipe(
-                Command::new("dpkg-deb").arg("--fsys-tarfile").arg(&image_deb),
+                Command::new("dpkg-deb")
+                    .arg("--fsys-tarfile")
+                    .arg(&image_deb),
                 Command::new("tar")
                     .arg("-x")
                     .arg("-C")
@@ -420,7 +428,8 @@ fn fetch_packages(
     a.map_err(|_| DebianError::Panicked("vmlinux"))??;
     b?;
     fix_headers(root, release)?;
-    std::fs::write(&done, version).at(&done)
+    std::fs::write(&done, version)
+        .at(&done)
         .map_err(DebianError::from)
 }
 
@@ -471,7 +480,7 @@ fn extract_source(
     )
     .map_err(|source| DebianError::Unpack {
         tarball: tarball.to_path_buf(),
-        source,
+        source: Box::new(source),
     })?;
     Ok(std::fs::write(done, version).at(done)?)
 }

@@ -157,12 +157,11 @@ fn run_inner(args: &DiffArgs) -> Result<u8, DiffError> {
                 });
             }
         };
-        let final_object = relocator::klp::convert_to_livepatch(&r.object).map_err(|e| {
-            DiffError::Relocate {
+        let final_object =
+            relocator::klp::convert_to_livepatch(&r.object).map_err(|e| DiffError::Relocate {
                 path: args.output.clone(),
                 source: Box::new(e),
-            }
-        })?;
+            })?;
         crate::files::write_atomic(&args.output, &final_object)?;
         relocated = Some(r);
     }

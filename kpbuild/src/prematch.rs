@@ -463,11 +463,15 @@ pub fn verify_units(
             report.checked += o.checked;
             report
                 .skipped
-                .extend(o.skipped.into_iter().map(|(function, reason)| SkippedFunction {
-                    function,
-                    object: u.label.clone(),
-                    reason,
-                }));
+                .extend(
+                    o.skipped
+                        .into_iter()
+                        .map(|(function, reason)| SkippedFunction {
+                            function,
+                            object: u.label.clone(),
+                            reason,
+                        }),
+                );
         }
     }
     Ok(report)

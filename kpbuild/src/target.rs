@@ -2,10 +2,10 @@
 //! being patched, vmlinux's when that object is a module, and vmlinux's
 //! exports. Loaded once and shared by every unit of a build.
 
+use crate::files::FileError;
 use relocator::resolve::{
     FunctionRef, How, PatchInput, PatchedFunction, Relocated, Resolution, SymbolRef, Target,
 };
-use crate::files::FileError;
 use relocator::target::{Exports, TargetKind, TargetSymbols};
 use std::path::{Path, PathBuf};
 
@@ -22,7 +22,7 @@ pub enum LoadError {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: relocator::Error,
+        source: Box<relocator::Error>,
     },
     /// An object standing for the target is not an ELF file.
     #[error("{}: {source}", path.display())]
@@ -37,7 +37,7 @@ pub enum LoadError {
 fn relocator_error(path: &Path) -> impl FnOnce(relocator::Error) -> LoadError + '_ {
     move |source| LoadError::Relocator {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -157,12 +157,13 @@ impl TargetFiles {
 /// The undefined symbols of a relocatable file, as exports of vmlinux.
 fn undefined_as_exports(path: &Path, data: &[u8]) -> Result<Exports, LoadError> {
     use object::{Object, ObjectSymbol};
-    let file = object::read::elf::ElfFile64::<object::Endianness>::parse(data).map_err(
-        |source| LoadError::Object {
-            path: path.to_path_buf(),
-            source,
-        },
-    )?;
+    let file =
+        object::read::elf::ElfFile64::<object::Endianness>::parse(data).map_err(|source| {
+            LoadError::Object {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     let mut symvers = String::new();
     for s in file.symbols().filter(|s| s.is_undefined()) {
         if let Ok(name) = s.name()

@@ -60,14 +60,14 @@ pub enum TreelessError {
     },
     /// `make` failed while preparing the directory.
     #[error(transparent)]
-    Make(ProcessError),
+    Make(Box<ProcessError>),
     /// A changed unit could not be compiled in the prepared directory.
     #[error("{}: is it built by this config? {source}", object.display())]
     NotBuilt {
         /// The object.
         object: PathBuf,
         /// The failed `make`.
-        source: ProcessError,
+        source: Box<ProcessError>,
     },
     /// A module unit's command lacks its module name.
     #[error("{}: built into a module, but its command has no KBUILD_MODNAME", .0.display())]
@@ -108,7 +108,7 @@ pub enum TreelessError {
         /// The module file.
         path: PathBuf,
         /// The failed decompressor.
-        source: ProcessError,
+        source: Box<ProcessError>,
     },
     /// No changed `.c` file.
     #[error("the patches change no .c file that tree-less mode could compile")]
@@ -296,14 +296,14 @@ impl Prepared<'_> {
         ));
         std::fs::write(dir.join(".config"), config_text).at(dir)?;
         crate::process::run(make(self.src, dir, self.cc).arg("olddefconfig"))
-            .map_err(TreelessError::Make)?;
+            .map_err(|e| TreelessError::Make(Box::new(e)))?;
         let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
         crate::process::run(
             make(self.src, dir, self.cc)
                 .arg(format!("-j{jobs}"))
                 .arg("prepare"),
         )
-        .map_err(TreelessError::Make)?;
+        .map_err(|e| TreelessError::Make(Box::new(e)))?;
         let key = dir.file_name().unwrap_or_default().to_string_lossy();
         std::fs::write(&done, key.as_bytes()).at(&done)?;
         laps.push(("prepare", start.elapsed().as_secs_f64()));
@@ -356,7 +356,7 @@ impl Prepared<'_> {
         crate::process::run(make(self.src, &self.dir, self.cc).arg(object)).map_err(|source| {
             TreelessError::NotBuilt {
                 object: object.to_path_buf(),
-                source,
+                source: Box::new(source),
             }
         })?;
         Ok(UnitCommand::parse(&self.cmd_file(object))?)
@@ -421,7 +421,7 @@ fn target_module(modules: &Path, name: &str) -> Result<PathBuf, TreelessError> {
     let bytes = crate::process::run(Command::new(tool).arg("-dc").arg(&path))
         .map_err(|source| TreelessError::Decompress {
             path: path.clone(),
-            source,
+            source: Box::new(source),
         })?
         .stdout;
     crate::files::create_dir_all(out.parent().expect("has a parent"))?;

@@ -60,6 +60,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs `kpbuild build` through the library: the exit code, and the report
+/// (as JSON) or the reason it stopped.
+pub fn kpbuild_build(req: &kpbuild::BuildRequest) -> (u8, Result<serde_json::Value, String>) {
+    match kpbuild::build(req) {
+        Ok(report) => (0, Ok(serde_json::to_value(&report).expect("json"))),
+        Err(e) => (e.kind().exit_code(), Err(e.to_string())),
+    }
+}
+
 /// The repository root (the parent of `xtask/`).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -82,7 +91,7 @@ pub fn debian_release() -> Result<String, String> {
         .get_or_init(|| {
             testbed::packages::ensure(testbed::packages::TESTBED_PACKAGES, &mut progress)
                 .map_err(|e| e.to_string())?;
-            let (release, version) = kpbuild::debian::newest_cloud_release("6.12")?;
+            let (release, version) = kpbuild::debian::newest_cloud_release("6.12").map_err(|e| e.to_string())?;
             let installed = testbed::packages::version("linux-source-6.12")
                 .map_err(|e| e.to_string())?;
             if installed != version {

@@ -82,7 +82,9 @@ pub fn compile_all(kb: &KernelBuild, out: &Path) -> Result<(Vec<Pair>, Vec<Strin
             for (root, dest) in [(&kb.src, &original), (&copy, &patched)] {
                 std::fs::create_dir_all(dest.parent().expect("object path has a directory"))
                     .map_err(|e| e.to_string())?;
-                let mut cmd = u.replay(&kb.build, &kb.src, root, dest, DIFF_FLAGS);
+                let mut cmd = u
+                    .replay(&kb.build, &kb.src, root, dest, DIFF_FLAGS)
+                    .map_err(|e| e.to_string())?;
                 kpbuild::process::run(&mut cmd)
                     .map_err(|e| format!("{}: {e}", u.object.display()))?;
             }

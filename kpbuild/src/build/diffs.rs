@@ -57,14 +57,18 @@ pub fn diff(pairs: &CompiledPairs<'_>, pool: &rayon::ThreadPool) -> Result<Diffs
             outcome: d.outcome,
             target: u.target.clone(),
         });
-        out.refusals.extend(d.refusals.iter().map(|r| RefusalReport {
-            object: u.cmd.object.clone(),
-            reason: r.reason.clone(),
-            section: r.section.clone(),
-            symbol: r.symbol.clone(),
-        }));
+        out.refusals
+            .extend(d.refusals.iter().map(|r| RefusalReport {
+                object: u.cmd.object.clone(),
+                reason: r.reason.clone(),
+                section: r.section.clone(),
+                symbol: r.symbol.clone(),
+            }));
         if d.outcome == elfdiff::Outcome::Patch {
-            out.per_target.entry(u.target.clone()).or_default().push((i, d));
+            out.per_target
+                .entry(u.target.clone())
+                .or_default()
+                .push((i, d));
         }
     }
     Ok(out)

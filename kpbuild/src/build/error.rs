@@ -71,16 +71,16 @@ pub enum BuildError {
     OutNotADirectory(PathBuf),
     /// A patch is unusable, or changes what cannot be live patched.
     #[error(transparent)]
-    Patch(#[from] PatchError),
+    Patch(Box<PatchError>),
     /// The built tree is not usable.
     #[error(transparent)]
-    Tree(#[from] TreeError),
+    Tree(Box<TreeError>),
     /// The tree-less target is not usable.
     #[error(transparent)]
-    Treeless(#[from] TreelessError),
+    Treeless(Box<TreelessError>),
     /// The Debian release cannot be fetched.
     #[error(transparent)]
-    Debian(#[from] DebianError),
+    Debian(Box<DebianError>),
     /// An affected unit is not kernel text.
     #[error(
         "{} is affected but is not kernel text (boot, real-mode or vDSO code): it cannot be live patched",
@@ -92,7 +92,7 @@ pub enum BuildError {
     NoAffectedUnit,
     /// A unit's recorded command cannot be replayed.
     #[error(transparent)]
-    Kbuild(#[from] crate::kbuild::KbuildError),
+    Kbuild(Box<crate::kbuild::KbuildError>),
     /// A unit did not compile.
     #[error("compiling {} ({side}): {source}", object.display())]
     Compile {
@@ -101,7 +101,7 @@ pub enum BuildError {
         /// Which side.
         side: Side,
         /// The failed compiler.
-        source: ProcessError,
+        source: Box<ProcessError>,
     },
     /// make's jobserver failed.
     #[error("make jobserver: {0}")]
@@ -129,10 +129,10 @@ pub enum BuildError {
     },
     /// The original code is not the target's.
     #[error(transparent)]
-    Prematch(#[from] PrematchError),
+    Prematch(Box<PrematchError>),
     /// A target object's symbols or exports cannot be loaded.
     #[error(transparent)]
-    Target(#[from] LoadError),
+    Target(Box<LoadError>),
     /// The relocator failed on a unit (refused when unsupported).
     #[error("{}: {source}", object.display())]
     Relocate {
@@ -159,7 +159,7 @@ pub enum BuildError {
     },
     /// The module name is invalid, or the module did not build.
     #[error(transparent)]
-    Module(#[from] ModuleError),
+    Module(Box<ModuleError>),
     /// The tree's signing digest is unknown.
     #[error("CONFIG_MODULE_SIG_HASH of {}: {reason}", build.display())]
     SignatureHash {
@@ -179,6 +179,29 @@ pub enum BuildError {
         source: modsign::Error,
     },
 }
+
+/// `From` for the errors a variant holds boxed (they are large; a build
+/// error travels through every stage's `Result`).
+macro_rules! boxed_from {
+    ($($variant:ident($error:ty)),* $(,)?) => {$(
+        impl From<$error> for BuildError {
+            fn from(e: $error) -> Self {
+                BuildError::$variant(Box::new(e))
+            }
+        }
+    )*};
+}
+
+boxed_from!(
+    Patch(PatchError),
+    Tree(TreeError),
+    Treeless(TreelessError),
+    Debian(DebianError),
+    Prematch(PrematchError),
+    Target(LoadError),
+    Module(ModuleError),
+    Kbuild(crate::kbuild::KbuildError),
+);
 
 impl BuildError {
     /// The kind of stop, which gives the exit code.

@@ -67,10 +67,8 @@ fn run_stages(req: &BuildRequest, work: &Path) -> Result<BuildReport, BuildError
     let tree = &target.tree;
     clock.lap("check");
 
-    req.progress.step(
-        2,
-        "applying the patches to a private copy of the source",
-    );
+    req.progress
+        .step(2, "applying the patches to a private copy of the source");
     crate::files::create_dir_all(work)?;
     let patched_src = work.join("src");
     crate::patch::apply(&tree.src, &patched_src, &patches)?;

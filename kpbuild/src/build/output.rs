@@ -56,12 +56,10 @@ pub fn sign(
     };
     let hash = match tree.config.get("CONFIG_MODULE_SIG_HASH") {
         None => modsign::Hash::Sha256,
-        Some(name) => name
-            .parse()
-            .map_err(|reason| BuildError::SignatureHash {
-                build: tree.build.clone(),
-                reason,
-            })?,
+        Some(name) => name.parse().map_err(|reason| BuildError::SignatureHash {
+            build: tree.build.clone(),
+            reason,
+        })?,
     };
     let key = crate::files::read(&signing.key)?;
     let cert = crate::files::read(&signing.cert)?;

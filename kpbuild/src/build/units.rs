@@ -137,7 +137,7 @@ pub fn compile<'t>(
                     .map_err(|source| BuildError::Compile {
                         object: u.cmd.object.clone(),
                         side,
-                        source,
+                        source: Box::new(source),
                     })
             })
     })?;

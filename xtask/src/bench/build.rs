@@ -74,23 +74,24 @@ pub(super) fn bench_build() -> Result<(), String> {
     let out = bench_dir().join("build-out");
     let mut runs = Vec::new();
     for run in 1..=RUNS {
-        let args = kpbuild::build::BuildArgs {
-            src: kb.src.clone(),
-            build: kb.build.clone(),
+        let args = kpbuild::BuildRequest {
+            target: kpbuild::build::TargetSpec::Tree {
+                src: kb.src.clone(),
+                build: kb.build.clone(),
+                vmlinux: None,
+            },
             patches: vec![patch.clone()],
             name: "kpbench_cmdline".into(),
             out: out.clone(),
-            no_replace: false,
+            replace: true,
             jobs: Some(jobs),
-            json: false,
             keep_tmp: false,
-            quiet: true,
-            sign_key: None,
-            sign_cert: None,
+            signing: None,
+            progress: kpbuild::build::Progress::Quiet,
         };
         let peak_reset = reset_peak_rss();
         let (wall_s, report, timings) =
-            timed_build("kpbuild build", || kpbuild::build::execute(&args))?;
+            timed_build("kpbuild build", || crate::kpbuild_build(&args))?;
         progress(&format!(
             "bench build: kpbuild build {run}/{RUNS}: {wall_s:.2} s"
         ));
@@ -229,7 +230,7 @@ pub(super) fn bench_build() -> Result<(), String> {
     println!("bench build: {BUILD_PATCH} against the cached test kernel");
     println!("  kernel        {}", kb.key);
     println!(
-        "  kpbuild       kpbuild::build::execute, --jobs {jobs}, {units} affected unit(s), patches {}",
+        "  kpbuild       kpbuild::build, --jobs {jobs}, {units} affected unit(s), patches {}",
         functions.join(", ")
     );
     println!("  passes        {RUNS}: median (min)");

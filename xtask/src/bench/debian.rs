@@ -162,7 +162,7 @@ pub(super) fn bench_debian() -> Result<(), String> {
 
     println!();
     println!("bench debian: {BUILD_PATCH} against Debian's {release}");
-    println!("  kpbuild       kpbuild::build::execute_with, --debian {release}, --jobs {jobs}");
+    println!("  kpbuild       kpbuild::build, --debian {release}, --jobs {jobs}");
     match &cold {
         Ok(c) => println!(
             "  cold          1 run, the release's caches moved aside (*{ASIDE_SUFFIX}) and put back after;\n                \
@@ -240,28 +240,23 @@ pub(super) fn bench_debian() -> Result<(), String> {
 /// One `kpbuild build --debian` of [`BUILD_PATCH`].
 fn debian_run(out: &Path, jobs: usize) -> Result<BuildRun, String> {
     let release = crate::debian_release()?;
-    let args = kpbuild::build::BuildArgs {
-        src: PathBuf::new(),
-        build: PathBuf::new(),
+    let args = kpbuild::BuildRequest {
+        target: kpbuild::build::TargetSpec::Debian {
+            release: release.clone(),
+            src: None,
+        },
         patches: vec![repo_root().join(BUILD_PATCH)],
         name: "kpbench_deb_cmdline".into(),
         out: out.to_path_buf(),
-        no_replace: false,
+        replace: true,
         jobs: Some(jobs),
-        json: false,
         keep_tmp: false,
-        quiet: true,
-        sign_key: None,
-        sign_cert: None,
-    };
-    let target = kpbuild::build::TargetArgs {
-        debian: Some(release.clone()),
-        ..Default::default()
+        signing: None,
+        progress: kpbuild::build::Progress::Quiet,
     };
     let peak_reset = reset_peak_rss();
-    let (wall_s, report, timings) = timed_build("kpbuild build --debian", || {
-        kpbuild::build::execute_with(&args, &target)
-    })?;
+    let (wall_s, report, timings) =
+        timed_build("kpbuild build --debian", || crate::kpbuild_build(&args))?;
     Ok(BuildRun {
         wall_s,
         timings,
@@ -487,7 +482,7 @@ fn rebuild_estimate(
     let config_path = prepared.join(".config");
     let config = std::fs::read_to_string(&config_path)
         .map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let (cc, _) = kpbuild::treeless::config_compiler(&config)?;
+    let (cc, _) = kpbuild::treeless::config_compiler(&config).map_err(|e| e.to_string())?;
     // A copy, so that the cached directory keeps exactly its objects.
     let copy = bench_dir().join("debian-prepared-copy");
     let _ = std::fs::remove_dir_all(&copy);

@@ -68,9 +68,11 @@ pub(super) fn bundle_signed_cumulative(_ctx: &Ctx) -> Result<(), String> {
     ];
     let build = |module: &str, patches: &[&str], out: &std::path::Path| {
         let mut args = build_args(&kb, module, patches, out);
-        args.sign_key = Some(signing_fixture("test-key.pem"));
-        args.sign_cert = Some(signing_fixture("test-cert.pem"));
-        let (code, result) = kpbuild::build::execute(&args);
+        args.signing = Some(kpbuild::build::Signing {
+            key: signing_fixture("test-key.pem"),
+            cert: signing_fixture("test-cert.pem"),
+        });
+        let (code, result) = crate::kpbuild_build(&args);
         result
             .map(|_| ())
             .map_err(|why| format!("kpbuild build {module} exited {code}: {why}"))

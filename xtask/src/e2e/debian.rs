@@ -14,22 +14,20 @@ pub(super) fn debian_cloud_kernel(ctx: &Ctx) -> Result<(), String> {
     let case = &PROC_CMDLINE_STRING;
     let out = ctx.work.join("debian");
     let mut args = kpbuild_args(ctx, "kpb_debian_cmdline", case.patches, &out);
-    args.src = PathBuf::new();
-    args.build = PathBuf::new();
-    args.quiet = false;
-    let target = kpbuild::build::TargetArgs {
-        debian: Some(release.clone()),
-        ..Default::default()
+    args.target = kpbuild::build::TargetSpec::Debian {
+        release: release.clone(),
+        src: None,
     };
+    args.progress = kpbuild::build::Progress::Stderr;
     let start = Instant::now();
-    let (code, result) = kpbuild::build::execute_with(&args, &target);
+    let (code, result) = crate::kpbuild_build(&args);
     let report = result.map_err(|why| format!("kpbuild build --debian exited {code}: {why}"))?;
     eprintln!(
         "  > debian: built in {:.1} s, prematch {}",
         start.elapsed().as_secs_f64(),
         report["prematch"]
     );
-    let kernel = kpbuild::debian::fetch(&release, &|_| {})?;
+    let kernel = kpbuild::debian::fetch(&release, &|_| {}).map_err(|e| e.to_string())?;
     let ko = out.join("kpb_debian_cmdline.ko");
     let mut script = GuestScript::default();
     Lifecycle {
@@ -73,7 +71,7 @@ pub(super) fn debian_module_target(ctx: &Ctx) -> Result<(), String> {
         ));
     }
     eprintln!("  > debian module target: prematch {}", report["prematch"]);
-    let kernel = kpbuild::debian::fetch(&release, &|_| {})?;
+    let kernel = kpbuild::debian::fetch(&release, &|_| {}).map_err(|e| e.to_string())?;
     let target = binfmt_misc_ko(&kernel)?;
     let sys = format!("/sys/kernel/livepatch/{module}");
     let status = "cat /bm/status";
@@ -166,7 +164,7 @@ pub(super) fn debian_pr_debug_copy(ctx: &Ctx) -> Result<(), String> {
         &["debian-binfmt-misc-pr-debug.patch"],
     );
     result.map_err(|why| format!("kpbuild build --debian exited {code}: {why}"))?;
-    let kernel = kpbuild::debian::fetch(&release, &|_| {})?;
+    let kernel = kpbuild::debian::fetch(&release, &|_| {}).map_err(|e| e.to_string())?;
     let target = binfmt_misc_ko(&kernel)?;
     let sys = format!("/sys/kernel/livepatch/{module}");
     let message = "register: flag: P (preserve argv0, kpbuild)";
@@ -250,13 +248,11 @@ pub(super) fn debian_build(
 ) -> (u8, Result<serde_json::Value, String>, PathBuf) {
     let out = ctx.work.join(format!("debian-{module}"));
     let mut args = kpbuild_args(ctx, module, patches, &out);
-    args.src = PathBuf::new();
-    args.build = PathBuf::new();
-    let target = kpbuild::build::TargetArgs {
-        debian: Some(release.into()),
-        ..Default::default()
+    args.target = kpbuild::build::TargetSpec::Debian {
+        release: release.into(),
+        src: None,
     };
-    let (code, result) = kpbuild::build::execute_with(&args, &target);
+    let (code, result) = crate::kpbuild_build(&args);
     (code, result, out.join(format!("{module}.ko")))
 }
 
@@ -274,7 +270,7 @@ pub(super) fn debian_new_helper_and_replace(ctx: &Ctx) -> Result<(), String> {
     let helper = debian_module(ctx, "kpb_deb_helper", &["proc-cmdline-new-helper.patch"])?;
     let a = debian_module(ctx, "kpb_deb_a", &["proc-cmdline-string.patch"])?;
     let b = debian_module(ctx, "kpb_deb_b", &["proc-cmdline-string-v2.patch"])?;
-    let kernel = kpbuild::debian::fetch(&release, &|_| {})?;
+    let kernel = kpbuild::debian::fetch(&release, &|_| {}).map_err(|e| e.to_string())?;
     let mut script = GuestScript::default();
     Lifecycle {
         module_path: "/modules/kpb_deb_helper.ko".into(),
@@ -346,7 +342,7 @@ pub(super) fn debian_refusals_and_bad_release(ctx: &Ctx) -> Result<(), String> {
 /// compiled, with nothing written.
 pub(super) fn debian_mismatched_target_files(ctx: &Ctx) -> Result<(), String> {
     let release = crate::debian_release()?;
-    let k = kpbuild::debian::fetch(&release, &|_| {})?;
+    let k = kpbuild::debian::fetch(&release, &|_| {}).map_err(|e| e.to_string())?;
     let scratch = ctx.work.join("debian-mismatch");
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
@@ -385,16 +381,15 @@ pub(super) fn debian_mismatched_target_files(ctx: &Ctx) -> Result<(), String> {
     for (what, config, vmlinux, needles) in cases {
         let out = scratch.join("out");
         let mut args = kpbuild_args(ctx, "kpb_mismatch", &["proc-cmdline-string.patch"], &out);
-        args.src = k.src.clone();
-        args.build = PathBuf::new();
-        let target = kpbuild::build::TargetArgs {
-            config: Some(config.to_path_buf()),
-            vmlinux: Some(vmlinux.to_path_buf()),
-            headers: Some(k.headers.clone()),
-            ..Default::default()
+        args.target = kpbuild::build::TargetSpec::Treeless {
+            src: k.src.clone(),
+            config: config.to_path_buf(),
+            vmlinux: vmlinux.to_path_buf(),
+            headers: k.headers.clone(),
+            modules: None,
         };
         let start = Instant::now();
-        let (code, result) = kpbuild::build::execute_with(&args, &target);
+        let (code, result) = crate::kpbuild_build(&args);
         let message = match result {
             Ok(_) => return Err(format!("{what}: a module was built")),
             Err(m) => m,

@@ -301,7 +301,7 @@ fn kpbuild_build(
     patches: &[&str],
     out: &std::path::Path,
 ) -> (u8, Result<serde_json::Value, String>) {
-    kpbuild::build::execute(&kpbuild_args(ctx, module, patches, out))
+    crate::kpbuild_build(&kpbuild_args(ctx, module, patches, out))
 }
 
 /// The arguments of `kpbuild build` against the test kernel.
@@ -310,7 +310,7 @@ fn kpbuild_args(
     module: &str,
     patches: &[&str],
     out: &std::path::Path,
-) -> kpbuild::build::BuildArgs {
+) -> kpbuild::BuildRequest {
     build_args(&ctx.kernel, module, patches, out)
 }
 
@@ -321,23 +321,24 @@ fn build_args(
     module: &str,
     patches: &[&str],
     out: &std::path::Path,
-) -> kpbuild::build::BuildArgs {
-    kpbuild::build::BuildArgs {
-        src: kb.src.clone(),
-        build: kb.build.clone(),
+) -> kpbuild::BuildRequest {
+    kpbuild::BuildRequest {
+        target: kpbuild::build::TargetSpec::Tree {
+            src: kb.src.clone(),
+            build: kb.build.clone(),
+            vmlinux: None,
+        },
         patches: patches
             .iter()
             .map(|p| crate::repo_root().join("fixtures/patches").join(p))
             .collect(),
         name: module.to_string(),
         out: out.to_path_buf(),
-        no_replace: false,
+        replace: true,
         jobs: None,
-        json: false,
         keep_tmp: false,
-        quiet: true,
-        sign_key: None,
-        sign_cert: None,
+        signing: None,
+        progress: kpbuild::build::Progress::Quiet,
     }
 }
 

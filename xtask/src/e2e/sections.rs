@@ -41,8 +41,9 @@ pub(super) fn debian_config_sections_are_covered(ctx: &Ctx) -> Result<(), String
             .map(|_| ko)
             .map_err(|why| format!("kpbuild build --debian exited {code}: {why}"))
     };
-    let kernel = kpbuild::debian::fetch(&release, &|_| {})?;
-    let (prepared, cc) = kpbuild::treeless::prepared_dir(&kernel.src, &kernel.config)?;
+    let kernel = kpbuild::debian::fetch(&release, &|_| {}).map_err(|e| e.to_string())?;
+    let (prepared, cc) =
+        kpbuild::treeless::prepared_dir(&kernel.src, &kernel.config).map_err(|e| e.to_string())?;
     let mut ko = None;
     if !prepared.join(".kpbuild-prepared").exists() {
         ko = Some(build()?);

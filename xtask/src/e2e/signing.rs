@@ -25,9 +25,11 @@ pub(super) fn signing_kernel_enforces_signatures(_ctx: &Ctx) -> Result<(), Strin
     let module = "kpb_signed";
     let out = work.join("out");
     let mut args = build_args(&kb, module, case.patches, &out);
-    args.sign_key = Some(signing_fixture("test-key.pem"));
-    args.sign_cert = Some(signing_fixture("test-cert.pem"));
-    let (code, result) = kpbuild::build::execute(&args);
+    args.signing = Some(kpbuild::build::Signing {
+        key: signing_fixture("test-key.pem"),
+        cert: signing_fixture("test-cert.pem"),
+    });
+    let (code, result) = crate::kpbuild_build(&args);
     let report = result.map_err(|why| format!("kpbuild build exited {code}: {why}"))?;
     if report["signature"]["hash"] != "sha256" {
         return Err(format!(

@@ -5,7 +5,6 @@ use super::{
     Ctx, PROC_CMDLINE_STRING, PatchCase, Replace, built_module, kpbuild_args, kpbuild_build,
     read_file,
 };
-use std::path::PathBuf;
 use std::time::Instant;
 use testbed::guest::GuestScript;
 use testbed::livepatch::Lifecycle;
@@ -435,14 +434,16 @@ pub(super) fn prematch_flipped_byte(ctx: &Ctx) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let object = ctx.kernel.build.join("fs/proc/cmdline.o");
     let object_bytes = std::fs::read(&object).map_err(|e| format!("{}: {e}", object.display()))?;
-    let flip = kpbuild::prematch::function_images("cmdline.o", &object_bytes)?
+    let flip = kpbuild::prematch::function_images("cmdline.o", &object_bytes)
+        .map_err(|e| e.to_string())?
         .into_iter()
         .find(|f| f.name == "cmdline_proc_show")
         .and_then(|f| f.first_unmasked(4))
         .ok_or("no compared byte in cmdline_proc_show")?;
     let vmlinux = ctx.kernel.vmlinux();
     let mut data = std::fs::read(&vmlinux).map_err(|e| format!("{}: {e}", vmlinux.display()))?;
-    let (offset, size) = kpbuild::prematch::TargetCode::new(&data)?
+    let (offset, size) = kpbuild::prematch::TargetCode::new(&data)
+        .map_err(|e| e.to_string())?
         .file_range("cmdline_proc_show")
         .ok_or("no cmdline_proc_show in vmlinux")?;
     if size as usize <= flip {
@@ -458,11 +459,13 @@ pub(super) fn prematch_flipped_byte(ctx: &Ctx) -> Result<(), String> {
         &["proc-cmdline-string.patch"],
         &dir.join("out"),
     );
-    let target = kpbuild::build::TargetArgs {
+    let mut args = args;
+    args.target = kpbuild::build::TargetSpec::Tree {
+        src: ctx.kernel.src.clone(),
+        build: ctx.kernel.build.clone(),
         vmlinux: Some(copy),
-        ..Default::default()
     };
-    let (code, result) = kpbuild::build::execute_with(&args, &target);
+    let (code, result) = crate::kpbuild_build(&args);
     let message = match result {
         Ok(_) => return Err("kpbuild build accepted a vmlinux that differs".into()),
         Err(m) => m,
@@ -483,16 +486,16 @@ pub(super) fn treeless_test_kernel(ctx: &Ctx) -> Result<(), String> {
     let case = &PROC_CMDLINE_STRING;
     let out = ctx.work.join("treeless");
     let mut args = kpbuild_args(ctx, "kpb_treeless", case.patches, &out);
-    args.build = PathBuf::new();
     let build = &ctx.kernel.build;
-    let target = kpbuild::build::TargetArgs {
-        config: Some(build.join(".config")),
-        vmlinux: Some(ctx.kernel.vmlinux()),
-        headers: Some(build.clone()),
-        ..Default::default()
+    args.target = kpbuild::build::TargetSpec::Treeless {
+        src: ctx.kernel.src.clone(),
+        config: build.join(".config"),
+        vmlinux: ctx.kernel.vmlinux(),
+        headers: build.clone(),
+        modules: None,
     };
     let start = Instant::now();
-    let (code, result) = kpbuild::build::execute_with(&args, &target);
+    let (code, result) = crate::kpbuild_build(&args);
     let report = result.map_err(|why| format!("tree-less kpbuild build exited {code}: {why}"))?;
     if report["inputs"]["mode"] != "tree-less" {
         return Err(format!("not built tree-less: {}", report["inputs"]));
