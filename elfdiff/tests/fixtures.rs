@@ -110,11 +110,12 @@ fn check_output(object: &[u8], dir: &Path) -> Result<(), String> {
     goblin::elf::Elf::parse(object).map_err(|e| format!("goblin cannot read the output: {e}"))?;
     let path = dir.join("out.o");
     std::fs::write(&path, object).map_err(|e| e.to_string())?;
-    if let Ok(out) = Command::new("readelf")
-        .args(["-W", "-a"])
-        .arg(&path)
-        .output()
-    {
+    if let Some(readelf) = testbed::oracle::tool("readelf", "binutils") {
+        let out = Command::new(readelf)
+            .args(["-W", "-a"])
+            .arg(&path)
+            .output()
+            .map_err(|e| format!("readelf: {e}"))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         let stdout = String::from_utf8_lossy(&out.stdout);
         if let Some(bad) = stderr.lines().chain(stdout.lines()).find(|l| {

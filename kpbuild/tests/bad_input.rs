@@ -8,7 +8,7 @@
 //! copied to `<side>/unit.c` first, as a kernel build compiles both sides
 //! under one name) and damaged copies of them. `kpbuild build` runs against
 //! a fake tree, except for a patch that does not apply, which needs the
-//! cached test kernel (skipped without it).
+//! built test kernel (see `testbed::oracle`).
 
 #![allow(missing_docs)]
 
@@ -239,12 +239,13 @@ fn objects(s: &Scratch) -> Option<Objects> {
 
 macro_rules! objects_or_skip {
     ($s:expr) => {
-        match objects($s) {
+        match testbed::oracle::need(
+            "gcc compiling the elfdiff fixtures",
+            "install the Debian package build-essential",
+            objects($s),
+        ) {
             Some(o) => o,
-            None => {
-                eprintln!("gcc cannot compile the fixtures; skipped");
-                return;
-            }
+            None => return,
         }
     };
 }
@@ -383,15 +384,18 @@ fn diff_executable_and_shared_object() {
         d[16..18].copy_from_slice(&2u16.to_le_bytes())
     });
     bad_object(&s, &o, &f, "not a relocatable object (ET_REL)");
-    // ET_DYN: a system binary (a PIE), when there is an ELF one.
-    for bin in ["/bin/true", "/usr/bin/true"] {
-        let p = Path::new(bin);
-        if std::fs::read(p).is_ok_and(|d| d.starts_with(b"\x7fELF\x02")) {
-            bad_object(&s, &o, p, "not a relocatable object (ET_REL)");
-            return;
-        }
+    // ET_DYN: a system binary (a PIE).
+    let elf64 = ["/bin/true", "/usr/bin/true"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| std::fs::read(p).is_ok_and(|d| d.starts_with(b"\x7fELF\x02")));
+    if let Some(p) = testbed::oracle::need(
+        "an ELF64 /bin/true (the ET_DYN case)",
+        "install the Debian package coreutils",
+        elf64,
+    ) {
+        bad_object(&s, &o, p, "not a relocatable object (ET_REL)");
     }
-    eprintln!("no ELF64 /bin/true; ET_DYN case skipped");
 }
 
 #[test]
@@ -726,29 +730,26 @@ fn build_out_is_a_file() {
     assert_eq!(std::fs::read(&out).unwrap(), b"x");
 }
 
-/// The cached test kernel: a built key, preferring one with the test bed
-/// source (`lib/kpbuild_testbed.c`).
+/// The built test kernel: (source, build directory).
 fn cached_kernel() -> Option<(PathBuf, PathBuf)> {
-    let home = std::env::var_os("HOME")?;
-    let root = PathBuf::from(home).join(".cache/kpbuild/kernels");
-    let mut built: Vec<PathBuf> = std::fs::read_dir(root)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|k| k.join(".stamp-built").exists() && k.join("build/vmlinux").exists())
-        .collect();
-    built.sort();
-    let pick = built
-        .iter()
-        .find(|k| k.join("src/lib/kpbuild_testbed.c").exists())
-        .or(built.first())?;
-    Some((pick.join("src"), pick.join("build")))
+    let kernel = testbed::oracle::test_kernel()?;
+    Some((kernel.src, kernel.build))
+}
+
+/// False, after saying so, when `run` stopped because the test kernel was
+/// built by another compiler than this machine's: the case cannot run.
+fn same_compiler(run: &Run) -> bool {
+    testbed::oracle::need(
+        "a test kernel built by this machine's compiler",
+        "rebuild it: remove it from the cache and run `cargo xtask kernel`",
+        (!run.stderr.contains("compiler mismatch")).then_some(()),
+    )
+    .is_some()
 }
 
 #[test]
 fn build_patch_does_not_apply() {
     let Some((src, build_dir)) = cached_kernel() else {
-        eprintln!("no built test kernel in ~/.cache/kpbuild/kernels; skipped");
         return;
     };
     let s = Scratch::new("b-apply");
@@ -761,8 +762,7 @@ fn build_patch_does_not_apply() {
     let target = src.join("fs/proc/cmdline.c");
     let before = std::fs::read(&target).unwrap();
     let run = build(&s, &src, &build_dir, &[&p], "lp_stale");
-    if run.stderr.contains("compiler mismatch") {
-        eprintln!("the cached kernel was built by another compiler; skipped");
+    if !same_compiler(&run) {
         return;
     }
     run.expect(1, &[&name, "does not apply"]);
@@ -776,12 +776,14 @@ fn build_patch_does_not_apply() {
 #[test]
 fn build_documentation_only_is_no_change() {
     let Some((src, build_dir)) = cached_kernel() else {
-        eprintln!("no built test kernel in ~/.cache/kpbuild/kernels; skipped");
         return;
     };
     let doc = "Documentation/livepatch/livepatch.rst";
-    let Ok(text) = std::fs::read_to_string(src.join(doc)) else {
-        eprintln!("no {doc} in the cached kernel; skipped");
+    let Some(text) = testbed::oracle::need(
+        &format!("{doc} in the test kernel's source"),
+        "run `cargo xtask kernel`",
+        std::fs::read_to_string(src.join(doc)).ok(),
+    ) else {
         return;
     };
     let first = text.lines().next().unwrap_or("");
@@ -793,8 +795,7 @@ fn build_documentation_only_is_no_change() {
         ),
     );
     let run = build(&s, &src, &build_dir, &[&p], "lp_doc");
-    if run.stderr.contains("compiler mismatch") {
-        eprintln!("the cached kernel was built by another compiler; skipped");
+    if !same_compiler(&run) {
         return;
     }
     run.expect(
@@ -866,16 +867,16 @@ fn fake_treeless(s: &Scratch) -> Option<FakeTreeless> {
         .arg(&c)
         .status()
         .is_ok_and(|st| st.success());
-    if !ok {
-        eprintln!("gcc cannot link a static executable here; skipped");
-        return None;
-    }
-    Some(FakeTreeless {
-        src,
-        config,
-        vmlinux,
-        headers,
-    })
+    testbed::oracle::need(
+        "gcc linking a static executable",
+        "install the Debian package build-essential",
+        ok.then_some(FakeTreeless {
+            src,
+            config,
+            vmlinux,
+            headers,
+        }),
+    )
 }
 
 /// `kpbuild build` tree-less on `t` with the one-line patch; OUT must not

@@ -516,25 +516,19 @@ fn module_info_and_signature() {
     assert_problem(&found, &["livepatch=Y"]);
 }
 
-/// A built test kernel with the livepatch samples, if there is one.
+/// The livepatch sample module of the built test kernel.
 fn sample_module() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    let kernels = Path::new(&home).join(".cache/kpbuild/kernels");
-    let mut builds: Vec<PathBuf> = std::fs::read_dir(kernels)
-        .ok()?
-        .filter_map(|e| Some(e.ok()?.path().join("build")))
-        .filter(|b| b.join("vmlinux").is_file())
-        .map(|b| b.join("samples/livepatch/livepatch-sample.ko"))
-        .filter(|ko| ko.is_file())
-        .collect();
-    builds.sort();
-    builds.pop()
+    let ko = testbed::oracle::test_kernel()?.module("samples/livepatch/livepatch-sample.ko");
+    testbed::oracle::need(
+        &ko.display().to_string(),
+        "the test kernel's config builds the livepatch sample: run `cargo xtask kernel`",
+        ko.is_file().then_some(ko.clone()),
+    )
 }
 
 #[test]
 fn kernel_livepatch_sample() {
     let Some(ko) = sample_module() else {
-        eprintln!("no test kernel with samples/livepatch/livepatch-sample.ko; skipped");
         return;
     };
     let (code, json) = inspect_json(&ko, &["--disasm"]);

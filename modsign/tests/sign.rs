@@ -161,42 +161,35 @@ fn malformed_inputs_are_errors() {
     assert!(matches!(err, Error::MalformedCertificate(_)), "{err}");
 }
 
-/// Compiles the kernel's `scripts/sign-file` from a cached kernel source.
+/// Compiles the kernel's `scripts/sign-file` from the module-signing test
+/// kernel's source.
 fn sign_file() -> Option<PathBuf> {
-    let cache = std::env::var_os("KPBUILD_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/kpbuild")))?;
-    let source = std::fs::read_dir(cache.join("kernels"))
-        .ok()?
-        .flatten()
-        .map(|e| e.path().join("src/scripts/sign-file.c"))
-        .find(|p| p.exists())?;
+    let source = testbed::oracle::signing_kernel()?
+        .src
+        .join("scripts/sign-file.c");
+    let gcc = testbed::oracle::tool("gcc", "build-essential")?;
     let dir = scratch("sign-file");
     let binary = dir.join("sign-file");
-    let out = Command::new("gcc")
+    let out = Command::new(gcc)
         .arg("-o")
         .arg(&binary)
         .arg(&source)
         .arg("-lcrypto")
         .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "cannot build {}: {}",
-            source.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    Some(binary)
+        .expect("gcc runs");
+    testbed::oracle::need(
+        &format!("{} built with libcrypto", source.display()),
+        &format!(
+            "install the Debian package libssl-dev (gcc said: {})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        out.status.success().then_some(binary),
+    )
 }
 
 #[test]
 fn byte_identical_to_kernel_sign_file() {
     let Some(sign_file) = sign_file() else {
-        eprintln!(
-            "SKIP: the kernel's scripts/sign-file.c could not be built (no cached kernel source or no libssl-dev)"
-        );
         return;
     };
     let dir = sign_file.parent().unwrap().to_path_buf();

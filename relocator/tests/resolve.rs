@@ -1045,14 +1045,15 @@ fn relocate_full(obj: &[u8], v: &TargetSymbols, ex: &Exports) -> Relocated {
 }
 
 /// Writes `data` to a temporary file and runs `readelf -W -a` on it; `None`
-/// when readelf is missing.
+/// when readelf is missing (a `testbed::oracle`).
 fn readelf(data: &[u8], tag: &str) -> Option<String> {
+    let readelf = testbed::oracle::tool("readelf", "binutils")?;
     let path = std::env::temp_dir().join(format!(
         "kpbuild-resolve-test-{}-{tag}.o",
         std::process::id()
     ));
     std::fs::write(&path, data).unwrap();
-    let out = std::process::Command::new("readelf")
+    let out = std::process::Command::new(readelf)
         .args(["-W", "-a"])
         .arg(&path)
         .output();
@@ -1067,21 +1068,17 @@ fn readelf(data: &[u8], tag: &str) -> Option<String> {
             assert!(out.status.success(), "readelf failed: {text}");
             Some(text)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => panic!("readelf: {e}"),
     }
 }
 
 fn assert_readelf_clean(data: &[u8], tag: &str) {
-    match readelf(data, tag) {
-        None => eprintln!("skipping readelf check: readelf not found"),
-        Some(text) => {
-            for line in text.lines() {
-                assert!(
-                    !line.contains("readelf: Warning") && !line.contains("readelf: Error"),
-                    "{tag}: {line}\n{text}"
-                );
-            }
+    if let Some(text) = readelf(data, tag) {
+        for line in text.lines() {
+            assert!(
+                !line.contains("readelf: Warning") && !line.contains("readelf: Error"),
+                "{tag}: {line}\n{text}"
+            );
         }
     }
 }

@@ -27,6 +27,11 @@ const REQUIRED: &[&[&str]] = &[
     &["CONFIG_KALLSYMS_ALL"],
 ];
 
+/// The Debian package whose tarball the test kernels are built from.
+pub const SOURCE_PACKAGE: &str = "linux-source-6.12";
+/// The tarball [`SOURCE_PACKAGE`] installs.
+pub const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+
 /// What to build: a source tarball and a config fragment.
 #[derive(Debug, Clone)]
 pub struct KernelSpec {
@@ -48,7 +53,7 @@ pub struct KernelSpec {
     /// first, then in the source tree through `VPATH`). Part of the cache key
     /// (name and contents) when non-empty.
     pub build_files: Vec<(PathBuf, PathBuf)>,
-    /// Cache root, usually `~/.cache/kpbuild`.
+    /// Cache root: [`kimage::cache_root`].
     pub cache: PathBuf,
     /// Parallel make jobs.
     pub jobs: usize,
@@ -116,86 +121,74 @@ impl KernelSpec {
         Ok(format!("{version}-{hex}"))
     }
 
+    /// The plain test kernel `cargo xtask kernel` builds and the tests find:
+    /// Debian's installed `linux-source-6.12`, `tinyconfig` plus
+    /// `fixtures/kernel/livepatch.config`, with the test bed's own code
+    /// (`fixtures/kernel/testbed.patch`), cached under [`kimage::cache_root`].
+    pub fn test_kernel() -> Result<KernelSpec, Error> {
+        let fixtures = crate::repo_root().join("fixtures");
+        Ok(KernelSpec {
+            source_version: crate::packages::version(SOURCE_PACKAGE)?,
+            tarball: PathBuf::from(SOURCE_TARBALL),
+            fragment: fixtures.join("kernel/livepatch.config"),
+            patches: vec![fixtures.join("kernel/testbed.patch")],
+            extra_fragments: vec![],
+            build_files: vec![],
+            cache: kimage::cache_root(),
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        })
+    }
+
+    /// The test kernel's module-signing variant: `fixtures/kernel/signing.config`
+    /// on top (signatures enforced, SHA-256) and the test certificate
+    /// `fixtures/signing/test-cert.pem` built into its trusted keyring.
+    pub fn signing_kernel() -> Result<KernelSpec, Error> {
+        let fixtures = crate::repo_root().join("fixtures");
+        Ok(KernelSpec {
+            extra_fragments: vec![fixtures.join("kernel/signing.config")],
+            build_files: vec![(
+                fixtures.join("signing/test-cert.pem"),
+                PathBuf::from("kpbuild-test-signing.pem"),
+            )],
+            ..KernelSpec::test_kernel()?
+        })
+    }
+
+    /// Where this spec's build lives, built or not.
+    fn layout(&self) -> Result<(PathBuf, KernelBuild), Error> {
+        let key = self.key()?;
+        let root = self.cache.join("kernels").join(&key);
+        let kb = KernelBuild {
+            key,
+            src: root.join("src"),
+            build: root.join("build"),
+        };
+        Ok((root, kb))
+    }
+
+    /// The finished build of this spec, if there is one; nothing is built.
+    pub fn built(&self) -> Result<Option<KernelBuild>, Error> {
+        let (root, kb) = self.layout()?;
+        Ok(finished(&root, &kb).then_some(kb))
+    }
+
     /// Returns the cached build for this spec, building whatever is missing.
     ///
     /// `progress` receives one human-readable line at each stage and every few
     /// seconds while `make` runs.
     pub fn ensure_built(&self, progress: &mut dyn FnMut(&str)) -> Result<KernelBuild, Error> {
-        let key = self.key()?;
-        let root = self.cache.join("kernels").join(&key);
-        let kb = KernelBuild {
-            key: key.clone(),
-            src: root.join("src"),
-            build: root.join("build"),
-        };
-        let stamp = |name: &str| root.join(format!(".stamp-{name}"));
-        if stamp("built").exists() && kb.bzimage().exists() && kb.vmlinux().exists() {
+        let (root, kb) = self.layout()?;
+        if finished(&root, &kb) {
             return Ok(kb);
         }
         std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
-        // One builder per key: a second process waits here, then finds the
-        // stamps the first one left.
-        let lock_path = root.with_extension("lock");
-        let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
-        if lock.try_lock().is_err() {
-            progress(&format!(
-                "kernel {key}: another process is building it; waiting"
-            ));
-            lock.lock().map_err(|e| Error::io(&lock_path, e))?;
-        }
-        if stamp("built").exists() && kb.bzimage().exists() && kb.vmlinux().exists() {
+        // Held until the build is done.
+        let _lock = wait_for_lock(&root, &kb.key, progress)?;
+        if finished(&root, &kb) {
             return Ok(kb);
         }
-
-        if !stamp("extracted").exists() {
-            progress(&format!(
-                "kernel {key}: extracting {}",
-                self.tarball.display()
-            ));
-            if kb.src.exists() {
-                std::fs::remove_dir_all(&kb.src).map_err(|e| Error::io(&kb.src, e))?;
-            }
-            std::fs::create_dir_all(&kb.src).map_err(|e| Error::io(&kb.src, e))?;
-            run_logged(
-                Command::new("tar")
-                    .arg("-xf")
-                    .arg(&self.tarball)
-                    .arg("-C")
-                    .arg(&kb.src)
-                    .arg("--strip-components=1"),
-            )?;
-            for patch in &self.patches {
-                progress(&format!("kernel {key}: applying {}", patch.display()));
-                run_logged(
-                    Command::new("patch")
-                        .args(["-p1", "--batch", "--forward", "-d"])
-                        .arg(&kb.src)
-                        .arg("-i")
-                        .arg(patch),
-                )?;
-            }
-            touch(&stamp("extracted"))?;
-        }
-
-        if !stamp("configured").exists() {
-            progress(&format!(
-                "kernel {key}: tinyconfig + {}",
-                self.fragment.display()
-            ));
-            std::fs::create_dir_all(&kb.build).map_err(|e| Error::io(&kb.build, e))?;
-            run_logged(make(&kb).arg("tinyconfig"))?;
-            let config = kb.build.join(".config");
-            let mut base = read(&config)?;
-            base.extend_from_slice(b"\n");
-            base.extend_from_slice(&read(&self.fragment)?);
-            for f in &self.extra_fragments {
-                base.extend_from_slice(b"\n");
-                base.extend_from_slice(&read(f)?);
-            }
-            std::fs::write(&config, base).map_err(|e| Error::io(&config, e))?;
-            run_logged(make(&kb).arg("olddefconfig"))?;
-            touch(&stamp("configured"))?;
-        }
+        self.extract(&root, &kb, progress)?;
+        self.configure(&root, &kb, progress)?;
         // Checked on every build attempt: a fragment option that silently
         // dropped out is an error, not a different test kernel.
         let mut fragments = read(&self.fragment)?;
@@ -204,6 +197,100 @@ impl KernelSpec {
             fragments.extend_from_slice(&read(f)?);
         }
         verify_config(&fragments, &read(&kb.build.join(".config"))?)?;
+        self.copy_build_files(&kb)?;
+        progress(&format!(
+            "kernel {}: make -j{} bzImage modules (several minutes on first run)",
+            kb.key, self.jobs
+        ));
+        let log = root.join("make.log");
+        run_make_with_progress(
+            make(&kb)
+                .arg(format!("-j{}", self.jobs))
+                .args(["bzImage", "modules"]),
+            &log,
+            progress,
+        )?;
+        touch(&stamp(&root, "built"))?;
+        progress(&format!(
+            "kernel {}: built in {}",
+            kb.key,
+            kb.build.display()
+        ));
+        Ok(kb)
+    }
+
+    /// The pristine source: the tarball extracted, the patches applied.
+    fn extract(
+        &self,
+        root: &Path,
+        kb: &KernelBuild,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<(), Error> {
+        if stamp(root, "extracted").exists() {
+            return Ok(());
+        }
+        let key = &kb.key;
+        progress(&format!(
+            "kernel {key}: extracting {}",
+            self.tarball.display()
+        ));
+        if kb.src.exists() {
+            std::fs::remove_dir_all(&kb.src).map_err(|e| Error::io(&kb.src, e))?;
+        }
+        std::fs::create_dir_all(&kb.src).map_err(|e| Error::io(&kb.src, e))?;
+        run_logged(
+            Command::new("tar")
+                .arg("-xf")
+                .arg(&self.tarball)
+                .arg("-C")
+                .arg(&kb.src)
+                .arg("--strip-components=1"),
+        )?;
+        for patch in &self.patches {
+            progress(&format!("kernel {key}: applying {}", patch.display()));
+            run_logged(
+                Command::new("patch")
+                    .args(["-p1", "--batch", "--forward", "-d"])
+                    .arg(&kb.src)
+                    .arg("-i")
+                    .arg(patch),
+            )?;
+        }
+        touch(&stamp(root, "extracted"))
+    }
+
+    /// The `.config`: `tinyconfig`, then the fragments, resolved.
+    fn configure(
+        &self,
+        root: &Path,
+        kb: &KernelBuild,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<(), Error> {
+        if stamp(root, "configured").exists() {
+            return Ok(());
+        }
+        progress(&format!(
+            "kernel {}: tinyconfig + {}",
+            kb.key,
+            self.fragment.display()
+        ));
+        std::fs::create_dir_all(&kb.build).map_err(|e| Error::io(&kb.build, e))?;
+        run_logged(make(kb).arg("tinyconfig"))?;
+        let config = kb.build.join(".config");
+        let mut base = read(&config)?;
+        base.extend_from_slice(b"\n");
+        base.extend_from_slice(&read(&self.fragment)?);
+        for f in &self.extra_fragments {
+            base.extend_from_slice(b"\n");
+            base.extend_from_slice(&read(f)?);
+        }
+        std::fs::write(&config, base).map_err(|e| Error::io(&config, e))?;
+        run_logged(make(kb).arg("olddefconfig"))?;
+        touch(&stamp(root, "configured"))
+    }
+
+    /// [`KernelSpec::build_files`] into the build tree.
+    fn copy_build_files(&self, kb: &KernelBuild) -> Result<(), Error> {
         for (source, dest) in &self.build_files {
             if dest.is_absolute() || dest.components().any(|c| c.as_os_str() == "..") {
                 return Err(Error::Config(vec![format!(
@@ -217,23 +304,36 @@ impl KernelSpec {
             }
             std::fs::copy(source, &target).map_err(|e| Error::io(source, e))?;
         }
-
-        progress(&format!(
-            "kernel {key}: make -j{} bzImage modules (several minutes on first run)",
-            self.jobs
-        ));
-        let log = root.join("make.log");
-        run_make_with_progress(
-            make(&kb)
-                .arg(format!("-j{}", self.jobs))
-                .args(["bzImage", "modules"]),
-            &log,
-            progress,
-        )?;
-        touch(&stamp("built"))?;
-        progress(&format!("kernel {key}: built in {}", kb.build.display()));
-        Ok(kb)
+        Ok(())
     }
+}
+
+/// A stage stamp in the key's directory `root`.
+fn stamp(root: &Path, name: &str) -> PathBuf {
+    root.join(format!(".stamp-{name}"))
+}
+
+/// True when the build in `root` finished: nothing is left to do.
+fn finished(root: &Path, kb: &KernelBuild) -> bool {
+    stamp(root, "built").exists() && kb.bzimage().exists() && kb.vmlinux().exists()
+}
+
+/// One builder per key: a second process waits here, then finds the stamps
+/// the first one left. The lock is held while the returned file is open.
+fn wait_for_lock(
+    root: &Path,
+    key: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<std::fs::File, Error> {
+    let lock_path = root.with_extension("lock");
+    let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+    if lock.try_lock().is_err() {
+        progress(&format!(
+            "kernel {key}: another process is building it; waiting"
+        ));
+        lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+    }
+    Ok(lock)
 }
 
 fn make(kb: &KernelBuild) -> Command {

@@ -7,11 +7,14 @@
 //! - [`vm`]: the initramfs and the QEMU run with a hard timeout.
 //! - [`cpio`]: the initramfs archive writer.
 //! - [`packages`]: the Debian packages the test bed installs when missing.
+//! - [`oracle`]: how a test finds a kernel or tool it needs, and what it
+//!   does without it (skip, or fail when `KPBUILD_REQUIRE_ORACLES=1`).
 
 pub mod cpio;
 pub mod guest;
 pub mod kernel;
 pub mod livepatch;
+pub mod oracle;
 pub mod packages;
 pub mod vm;
 
@@ -52,6 +55,15 @@ pub enum Error {
     /// Packages are missing and this process may not install them.
     #[error("missing Debian packages: {0}\nrun as root, or install them: sudo apt-get install {0}")]
     NotRoot(String),
+}
+
+/// The repository root (the parent of `testbed/`): the fixtures the test
+/// kernels are built from.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testbed is a directory of the repository")
+        .to_path_buf()
 }
 
 impl Error {

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo xtask demo      the main job end to end on the built-in default
-//! cargo xtask test      cargo test --workspace, then the kernel end-to-end suite
+//! cargo xtask test      the test kernels, cargo test --workspace (a missing
+//!                       oracle fails), then the kernel end-to-end suite
 //! cargo xtask e2e [F]   only the kernel end-to-end suite (cases containing F)
 //! cargo xtask kernel    build (or reuse) the cached test kernel and print its paths
 //! cargo xtask kernel signing   the same for the module-signing variant
@@ -115,57 +116,28 @@ pub fn debian_release() -> Result<String, String> {
         .clone()
 }
 
-/// Installs missing packages, then builds or reuses the test kernel.
+/// Installs missing packages, then builds or reuses the test kernel
+/// ([`KernelSpec::test_kernel`], the one the tests find).
 pub fn kernel() -> Result<KernelBuild, String> {
+    ensure_kernel(KernelSpec::test_kernel)
+}
+
+/// The test kernel's module-signing variant ([`KernelSpec::signing_kernel`]):
+/// signatures enforced, the test certificate trusted.
+pub fn signing_kernel() -> Result<KernelBuild, String> {
+    ensure_kernel(KernelSpec::signing_kernel)
+}
+
+fn ensure_kernel(spec: fn() -> Result<KernelSpec, testbed::Error>) -> Result<KernelBuild, String> {
     // The source version is settled before any kernel is built from it.
     if let Err(e) = debian_release() {
         eprintln!("xtask: no Debian cloud kernel to test against: {e}");
     }
     testbed::packages::ensure(testbed::packages::TESTBED_PACKAGES, &mut progress)
         .map_err(|e| e.to_string())?;
-    let tarball = PathBuf::from("/usr/src/linux-source-6.12.tar.xz");
-    let spec = KernelSpec {
-        source_version: testbed::packages::version("linux-source-6.12")
-            .map_err(|e| e.to_string())?,
-        tarball,
-        fragment: repo_root().join("fixtures/kernel/livepatch.config"),
-        patches: vec![repo_root().join("fixtures/kernel/testbed.patch")],
-        extra_fragments: vec![],
-        build_files: vec![],
-        cache: kimage::cache_root(),
-        jobs: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2),
-    };
-    spec.ensure_built(&mut progress).map_err(|e| e.to_string())
-}
-
-/// The test kernel's module-signing variant: `fixtures/kernel/signing.config`
-/// on top (signatures enforced, SHA-256) and the test certificate
-/// `fixtures/signing/test-cert.pem` built into its trusted keyring.
-pub fn signing_kernel() -> Result<KernelBuild, String> {
-    if let Err(e) = debian_release() {
-        eprintln!("xtask: no Debian cloud kernel to test against: {e}");
-    }
-    testbed::packages::ensure(testbed::packages::TESTBED_PACKAGES, &mut progress)
-        .map_err(|e| e.to_string())?;
-    let spec = KernelSpec {
-        source_version: testbed::packages::version("linux-source-6.12")
-            .map_err(|e| e.to_string())?,
-        tarball: PathBuf::from("/usr/src/linux-source-6.12.tar.xz"),
-        fragment: repo_root().join("fixtures/kernel/livepatch.config"),
-        patches: vec![repo_root().join("fixtures/kernel/testbed.patch")],
-        extra_fragments: vec![repo_root().join("fixtures/kernel/signing.config")],
-        build_files: vec![(
-            repo_root().join("fixtures/signing/test-cert.pem"),
-            PathBuf::from("kpbuild-test-signing.pem"),
-        )],
-        cache: kimage::cache_root(),
-        jobs: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2),
-    };
-    spec.ensure_built(&mut progress).map_err(|e| e.to_string())
+    spec()
+        .and_then(|spec| spec.ensure_built(&mut progress))
+        .map_err(|e| e.to_string())
 }
 
 fn demo() -> Result<(), String> {
@@ -187,7 +159,15 @@ fn test() -> Result<(), String> {
         "-D",
         "warnings",
     ])?;
-    cargo(&["test", "--workspace"])?;
+    // The kernels the tests need exist before the tests run, and a test
+    // that still misses one fails instead of skipping.
+    eprintln!("== test kernels");
+    kernel()?;
+    signing_kernel()?;
+    cargo_env(
+        &["test", "--workspace"],
+        &[(testbed::oracle::REQUIRE_ENV, "1")],
+    )?;
     eprintln!("== kernel end-to-end suite");
     e2e(None)
 }
@@ -206,11 +186,18 @@ fn e2e(filter: Option<&str>) -> Result<(), String> {
 
 /// Runs `cargo ARGS` in the repository; a failure names the command.
 fn cargo(args: &[&str]) -> Result<(), String> {
-    eprintln!("== cargo {}", args.join(" "));
+    cargo_env(args, &[])
+}
+
+/// [`cargo`] with `env` set for it.
+fn cargo_env(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+    let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    eprintln!("== {}cargo {}", shown.concat(), args.join(" "));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(repo_root())
         .args(args)
+        .envs(env.iter().copied())
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if status.success() {

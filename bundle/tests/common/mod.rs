@@ -86,17 +86,19 @@ pub fn first() -> (Vec<u8>, Verified) {
     (bytes, v)
 }
 
-/// The `minisign` binary, or `None` with a notice.
-pub fn minisign() -> Option<&'static str> {
-    let ok = Command::new("minisign")
+/// The `minisign` binary (a `testbed::oracle`: a skipped check or, when
+/// oracles are required, a failed test without it).
+pub fn minisign() -> Option<PathBuf> {
+    let minisign = testbed::oracle::tool("minisign", "minisign")?;
+    let ok = Command::new(&minisign)
         .arg("-v")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("NOTICE: no `minisign` binary (Debian package minisign); external check skipped");
-        return None;
-    }
-    Some("minisign")
+    testbed::oracle::need(
+        "a working `minisign -v`",
+        "install the Debian package minisign",
+        ok.then_some(minisign),
+    )
 }
 
 /// `minisign -V -p PUB -m FILE` (signature FILE.minisig); true when it verifies.
