@@ -328,19 +328,9 @@ mod tests {
         assert!(err.to_string().contains("Module target"), "{err}");
     }
 
-    /// The first test kernel build directory holding a vmlinux, if any.
+    /// The build directory of the built test kernel (`cargo xtask kernel`).
     fn test_kernel_build() -> Option<std::path::PathBuf> {
-        let home = std::env::var_os("HOME")?;
-        let root = std::path::Path::new(&home).join(".cache/kpbuild/kernels");
-        let mut dirs: Vec<_> = std::fs::read_dir(root)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        dirs.sort();
-        dirs.into_iter()
-            .map(|d| d.join("build"))
-            .find(|b| b.join("vmlinux").is_file())
+        testbed::oracle::test_kernel().map(|kernel| kernel.build)
     }
 
     /// The kallsyms table compiled into a vmlinux: (type, name, address) in
@@ -407,7 +397,6 @@ mod tests {
     #[test]
     fn real_test_kernel() {
         let Some(build) = test_kernel_build() else {
-            eprintln!("skipping: no ~/.cache/kpbuild/kernels/*/build/vmlinux");
             return;
         };
         let data = std::fs::read(build.join("vmlinux")).unwrap();
