@@ -289,26 +289,126 @@ pub fn strip_signature(module: &[u8]) -> Result<&[u8], Error> {
 /// A signed module's parts: (body, CMS message, `struct module_signature`).
 type Parts<'a> = (&'a [u8], &'a [u8], &'a [u8]);
 
+/// `struct module_signature`, the fixed header between the CMS message and
+/// the marker (`include/linux/module_signature.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModuleSignature {
+    /// `algo` (unused for PKCS#7, must be 0).
+    pub algo: u8,
+    /// `hash` (unused for PKCS#7, must be 0).
+    pub hash: u8,
+    /// `id_type`: [`PKEY_ID_PKCS7`] is the only kind the kernel verifies.
+    pub id_type: u8,
+    /// `signer_len` (unused for PKCS#7, must be 0).
+    pub signer_len: u8,
+    /// `key_id_len` (unused for PKCS#7, must be 0).
+    pub key_id_len: u8,
+    /// `__pad`.
+    pub pad: [u8; 3],
+    /// `sig_len`: bytes of the signature before this header (big-endian in the file).
+    pub sig_len: u32,
+}
+
+impl ModuleSignature {
+    /// Reads the 12 bytes of the header.
+    pub fn parse(bytes: &[u8; INFO_LEN]) -> Self {
+        let [
+            algo,
+            hash,
+            id_type,
+            signer_len,
+            key_id_len,
+            p0,
+            p1,
+            p2,
+            l0,
+            l1,
+            l2,
+            l3,
+        ] = *bytes;
+        ModuleSignature {
+            algo,
+            hash,
+            id_type,
+            signer_len,
+            key_id_len,
+            pad: [p0, p1, p2],
+            sig_len: u32::from_be_bytes([l0, l1, l2, l3]),
+        }
+    }
+
+    /// Whether every field but `id_type` and `sig_len` is zero, as the kernel
+    /// requires of a PKCS#7 signature (`mod_check_sig`).
+    pub fn unused_fields_zero(&self) -> bool {
+        [self.algo, self.hash, self.signer_len, self.key_id_len]
+            .iter()
+            .chain(&self.pad)
+            .all(|&b| b == 0)
+    }
+}
+
+/// The kernel's name of a signature's `id_type` (`enum pkey_id_type`).
+pub fn id_type_name(id_type: u8) -> Option<&'static str> {
+    match id_type {
+        0 => Some("PGP"),
+        1 => Some("X.509"),
+        PKEY_ID_PKCS7 => Some("PKCS#7"),
+        _ => None,
+    }
+}
+
+/// The end of a module that carries the signature marker, as far as its
+/// framing can be read; the CMS message is not looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trailer {
+    /// The marker, with fewer than [`INFO_LEN`] bytes before it.
+    NoRoom,
+    /// The marker after a `struct module_signature`.
+    Header {
+        /// The header.
+        info: ModuleSignature,
+        /// Where it starts: the bytes before it are the module and (if
+        /// `sig_len` fits) the signature.
+        offset: usize,
+    },
+}
+
+/// The signature framing at the end of `module`: `None` without the marker.
+pub fn trailer(module: &[u8]) -> Option<Trailer> {
+    let rest = module.strip_suffix(MAGIC)?;
+    let Some(offset) = rest.len().checked_sub(INFO_LEN) else {
+        return Some(Trailer::NoRoom);
+    };
+    let header: &[u8; INFO_LEN] = rest[offset..].try_into().expect("INFO_LEN bytes");
+    Some(Trailer::Header {
+        info: ModuleSignature::parse(header),
+        offset,
+    })
+}
+
 /// Splits a signed module into its parts.
 fn split(module: &[u8]) -> Result<Option<Parts<'_>>, Error> {
-    let Some(rest) = module.strip_suffix(MAGIC) else {
-        return Ok(None);
+    let (info, offset) = match trailer(module) {
+        None => return Ok(None),
+        Some(Trailer::NoRoom) => {
+            return Err(Error::MalformedSignature(
+                "no room for struct module_signature before the marker".into(),
+            ));
+        }
+        Some(Trailer::Header { info, offset }) => (info, offset),
     };
-    if rest.len() < INFO_LEN {
-        return Err(Error::MalformedSignature(
-            "no room for struct module_signature before the marker".into(),
-        ));
-    }
-    let (before, info) = rest.split_at(rest.len() - INFO_LEN);
-    let sig_len = u32::from_be_bytes(info[8..12].try_into().expect("4 bytes")) as usize;
-    if sig_len > before.len() {
+    let sig_len = info.sig_len as usize;
+    if sig_len > offset {
         return Err(Error::MalformedSignature(format!(
-            "sig_len {sig_len} exceeds the {} bytes before it",
-            before.len()
+            "sig_len {sig_len} exceeds the {offset} bytes before it"
         )));
     }
-    let (body, cms) = before.split_at(before.len() - sig_len);
-    Ok(Some((body, cms, info)))
+    let body_len = offset - sig_len;
+    Ok(Some((
+        &module[..body_len],
+        &module[body_len..offset],
+        &module[offset..offset + INFO_LEN],
+    )))
 }
 
 /// The appended signature of `module`: `None` when there is none or its
@@ -508,5 +608,27 @@ mod tests {
             strip_signature(&bad),
             Err(Error::MalformedSignature(_))
         ));
+    }
+
+    #[test]
+    fn trailer_framing() {
+        assert_eq!(trailer(b"\x7fELF"), None);
+        let mut short = b"\x7fELF".to_vec();
+        short.extend_from_slice(MAGIC);
+        assert_eq!(trailer(&short), Some(Trailer::NoRoom));
+        let mut m = b"body".to_vec();
+        m.extend_from_slice(&[7; 3]);
+        m.extend_from_slice(&[0, 1, 2, 0, 0, 0, 0, 9, 0, 0, 0, 3]);
+        m.extend_from_slice(MAGIC);
+        let Some(Trailer::Header { info, offset }) = trailer(&m) else {
+            panic!("no header");
+        };
+        assert_eq!(offset, 7);
+        assert_eq!((info.id_type, info.sig_len), (PKEY_ID_PKCS7, 3));
+        assert_eq!((info.hash, info.pad), (1, [0, 0, 9]));
+        assert!(!info.unused_fields_zero());
+        assert_eq!(strip_signature(&m).unwrap(), b"body");
+        assert_eq!(id_type_name(2), Some("PKCS#7"));
+        assert_eq!(id_type_name(3), None);
     }
 }
