@@ -7,13 +7,15 @@
 //! the format of `Documentation/livepatch/module-elf-format.rst` runs on the
 //! finished `.ko`, after its last link: [`convert_to_livepatch`].
 //!
-//! The converter works on the raw ELF64 little-endian structures (the only
-//! layout an x86_64 kernel module has) so that it controls every byte it
-//! writes: sections keep their indices, symbols keep their indices (the
+//! The converter reads and writes the ELF64 little-endian structures (the
+//! only layout an x86_64 kernel module has) as `object`'s typed records, and
+//! lays the file out itself so that it controls every byte it writes: sections keep their indices, symbols keep their indices (the
 //! kernel applies livepatch relocations with the module's symbol table as
 //! written), and the same input always gives the same output.
 
 use crate::Error;
+use object::read::elf::{FileHeader, SectionHeader, Sym as _};
+use object::{LittleEndian, U16, U32, U64, elf, pod};
 use std::collections::{BTreeMap, HashMap};
 
 /// `SHN_LIVEPATCH`: the section index of a livepatch symbol. The module
@@ -67,185 +69,132 @@ pub fn parse_klp_symbol_name(s: &str) -> Option<(&str, &str, u32)> {
     Some((obj, name, pos.parse().ok()?))
 }
 
-// ELF64 constants (the `object` crate has them as newtypes; raw values keep
-// the byte-level code below short).
-const ELFCLASS64: u8 = 2;
-const ELFDATA2LSB: u8 = 1;
-const ET_REL: u16 = 1;
-const EM_X86_64: u16 = 62;
-const EHDR_SIZE: usize = 64;
-const SHDR_SIZE: usize = 64;
-const SYM_SIZE: usize = 24;
-const RELA_SIZE: usize = 24;
-const SHT_SYMTAB: u32 = 2;
-const SHT_STRTAB: u32 = 3;
-const SHT_RELA: u32 = 4;
-const SHT_NOBITS: u32 = 8;
-const SHT_REL: u32 = 9;
-const SHF_ALLOC: u64 = 0x2;
-const SHF_INFO_LINK: u64 = 0x40;
-const SHN_UNDEF: u16 = 0;
-const SHN_LORESERVE: u16 = 0xff00;
-const SHN_XINDEX: u16 = 0xffff;
-const STB_LOCAL: u8 = 0;
-const STB_GLOBAL: u8 = 1;
-const STB_WEAK: u8 = 2;
+/// The only byte order an x86_64 kernel module has.
+const LE: LittleEndian = LittleEndian;
 
-fn u16_at(d: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes(d[off..off + 2].try_into().expect("2 bytes"))
-}
-fn u32_at(d: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(d[off..off + 4].try_into().expect("4 bytes"))
-}
-fn u64_at(d: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(d[off..off + 8].try_into().expect("8 bytes"))
-}
+/// `SHN_UNDEF`, as a pattern.
+const SHN_UNDEF: u16 = elf::SHN_UNDEF.0;
 
-/// One section header.
+type Ehdr = elf::FileHeader64<LittleEndian>;
+type Shdr = elf::SectionHeader64<LittleEndian>;
+type ElfSym = elf::Sym64<LittleEndian>;
+type ElfRela = elf::Rela64<LittleEndian>;
+type ElfRel = elf::Rel64<LittleEndian>;
+
+/// One symbol of `.symtab`, with its name read.
 #[derive(Debug, Clone)]
-struct Shdr {
-    name: u32,
-    sh_type: u32,
-    flags: u64,
-    addr: u64,
-    offset: u64,
-    size: u64,
-    link: u32,
-    info: u32,
-    addralign: u64,
-    entsize: u64,
-}
-
-impl Shdr {
-    fn parse(d: &[u8]) -> Self {
-        Shdr {
-            name: u32_at(d, 0),
-            sh_type: u32_at(d, 4),
-            flags: u64_at(d, 8),
-            addr: u64_at(d, 16),
-            offset: u64_at(d, 24),
-            size: u64_at(d, 32),
-            link: u32_at(d, 40),
-            info: u32_at(d, 44),
-            addralign: u64_at(d, 48),
-            entsize: u64_at(d, 56),
-        }
-    }
-
-    fn write(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.name.to_le_bytes());
-        out.extend_from_slice(&self.sh_type.to_le_bytes());
-        out.extend_from_slice(&self.flags.to_le_bytes());
-        out.extend_from_slice(&self.addr.to_le_bytes());
-        out.extend_from_slice(&self.offset.to_le_bytes());
-        out.extend_from_slice(&self.size.to_le_bytes());
-        out.extend_from_slice(&self.link.to_le_bytes());
-        out.extend_from_slice(&self.info.to_le_bytes());
-        out.extend_from_slice(&self.addralign.to_le_bytes());
-        out.extend_from_slice(&self.entsize.to_le_bytes());
-    }
-}
-
-/// One symbol, as far as the converter needs it.
-#[derive(Debug, Clone)]
-struct Sym {
+struct Symbol<'a> {
     name: String,
-    info: u8,
-    shndx: u16,
+    raw: &'a ElfSym,
 }
 
-impl Sym {
-    fn bind(&self) -> u8 {
-        self.info >> 4
+impl Symbol<'_> {
+    fn bind(&self) -> elf::SymbolBind {
+        self.raw.st_bind()
+    }
+
+    fn shndx(&self) -> u16 {
+        self.raw.st_shndx(LE).0
     }
 }
 
 /// A parsed ELF64 little-endian x86_64 relocatable file.
 struct Elf<'a> {
     data: &'a [u8],
-    sections: Vec<Shdr>,
+    header: &'a Ehdr,
+    sections: &'a [Shdr],
     shstrndx: usize,
     /// Index of the (single) `SHT_SYMTAB` section.
     symtab: Option<usize>,
     /// The symbols of `.symtab`, index 0 included.
-    symbols: Vec<Sym>,
+    symbols: Vec<Symbol<'a>>,
 }
 
 fn malformed(what: impl Into<String>) -> Error {
     Error::MalformedElf(what.into())
 }
 
+/// The ELF header, if it is one of an ELF64 little-endian x86_64 `ET_REL` file.
+fn relocatable_header(data: &[u8]) -> Result<&Ehdr, Error> {
+    let not = |why: &str| Error::NotX86_64Relocatable(why.to_string());
+    let header = match pod::from_bytes::<Ehdr>(data) {
+        Ok((header, _)) if header.e_ident.magic == elf::ELFMAG => header,
+        _ => return Err(not("no ELF header")),
+    };
+    if header.e_ident.class != elf::ELFCLASS64 {
+        return Err(not("not ELF64"));
+    }
+    if header.e_ident.data != elf::ELFDATA2LSB {
+        return Err(not("not little-endian"));
+    }
+    if header.e_type(LE) != elf::ET_REL {
+        return Err(not("not a relocatable object (e_type is not ET_REL)"));
+    }
+    if header.e_machine(LE) != elf::EM_X86_64 {
+        return Err(not("not x86_64 (e_machine is not EM_X86_64)"));
+    }
+    Ok(header)
+}
+
+/// The section header table, without extended section numbering.
+fn section_headers<'a>(data: &'a [u8], header: &Ehdr) -> Result<&'a [Shdr], Error> {
+    let shoff = header.e_shoff(LE);
+    let shentsize = header.e_shentsize(LE);
+    // As written: extended numbering (0, SHN_XINDEX) is refused below.
+    let shnum = header.e_shnum(LE);
+    let shstrndx = header.e_shstrndx(LE).0;
+    if shoff == 0 || shnum == 0 {
+        return Err(malformed(
+            "no section header table (or extended section numbering, which is not supported)",
+        ));
+    }
+    if usize::from(shentsize) != size_of::<Shdr>() {
+        return Err(malformed(format!(
+            "e_shentsize is {shentsize}, expected 64"
+        )));
+    }
+    if shstrndx == elf::SHN_XINDEX.0 || shstrndx >= shnum {
+        return Err(malformed(format!("e_shstrndx {shstrndx} is out of range")));
+    }
+    usize::try_from(shoff)
+        .ok()
+        .and_then(|off| data.get(off..))
+        .and_then(|table| pod::slice_from_bytes::<Shdr>(table, usize::from(shnum)).ok())
+        .map(|(headers, _)| headers)
+        .ok_or_else(|| malformed("section header table lies outside the file"))
+}
+
 impl<'a> Elf<'a> {
     fn parse(data: &'a [u8]) -> Result<Self, Error> {
-        let not = |why: &str| Error::NotX86_64Relocatable(why.to_string());
-        if data.len() < EHDR_SIZE || &data[..4] != b"\x7fELF" {
-            return Err(not("no ELF header"));
-        }
-        if data[4] != ELFCLASS64 {
-            return Err(not("not ELF64"));
-        }
-        if data[5] != ELFDATA2LSB {
-            return Err(not("not little-endian"));
-        }
-        if u16_at(data, 16) != ET_REL {
-            return Err(not("not a relocatable object (e_type is not ET_REL)"));
-        }
-        if u16_at(data, 18) != EM_X86_64 {
-            return Err(not("not x86_64 (e_machine is not EM_X86_64)"));
-        }
-        let shoff = u64_at(data, 40);
-        let shentsize = u16_at(data, 58);
-        let shnum = u16_at(data, 60);
-        let shstrndx = u16_at(data, 62);
-        if shoff == 0 || shnum == 0 {
-            return Err(malformed(
-                "no section header table (or extended section numbering, which is not supported)",
-            ));
-        }
-        if usize::from(shentsize) != SHDR_SIZE {
-            return Err(malformed(format!(
-                "e_shentsize is {shentsize}, expected 64"
-            )));
-        }
-        if shstrndx == SHN_XINDEX || shstrndx >= shnum {
-            return Err(malformed(format!("e_shstrndx {shstrndx} is out of range")));
-        }
-        let table = usize::try_from(shoff)
-            .ok()
-            .and_then(|off| Some(off..off.checked_add(usize::from(shnum) * SHDR_SIZE)?))
-            .filter(|r| r.end <= data.len())
-            .ok_or_else(|| malformed("section header table lies outside the file"))?;
-        let sections: Vec<Shdr> = data[table]
-            .chunks_exact(SHDR_SIZE)
-            .map(Shdr::parse)
-            .collect();
+        let header = relocatable_header(data)?;
+        let sections = section_headers(data, header)?;
         let mut elf = Elf {
             data,
+            header,
             sections,
-            shstrndx: usize::from(shstrndx),
+            shstrndx: usize::from(header.e_shstrndx(LE).0),
             symtab: None,
             symbols: Vec::new(),
         };
         for (index, s) in elf.sections.iter().enumerate().skip(1) {
-            if s.sh_type != SHT_NOBITS {
-                elf.bytes_of(index, s)?;
-            }
+            elf.bytes_of(index, s)?;
             // The output is padded to it: a power of two, a page or so at most.
-            if s.addralign > 1 && (!s.addralign.is_power_of_two() || s.addralign > 1 << 21) {
+            let addralign = s.sh_addralign(LE);
+            if addralign > 1 && (!addralign.is_power_of_two() || addralign > 1 << 21) {
                 return Err(malformed(format!(
-                    "section [{index}] alignment {:#x} is not a power of two up to 2 MiB",
-                    s.addralign
+                    "section [{index}] alignment {addralign:#x} is not a power of two up to 2 MiB"
                 )));
             }
         }
         // The conversion appends names to it: it must be a string table.
-        if elf.sections[elf.shstrndx].sh_type != SHT_STRTAB {
+        if elf.sections[elf.shstrndx].sh_type(LE) != elf::SHT_STRTAB {
             return Err(malformed(format!(
-                "e_shstrndx {shstrndx} is not a string table"
+                "e_shstrndx {} is not a string table",
+                elf.shstrndx
             )));
         }
         let symtabs: Vec<usize> = (1..elf.sections.len())
-            .filter(|&i| elf.sections[i].sh_type == SHT_SYMTAB)
+            .filter(|&i| elf.sections[i].sh_type(LE) == elf::SHT_SYMTAB)
             .collect();
         match symtabs.as_slice() {
             [] => {}
@@ -260,21 +209,21 @@ impl<'a> Elf<'a> {
 
     /// The file bytes of section `index`.
     fn bytes_of(&self, index: usize, s: &Shdr) -> Result<&'a [u8], Error> {
-        if s.sh_type == SHT_NOBITS {
+        if s.sh_type(LE) == elf::SHT_NOBITS {
             return Ok(&[]);
         }
-        let start = usize::try_from(s.offset).ok();
-        let end = start.and_then(|st| st.checked_add(usize::try_from(s.size).ok()?));
+        let (offset, size) = (s.sh_offset(LE), s.sh_size(LE));
+        let start = usize::try_from(offset).ok();
+        let end = start.and_then(|st| st.checked_add(usize::try_from(size).ok()?));
         match (start, end) {
             (Some(st), Some(en)) if en <= self.data.len() => Ok(&self.data[st..en]),
             _ => Err(malformed(format!(
-                "section [{index}] lies outside the file (offset {:#x}, size {:#x})",
-                s.offset, s.size
+                "section [{index}] lies outside the file (offset {offset:#x}, size {size:#x})"
             ))),
         }
     }
 
-    fn section(&self, index: usize) -> &[u8] {
+    fn section(&self, index: usize) -> &'a [u8] {
         // Ranges were checked in `parse`.
         self.bytes_of(index, &self.sections[index])
             .expect("checked in parse")
@@ -282,64 +231,45 @@ impl<'a> Elf<'a> {
 
     fn section_name(&self, index: usize) -> Result<String, Error> {
         let strtab = self.section(self.shstrndx);
-        cstr(strtab, self.sections[index].name as usize)
+        cstr(strtab, self.sections[index].sh_name(LE) as usize)
             .ok_or_else(|| malformed(format!("section [{index}] has a bad name offset")))
     }
 
-    fn read_symbols(&self, symtab: usize) -> Result<Vec<Sym>, Error> {
-        let header = &self.sections[symtab];
-        let strndx = header.link as usize;
+    fn read_symbols(&self, symtab: usize) -> Result<Vec<Symbol<'a>>, Error> {
+        let strndx = self.sections[symtab].sh_link(LE) as usize;
         if strndx == 0 || strndx >= self.sections.len() {
             return Err(malformed(
                 "the symbol table's string table index is out of range",
             ));
         }
         let strtab = self.section(strndx);
-        let bytes = self.section(symtab);
-        if !bytes.len().is_multiple_of(SYM_SIZE) {
-            return Err(malformed("the symbol table size is not a multiple of 24"));
-        }
-        bytes
-            .chunks_exact(SYM_SIZE)
+        let raw: &[ElfSym] = pod::slice_from_all_bytes(self.section(symtab))
+            .map_err(|_| malformed("the symbol table size is not a multiple of 24"))?;
+        raw.iter()
             .enumerate()
             .map(|(i, raw)| {
-                let name = cstr(strtab, u32_at(raw, 0) as usize)
+                let name = cstr(strtab, raw.st_name(LE) as usize)
                     .ok_or_else(|| malformed(format!("symbol {i} has a bad name offset")))?;
-                Ok(Sym {
-                    name,
-                    info: raw[4],
-                    shndx: u16_at(raw, 6),
-                })
+                Ok(Symbol { name, raw })
             })
             .collect()
     }
 
-    /// The entries of the `SHT_RELA` section `index`: (offset, symbol, type, addend).
-    fn relas(&self, index: usize) -> Result<Vec<Rela>, Error> {
-        let bytes = self.section(index);
-        if !bytes.len().is_multiple_of(RELA_SIZE) {
-            return Err(malformed(format!(
+    /// The entries of the `SHT_RELA` section `index`.
+    fn relas(&self, index: usize) -> Result<&'a [ElfRela], Error> {
+        pod::slice_from_all_bytes(self.section(index)).map_err(|_| {
+            malformed(format!(
                 "relocation section [{index}] size is not a multiple of 24"
-            )));
-        }
-        Ok(bytes
-            .chunks_exact(RELA_SIZE)
-            .map(|raw| {
-                let info = u64_at(raw, 8);
-                Rela {
-                    raw: raw.try_into().expect("24 bytes"),
-                    sym: (info >> 32) as usize,
-                }
-            })
-            .collect())
+            ))
+        })
     }
-}
 
-/// One `Elf64_Rela`, kept as its raw bytes (they are copied unchanged).
-#[derive(Debug, Clone, Copy)]
-struct Rela {
-    raw: [u8; RELA_SIZE],
-    sym: usize,
+    /// The entries of the `SHT_REL` section `index` (a partial entry at the end is ignored).
+    fn rels(&self, index: usize) -> &'a [ElfRel] {
+        let bytes = self.section(index);
+        pod::slice_from_bytes(bytes, bytes.len() / size_of::<ElfRel>())
+            .map_or(&[], |(rels, _)| rels)
+    }
 }
 
 fn cstr(table: &[u8], off: usize) -> Option<String> {
@@ -347,6 +277,17 @@ fn cstr(table: &[u8], off: usize) -> Option<String> {
     let end = tail.iter().position(|&b| b == 0)?;
     Some(String::from_utf8_lossy(&tail[..end]).into_owned())
 }
+
+/// The symbol index of a relocation entry.
+fn rela_sym(rela: &ElfRela) -> usize {
+    rela.r_sym(LE, false) as usize
+}
+
+/// Livepatch relocations to move: (object, relocated section) → entries.
+type Moved<'a> = BTreeMap<(String, usize), Vec<&'a ElfRela>>;
+
+/// What stays in each `.rela` section that loses entries.
+type Kept<'a> = HashMap<usize, Vec<&'a ElfRela>>;
 
 /// Converts an x86_64 relocatable ELF file (a `.o` or a `.ko`) from the
 /// pre-link form to the livepatch form:
@@ -379,8 +320,24 @@ pub fn convert_to_livepatch(elf: &[u8]) -> Result<Vec<u8>, Error> {
     let Some(symtab) = file.symtab else {
         return Ok(elf.to_vec());
     };
+    let (klp, to_convert) = livepatch_symbols(&file)?;
+    let (moved, kept) = sort_relocations(&file, symtab, &klp)?;
+    if to_convert.is_empty() && moved.is_empty() {
+        return Ok(elf.to_vec());
+    }
+    let new_count = file.sections.len() + moved.len();
+    if new_count >= usize::from(elf::SHN_LORESERVE) {
+        return Err(Error::TooManySections(new_count));
+    }
+    let new = klp_rela_sections(&file, symtab, &moved)?;
+    let symbols = mark_livepatch_symbols(&file, &to_convert);
+    Ok(lay_out(&file, symtab, &symbols, &kept, new))
+}
 
-    // Symbol index -> object name, for every livepatch symbol.
+/// Every livepatch symbol: symbol index → object name, and the indexes of
+/// those still to be turned into `SHN_LIVEPATCH` symbols. Refuses names the
+/// kernel would not parse and livepatch symbols that are local or defined.
+fn livepatch_symbols(file: &Elf<'_>) -> Result<(HashMap<usize, String>, Vec<usize>), Error> {
     let mut klp: HashMap<usize, String> = HashMap::new();
     let mut to_convert: Vec<usize> = Vec::new();
     for (index, sym) in file.symbols.iter().enumerate().skip(1) {
@@ -390,10 +347,10 @@ pub fn convert_to_livepatch(elf: &[u8]) -> Result<Vec<u8>, Error> {
         let (obj, _, _) = parse_klp_symbol_name(&sym.name).ok_or_else(|| Error::KlpSymbolName {
             name: sym.name.clone(),
         })?;
-        match sym.shndx {
+        match sym.shndx() {
             SHN_LIVEPATCH => {}
             SHN_UNDEF => {
-                if sym.bind() == STB_LOCAL {
+                if sym.bind() == elf::STB_LOCAL {
                     return Err(Error::KlpSymbolLocal {
                         name: sym.name.clone(),
                     });
@@ -401,11 +358,12 @@ pub fn convert_to_livepatch(elf: &[u8]) -> Result<Vec<u8>, Error> {
                 to_convert.push(index);
             }
             shndx => {
-                let section = if shndx < SHN_LORESERVE && usize::from(shndx) < file.sections.len() {
-                    file.section_name(usize::from(shndx))?
-                } else {
-                    format!("special index {shndx:#x}")
-                };
+                let section =
+                    if shndx < elf::SHN_LORESERVE && usize::from(shndx) < file.sections.len() {
+                        file.section_name(usize::from(shndx))?
+                    } else {
+                        format!("special index {shndx:#x}")
+                    };
                 return Err(Error::KlpSymbolDefined {
                     name: sym.name.clone(),
                     section,
@@ -414,138 +372,187 @@ pub fn convert_to_livepatch(elf: &[u8]) -> Result<Vec<u8>, Error> {
         }
         klp.insert(index, obj.to_string());
     }
+    Ok((klp, to_convert))
+}
 
-    // Sort relocations: (obj, target section) -> moved entries, and the
-    // entries each `.rela` section keeps.
-    let mut moved: BTreeMap<(String, usize), Vec<Rela>> = BTreeMap::new();
-    let mut kept: HashMap<usize, Vec<Rela>> = HashMap::new();
+/// Splits the relocations of every loaded section: entries against a
+/// livepatch symbol move (by object and relocated section), the others stay.
+/// A livepatch symbol referenced from an `SHT_REL` section is an error.
+fn sort_relocations<'a>(
+    file: &Elf<'a>,
+    symtab: usize,
+    klp: &HashMap<usize, String>,
+) -> Result<(Moved<'a>, Kept<'a>), Error> {
+    let mut moved = Moved::new();
+    let mut kept = Kept::new();
     for (index, s) in file.sections.iter().enumerate().skip(1) {
-        if s.link as usize != symtab
-            || !matches!(s.sh_type, SHT_RELA | SHT_REL)
-            || s.flags & SHF_RELA_LIVEPATCH != 0
+        let sh_type = s.sh_type(LE);
+        if s.sh_link(LE) as usize != symtab
+            || !(sh_type == elf::SHT_RELA || sh_type == elf::SHT_REL)
+            || s.sh_flags(LE).0 & SHF_RELA_LIVEPATCH != 0
         {
             continue;
         }
-        let target = s.info as usize;
+        let target = s.sh_info(LE) as usize;
         if target == 0 || target >= file.sections.len() {
             continue;
         }
-        if file.sections[target].flags & SHF_ALLOC == 0 {
+        if !file.sections[target].sh_flags(LE).contains(elf::SHF_ALLOC) {
             continue;
         }
-        if s.sh_type == SHT_REL {
-            if klp.is_empty() {
-                continue;
-            }
-            // REL entries are 16 bytes; only the symbol is needed here.
-            let bytes = file.section(index);
-            for raw in bytes.chunks_exact(16) {
-                let sym = (u64_at(raw, 8) >> 32) as usize;
-                if let Some(name) = klp.get(&sym).and(file.symbols.get(sym)) {
-                    return Err(Error::KlpInRel {
-                        section: file.section_name(index)?,
-                        symbol: name.name.clone(),
-                    });
-                }
-            }
+        if sh_type == elf::SHT_REL {
+            check_rel(file, index, klp)?;
             continue;
         }
         let relas = file.relas(index)?;
-        if !relas.iter().any(|r| klp.contains_key(&r.sym)) {
+        if !relas.iter().any(|r| klp.contains_key(&rela_sym(r))) {
             continue;
         }
         let mut keep = Vec::new();
         for rela in relas {
-            match klp.get(&rela.sym) {
+            match klp.get(&rela_sym(rela)) {
                 Some(obj) => moved.entry((obj.clone(), target)).or_default().push(rela),
                 None => keep.push(rela),
             }
         }
         kept.insert(index, keep);
     }
+    Ok((moved, kept))
+}
 
-    if to_convert.is_empty() && moved.is_empty() {
-        return Ok(elf.to_vec());
+/// Refuses an `SHT_REL` section referencing a livepatch symbol: livepatch
+/// relocations carry their addend, so only `SHT_RELA` can hold them.
+fn check_rel(file: &Elf<'_>, index: usize, klp: &HashMap<usize, String>) -> Result<(), Error> {
+    if klp.is_empty() {
+        return Ok(());
     }
-    let new_count = file.sections.len() + moved.len();
-    if new_count >= usize::from(SHN_LORESERVE) {
-        return Err(Error::TooManySections(new_count));
-    }
-
-    // New section names go at the end of .shstrtab.
-    let mut shstrtab = file.section(file.shstrndx).to_vec();
-    let mut new_headers = Vec::new();
-    let mut new_data = Vec::new();
-    for ((obj, target), relas) in &moved {
-        let name = format!("{KLP_RELA_PREFIX}{obj}.{}", file.section_name(*target)?);
-        let name_off = u32::try_from(shstrtab.len())
-            .map_err(|_| malformed("section name table larger than 4 GiB"))?;
-        shstrtab.extend_from_slice(name.as_bytes());
-        shstrtab.push(0);
-        new_headers.push(Shdr {
-            name: name_off,
-            sh_type: SHT_RELA,
-            flags: SHF_ALLOC | SHF_INFO_LINK | SHF_RELA_LIVEPATCH,
-            addr: 0,
-            offset: 0,
-            size: (relas.len() * RELA_SIZE) as u64,
-            link: symtab as u32,
-            info: *target as u32,
-            addralign: 8,
-            entsize: RELA_SIZE as u64,
-        });
-        new_data.push(relas.iter().flat_map(|r| r.raw).collect::<Vec<u8>>());
-    }
-
-    // The symbol table with the livepatch symbols marked.
-    let mut symtab_bytes = file.section(symtab).to_vec();
-    for &index in &to_convert {
-        let entry = &mut symtab_bytes[index * SYM_SIZE..(index + 1) * SYM_SIZE];
-        let bind = entry[4] >> 4;
-        if bind == STB_WEAK || bind == STB_GLOBAL {
-            entry[4] = (STB_GLOBAL << 4) | (entry[4] & 0xf);
+    for rel in file.rels(index) {
+        let sym = rel.r_sym(LE) as usize;
+        if let Some(name) = klp.get(&sym).and(file.symbols.get(sym)) {
+            return Err(Error::KlpInRel {
+                section: file.section_name(index)?,
+                symbol: name.name.clone(),
+            });
         }
-        entry[6..8].copy_from_slice(&SHN_LIVEPATCH.to_le_bytes());
     }
+    Ok(())
+}
 
-    // Lay the file out again: header, section contents in index order, the
-    // new sections, the section header table.
-    let mut out = elf[..EHDR_SIZE].to_vec();
-    let mut headers = file.sections.clone();
+/// The appended `.klp.rela.OBJ.SEC` sections: headers (offsets set when laid
+/// out), their entries, and `.shstrtab` with their names at its end.
+struct NewSections<'a> {
+    shstrtab: Vec<u8>,
+    headers: Vec<Shdr>,
+    entries: Vec<Vec<&'a ElfRela>>,
+}
+
+fn klp_rela_sections<'a>(
+    file: &Elf<'a>,
+    symtab: usize,
+    moved: &Moved<'a>,
+) -> Result<NewSections<'a>, Error> {
+    let mut new = NewSections {
+        shstrtab: file.section(file.shstrndx).to_vec(),
+        headers: Vec::new(),
+        entries: Vec::new(),
+    };
+    for ((obj, target), relas) in moved {
+        let name = format!("{KLP_RELA_PREFIX}{obj}.{}", file.section_name(*target)?);
+        let name_off = u32::try_from(new.shstrtab.len())
+            .map_err(|_| malformed("section name table larger than 4 GiB"))?;
+        new.shstrtab.extend_from_slice(name.as_bytes());
+        new.shstrtab.push(0);
+        let entsize = size_of::<ElfRela>() as u64;
+        new.headers.push(Shdr {
+            sh_name: U32::new(LE, name_off),
+            sh_type: U32::new(LE, elf::SHT_RELA),
+            sh_flags: U64::new(
+                LE,
+                elf::SectionFlags(elf::SHF_ALLOC.0 | elf::SHF_INFO_LINK.0 | SHF_RELA_LIVEPATCH),
+            ),
+            sh_addr: U64::new(LE, 0),
+            sh_offset: U64::new(LE, 0),
+            sh_size: U64::new(LE, relas.len() as u64 * entsize),
+            sh_link: U32::new(LE, symtab as u32),
+            sh_info: U32::new(LE, *target as u32),
+            sh_addralign: U64::new(LE, 8),
+            sh_entsize: U64::new(LE, entsize),
+        });
+        new.entries.push(relas.clone());
+    }
+    Ok(new)
+}
+
+/// The symbol table with the symbols of `to_convert` made `GLOBAL` (when
+/// weak) and `SHN_LIVEPATCH`.
+fn mark_livepatch_symbols(file: &Elf<'_>, to_convert: &[usize]) -> Vec<ElfSym> {
+    let mut symbols: Vec<ElfSym> = file.symbols.iter().map(|s| *s.raw).collect();
+    for &index in to_convert {
+        let entry = &mut symbols[index];
+        let bind = entry.st_bind();
+        if bind == elf::STB_WEAK || bind == elf::STB_GLOBAL {
+            entry.st_info = elf::SymbolInfo::new(elf::STB_GLOBAL, entry.st_type());
+        }
+        entry.st_shndx = U16::new(LE, elf::SymbolSection(SHN_LIVEPATCH));
+    }
+    symbols
+}
+
+/// Lays the file out again: header, section contents in index order, the
+/// new sections, the section header table.
+fn lay_out(
+    file: &Elf<'_>,
+    symtab: usize,
+    symbols: &[ElfSym],
+    kept: &Kept<'_>,
+    mut new: NewSections<'_>,
+) -> Vec<u8> {
+    let mut out = pod::bytes_of(file.header).to_vec();
+    let mut headers = file.sections.to_vec();
     for (index, header) in headers.iter_mut().enumerate().skip(1) {
         let replaced;
         let data: &[u8] = if index == symtab {
-            &symtab_bytes
+            pod::bytes_of_slice(symbols)
         } else if index == file.shstrndx {
-            &shstrtab
+            &new.shstrtab
         } else if let Some(keep) = kept.get(&index) {
-            replaced = keep.iter().flat_map(|r| r.raw).collect::<Vec<u8>>();
+            replaced = rela_bytes(keep);
             &replaced
         } else {
             file.section(index)
         };
-        if header.sh_type == SHT_NOBITS {
-            header.offset = align(out.len(), header.addralign) as u64;
+        let addralign = header.sh_addralign(LE);
+        if header.sh_type(LE) == elf::SHT_NOBITS {
+            header.sh_offset = U64::new(LE, align(out.len(), addralign) as u64);
             continue;
         }
-        pad_to(&mut out, header.addralign);
-        header.offset = out.len() as u64;
-        header.size = data.len() as u64;
+        pad_to(&mut out, addralign);
+        header.sh_offset = U64::new(LE, out.len() as u64);
+        header.sh_size = U64::new(LE, data.len() as u64);
         out.extend_from_slice(data);
     }
-    for (header, data) in new_headers.iter_mut().zip(&new_data) {
-        pad_to(&mut out, header.addralign);
-        header.offset = out.len() as u64;
-        out.extend_from_slice(data);
+    for (header, entries) in new.headers.iter_mut().zip(&new.entries) {
+        pad_to(&mut out, header.sh_addralign(LE));
+        header.sh_offset = U64::new(LE, out.len() as u64);
+        out.extend_from_slice(&rela_bytes(entries));
     }
     pad_to(&mut out, 8);
-    let shoff = out.len() as u64;
-    for header in headers.iter().chain(&new_headers) {
-        header.write(&mut out);
-    }
-    out[40..48].copy_from_slice(&shoff.to_le_bytes());
-    out[60..62].copy_from_slice(&(new_count as u16).to_le_bytes());
-    Ok(out)
+    let mut ehdr = *file.header;
+    ehdr.e_shoff = U64::new(LE, out.len() as u64);
+    ehdr.e_shnum = U16::new(LE, (headers.len() + new.headers.len()) as u16);
+    out.extend_from_slice(pod::bytes_of_slice(&headers));
+    out.extend_from_slice(pod::bytes_of_slice(&new.headers));
+    out[..size_of::<Ehdr>()].copy_from_slice(pod::bytes_of(&ehdr));
+    out
+}
+
+/// Relocation entries as the bytes of a `SHT_RELA` section.
+fn rela_bytes(entries: &[&ElfRela]) -> Vec<u8> {
+    entries
+        .iter()
+        .flat_map(|r| pod::bytes_of(*r))
+        .copied()
+        .collect()
 }
 
 fn align(len: usize, alignment: u64) -> usize {
@@ -568,7 +575,7 @@ pub fn undefined_symbols(elf: &[u8]) -> Result<Vec<String>, Error> {
         .symbols
         .iter()
         .skip(1)
-        .filter(|s| s.shndx == SHN_UNDEF && !s.name.is_empty() && s.bind() != STB_WEAK)
+        .filter(|s| s.shndx() == SHN_UNDEF && !s.name.is_empty() && s.bind() != elf::STB_WEAK)
         .filter(|s| parse_klp_symbol_name(&s.name).is_none())
         .map(|s| s.name.clone())
         .collect();

@@ -15,8 +15,11 @@ use crate::klp::klp_symbol_name;
 use crate::target::{Exports, FileGroupId, SymbolId, TargetKind, TargetSymbols};
 use object::build::ByteString;
 use object::build::elf::Builder;
-use object::elf;
+use object::read::elf::{FileHeader, SectionHeader};
+use object::{Endianness, SymbolIndex, elf};
 use std::collections::HashMap;
+
+type Elf64 = elf::FileHeader64<Endianness>;
 
 /// A symbol the extracted object references.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,7 +347,6 @@ const LOAD_TIME_SITE_SECTIONS: &[&str] = &["__jump_table", ".static_call_sites"]
 /// Refuses entries of [`LOAD_TIME_SITE_SECTIONS`] that would reference a
 /// module's symbol through a livepatch relocation.
 fn check_code_patching_sites(object: &[u8], resolutions: &[Resolution]) -> Result<(), Error> {
-    use object::read::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
     let into_module: HashMap<&str, &str> = resolutions
         .iter()
         .filter_map(|r| match &r.how {
@@ -357,32 +359,72 @@ fn check_code_patching_sites(object: &[u8], resolutions: &[Resolution]) -> Resul
     if into_module.is_empty() {
         return Ok(());
     }
-    let file = object::File::parse(object).map_err(|e| Error::MalformedElf(e.to_string()))?;
-    for section in file.sections() {
-        let name = section.name().unwrap_or("");
-        if !LOAD_TIME_SITE_SECTIONS.contains(&name) {
-            continue;
-        }
-        for (_, reloc) in section.relocations() {
-            let RelocationTarget::Symbol(index) = reloc.target() else {
-                continue;
-            };
-            let Ok(symbol) = file.symbol_by_index(index) else {
-                continue;
-            };
-            let symbol_name = symbol.name().unwrap_or("");
-            if let Some(module) = into_module.get(symbol_name) {
-                return Err(Error::Unsupported {
-                    section: name.to_string(),
-                    symbol: symbol_name.to_string(),
-                    why: format!(
-                        "its key lives in module {module}, whose livepatch relocations are applied only when that module loads, after the kernel has read the entry"
-                    ),
-                });
-            }
+    for (section, symbol) in load_time_site_symbols(object)? {
+        if let Some(module) = into_module.get(symbol) {
+            return Err(Error::Unsupported {
+                section: section.to_string(),
+                symbol: symbol.to_string(),
+                why: format!(
+                    "its key lives in module {module}, whose livepatch relocations are applied only when that module loads, after the kernel has read the entry"
+                ),
+            });
         }
     }
     Ok(())
+}
+
+/// The symbols the relocations of the [`LOAD_TIME_SITE_SECTIONS`] reference,
+/// as (section, symbol), in section and entry order. Entries without a
+/// symbol, or with one that cannot be read, are left out.
+fn load_time_site_symbols(object: &[u8]) -> Result<Vec<(&'static str, &str)>, Error> {
+    let bad = |e: object::read::Error| Error::MalformedElf(e.to_string());
+    let header = Elf64::parse(object).map_err(bad)?;
+    let endian = header.endian().map_err(bad)?;
+    let sections = header.sections(endian, object).map_err(bad)?;
+    let symbols = sections
+        .symbols(endian, object, elf::SHT_SYMTAB)
+        .map_err(bad)?;
+    let mut found = Vec::new();
+    for (index, section) in sections.enumerate() {
+        let name = sections.section_name(endian, section).unwrap_or(b"");
+        let Some(&site) = LOAD_TIME_SITE_SECTIONS
+            .iter()
+            .find(|s| s.as_bytes() == name)
+        else {
+            continue;
+        };
+        // Every relocation section applying to it, in section order.
+        for rel in sections.iter() {
+            if rel.sh_link(endian) as usize != symbols.section().0
+                || rel.sh_info(endian) as usize != index.0
+            {
+                continue;
+            }
+            let entries: Vec<u32> = match rel.sh_type(endian) {
+                elf::SHT_RELA => rel
+                    .data_as_array::<elf::Rela64<Endianness>, _>(endian, object)
+                    .map_or_else(
+                        |_| Vec::new(),
+                        |r| r.iter().map(|r| r.r_sym(endian, false)).collect(),
+                    ),
+                elf::SHT_REL => rel
+                    .data_as_array::<elf::Rel64<Endianness>, _>(endian, object)
+                    .map_or_else(
+                        |_| Vec::new(),
+                        |r| r.iter().map(|r| r.r_sym(endian)).collect(),
+                    ),
+                _ => continue,
+            };
+            for sym in entries.into_iter().filter(|&s| s != 0) {
+                let Ok(symbol) = symbols.symbol(SymbolIndex(sym as usize)) else {
+                    continue;
+                };
+                let name = symbols.symbol_name(endian, symbol).unwrap_or(b"");
+                found.push((site, std::str::from_utf8(name).unwrap_or("")));
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Name of the non-allocated section listing the patched functions.
