@@ -136,9 +136,9 @@ fn find_group(
     }
 }
 
-/// Resolves every reference and function of `input` against `target`.
-pub fn relocate(input: &PatchInput, target: Target) -> Result<Relocated, Error> {
-    let objname = target.symbols.objname().to_string();
+/// The local names the target's file group must hold: those the object
+/// references and the local functions it replaces, sorted, without duplicates.
+fn needed_locals<'a>(input: &'a PatchInput) -> Vec<&'a str> {
     let mut needed: Vec<&str> = input
         .references
         .iter()
@@ -154,6 +154,13 @@ pub fn relocate(input: &PatchInput, target: Target) -> Result<Relocated, Error> 
     );
     needed.sort();
     needed.dedup();
+    needed
+}
+
+/// Resolves every reference and function of `input` against `target`.
+pub fn relocate(input: &PatchInput, target: Target) -> Result<Relocated, Error> {
+    let objname = target.symbols.objname().to_string();
+    let needed = needed_locals(input);
     let group = if needed.is_empty() {
         None
     } else {
@@ -303,6 +310,22 @@ fn write(
         alias.st_other = other;
         alias.set_st_info(elf::STB_GLOBAL, elf::STT_FUNC);
     }
+    add_list_sections(&mut b, input, objname, functions, callbacks);
+    let mut out = Vec::new();
+    b.write(&mut out)
+        .map_err(|e| bad(format!("cannot write the object: {e}")))?;
+    Ok(out)
+}
+
+/// Adds the non-allocated [`FUNCTIONS_SECTION`] and [`CALLBACKS_SECTION`]
+/// (each only when it has lines).
+fn add_list_sections(
+    b: &mut Builder<'_>,
+    input: &PatchInput,
+    objname: &str,
+    functions: &[PatchedFunction],
+    callbacks: &[(String, String)],
+) {
     // The function list, for `kpbuild inspect`: one line per function,
     // `OBJ OLD_NAME POS OLD_SIZE NEW_SYMBOL`. Not allocated, so the module
     // loader ignores it; linking concatenates the lists of all units.
@@ -332,10 +355,6 @@ fn write(
         section.sh_addralign = 1;
         section.data = object::build::elf::SectionData::Data(text.into_bytes().into());
     }
-    let mut out = Vec::new();
-    b.write(&mut out)
-        .map_err(|e| bad(format!("cannot write the object: {e}")))?;
-    Ok(out)
 }
 
 /// Sections whose entries the kernel reads when the livepatch module loads,
