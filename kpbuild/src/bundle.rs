@@ -7,8 +7,9 @@
 //! report recorded, and the module's vermagic against vmlinux's release.
 
 use crate::exit;
+use crate::files::FileError;
 use bundle::manifest::Kernel;
-use bundle::{Bundle, PatchInput, PublicKey, SecretKey};
+use bundle::{Bundle, ModuleInput, PatchInput, PublicKey, SecretKey, Verified};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `kpbuild bundle`.
@@ -138,6 +139,108 @@ pub struct RollbackArgs {
     pub json: bool,
 }
 
+/// Why a `kpbuild bundle` command failed; each message names the file,
+/// field or argument that is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// A file cannot be read or written.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// A key, the clock or the bundle library refused (the error names its file).
+    #[error(transparent)]
+    Bundle(#[from] bundle::Error),
+    /// A bundle file that does not read, verify or publish.
+    #[error("{}: {source}", path.display())]
+    BundleFile {
+        /// The bundle file.
+        path: PathBuf,
+        /// Why.
+        source: bundle::Error,
+    },
+    /// A kernel image or notes file without a usable build-id or release.
+    #[error("{}: {source}", path.display())]
+    Kernel {
+        /// The vmlinux or notes file.
+        path: PathBuf,
+        /// Why.
+        source: kimage::Error,
+    },
+    /// `report.json` is not JSON.
+    #[error("{}: {source}", path.display())]
+    Json {
+        /// The report.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// A field `report.json` must have.
+    #[error("{}: no string at {pointer}", path.display())]
+    NoField {
+        /// The report.
+        path: PathBuf,
+        /// The JSON pointer.
+        pointer: String,
+    },
+    /// `report.json` has no patch list.
+    #[error("{}: no inputs.patches list", path.display())]
+    NoPatchList {
+        /// The report.
+        path: PathBuf,
+    },
+    /// The build made no module.
+    #[error("{}: outcome is {outcome:?}: no module to bundle", path.display())]
+    NoModule {
+        /// The report.
+        path: PathBuf,
+        /// Its outcome.
+        outcome: String,
+    },
+    /// A file is not the one the report recorded.
+    #[error("{}: sha256 is {actual}, but {} recorded {expected}", path.display(), report.display())]
+    Sha256 {
+        /// The file.
+        path: PathBuf,
+        /// The report.
+        report: PathBuf,
+        /// Its SHA-256.
+        actual: String,
+        /// The recorded SHA-256.
+        expected: String,
+    },
+    /// The module cannot be inspected.
+    #[error("{}: {source}", path.display())]
+    Module {
+        /// The module.
+        path: PathBuf,
+        /// Why.
+        source: crate::inspect::Error,
+    },
+    /// The module's `.modinfo` has no vermagic.
+    #[error("{}: no vermagic= in .modinfo", path.display())]
+    NoVermagic {
+        /// The module.
+        path: PathBuf,
+    },
+    /// The module was built for another kernel release.
+    #[error("{}: module built for {module}, vmlinux is {vmlinux}", path.display())]
+    Release {
+        /// The module.
+        path: PathBuf,
+        /// Its release (vermagic).
+        module: String,
+        /// vmlinux's release.
+        vmlinux: String,
+    },
+    /// A `--patch-meta` argument that does not apply.
+    #[error("--patch-meta {meta:?}: {why}")]
+    PatchMeta {
+        /// The argument.
+        meta: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+}
+
 /// Runs `kpbuild bundle …`; returns the exit code.
 pub fn run(args: &BundleArgs) -> u8 {
     let (name, result) = match &args.command {
@@ -156,28 +259,38 @@ pub fn run(args: &BundleArgs) -> u8 {
     }
 }
 
-fn at<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> String + '_ {
-    move |e| format!("{}: {e}", path.display())
+/// Tags a bundle library error with the bundle file it concerns.
+fn at(path: &Path) -> impl Fn(bundle::Error) -> BundleError + '_ {
+    |source| BundleError::BundleFile {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
-fn read_bundle(path: &Path) -> Result<(Vec<u8>, Bundle), String> {
+/// Tags a kernel image error with the file it concerns.
+fn kernel_at(path: &Path) -> impl Fn(kimage::Error) -> BundleError + '_ {
+    |source| BundleError::Kernel {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_bundle(path: &Path) -> Result<Bundle, BundleError> {
     let data = crate::files::read(path)?;
-    let bundle = Bundle::read(&data).map_err(at(path))?;
-    Ok((data, bundle))
+    Bundle::read(&data).map_err(at(path))
 }
 
-fn secret_key(path: &Path) -> Result<SecretKey, String> {
-    SecretKey::read(path).map_err(|e| e.to_string())
-}
-
-fn public_key(path: &Path) -> Result<PublicKey, String> {
-    PublicKey::read(path).map_err(|e| e.to_string())
-}
-
-fn str_field<'a>(v: &'a serde_json::Value, pointer: &str, file: &Path) -> Result<&'a str, String> {
+fn str_field<'a>(
+    v: &'a serde_json::Value,
+    pointer: &str,
+    file: &Path,
+) -> Result<&'a str, BundleError> {
     v.pointer(pointer)
         .and_then(|s| s.as_str())
-        .ok_or_else(|| format!("{}: no string at {pointer}", file.display()))
+        .ok_or_else(|| BundleError::NoField {
+            path: file.to_path_buf(),
+            pointer: pointer.to_string(),
+        })
 }
 
 /// A patch's defaults from its text: id = file stem, title = `Subject:`
@@ -270,9 +383,12 @@ fn find_cves(text: &str) -> Vec<String> {
 }
 
 /// Applies `--patch-meta PATCH=ID:TITLE:CVES` overrides.
-fn apply_meta(patches: &mut [(String, PatchInput)], metas: &[String]) -> Result<(), String> {
+fn apply_meta(patches: &mut [(String, PatchInput)], metas: &[String]) -> Result<(), BundleError> {
     for meta in metas {
-        let bad = |why: &str| format!("--patch-meta {meta:?}: {why}");
+        let bad = |why| BundleError::PatchMeta {
+            meta: meta.clone(),
+            why,
+        };
         let (which, rest) = meta
             .split_once('=')
             .ok_or_else(|| bad("expected PATCH=ID:TITLE:CVES"))?;
@@ -298,124 +414,166 @@ fn apply_meta(patches: &mut [(String, PatchInput)], metas: &[String]) -> Result<
     Ok(())
 }
 
-fn create(a: &CreateArgs) -> Result<(), String> {
-    let key = secret_key(&a.key)?;
-    let report_path = a.build_out.join("report.json");
-    let report_text = crate::files::read(&report_path)?;
-    let report: serde_json::Value = serde_json::from_slice(&report_text)
-        .map_err(|e| format!("{}: {e}", report_path.display()))?;
-    let outcome = str_field(&report, "/outcome", &report_path)?;
-    if outcome != "patch" {
-        return Err(format!(
-            "{}: outcome is {outcome:?}: no module to bundle",
-            report_path.display()
-        ));
-    }
-    let sha_check = |path: &Path, data: &[u8], expected: &str| {
-        let actual = bundle::sha256_hex(data);
-        if actual == expected {
-            Ok(())
-        } else {
-            Err(format!(
-                "{}: sha256 is {actual}, but {} recorded {expected}",
-                path.display(),
-                report_path.display()
-            ))
-        }
+/// `report.json` of a build output directory that made a module: (its
+/// path, its contents).
+fn read_report(build_out: &Path) -> Result<(PathBuf, serde_json::Value), BundleError> {
+    let path = build_out.join("report.json");
+    let text = crate::files::read(&path)?;
+    let report: serde_json::Value = match serde_json::from_slice(&text) {
+        Ok(r) => r,
+        Err(source) => return Err(BundleError::Json { path, source }),
     };
+    let outcome = str_field(&report, "/outcome", &path)?;
+    if outcome != "patch" {
+        return Err(BundleError::NoModule {
+            outcome: outcome.to_string(),
+            path,
+        });
+    }
+    Ok((path, report))
+}
 
-    // The module.
-    let module_file = str_field(&report, "/module/file", &report_path)?;
-    let module_path = a.build_out.join(module_file);
-    let module = crate::files::read(&module_path)?;
-    sha_check(
-        &module_path,
-        &module,
-        str_field(&report, "/module/sha256", &report_path)?,
-    )?;
-    let info = crate::inspect::inspect(&module_path.display().to_string(), &module, false)
-        .map_err(|e| format!("{}: {e}", module_path.display()))?;
-    let vermagic = info
-        .modinfo
-        .as_ref()
-        .and_then(|m| m.vermagic.clone())
-        .ok_or_else(|| format!("{}: no vermagic= in .modinfo", module_path.display()))?;
+/// The file's SHA-256 is the one the report recorded.
+fn check_sha256(
+    path: &Path,
+    data: &[u8],
+    expected: &str,
+    report: &Path,
+) -> Result<(), BundleError> {
+    let actual = bundle::sha256_hex(data);
+    if actual == expected {
+        return Ok(());
+    }
+    Err(BundleError::Sha256 {
+        path: path.to_path_buf(),
+        report: report.to_path_buf(),
+        actual,
+        expected: expected.to_string(),
+    })
+}
+
+/// The module the report names, checked against the report, with its
+/// vermagic; warns when it is not signed.
+fn read_module(
+    build_out: &Path,
+    report: &serde_json::Value,
+    report_path: &Path,
+) -> Result<(PathBuf, ModuleInput), BundleError> {
+    let module_file = str_field(report, "/module/file", report_path)?;
+    let path = build_out.join(module_file);
+    let data = crate::files::read(&path)?;
+    let expected = str_field(report, "/module/sha256", report_path)?;
+    check_sha256(&path, &data, expected, report_path)?;
+    let info = match crate::inspect::inspect(&path.display().to_string(), &data, false) {
+        Ok(info) => info,
+        Err(source) => return Err(BundleError::Module { path, source }),
+    };
+    let Some(vermagic) = info.modinfo.as_ref().and_then(|m| m.vermagic.clone()) else {
+        return Err(BundleError::NoVermagic { path });
+    };
     if !info.signature.as_ref().is_some_and(|s| s.appended) {
         eprintln!(
             "kpbuild bundle create: warning: {} carries no module signature (sign it with \
              `kpbuild sign` for a kernel that checks signatures)",
-            module_path.display()
+            path.display()
         );
     }
     let name = Path::new(module_file)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    Ok((
+        path,
+        ModuleInput {
+            name,
+            vermagic,
+            data,
+        },
+    ))
+}
 
-    // The kernel.
+/// The kernel build from its vmlinux and `.config`; the module must be
+/// built for its release.
+fn read_kernel(a: &CreateArgs, module: &Path, vermagic: &str) -> Result<Kernel, BundleError> {
     let vmlinux = crate::files::read(&a.vmlinux)?;
     // The release first: it insists on an ELF file, where a build-id would
     // also be read from a raw note stream.
-    let release = kimage::notes::kernel_release(&vmlinux).map_err(at(&a.vmlinux))?;
-    let build_id = kimage::notes::gnu_build_id(&vmlinux).map_err(at(&a.vmlinux))?;
+    let release = kimage::notes::kernel_release(&vmlinux).map_err(kernel_at(&a.vmlinux))?;
+    let build_id = kimage::notes::gnu_build_id(&vmlinux).map_err(kernel_at(&a.vmlinux))?;
     let module_release = vermagic.split_whitespace().next().unwrap_or_default();
     if module_release != release {
-        return Err(format!(
-            "{}: module built for {module_release}, vmlinux is {release}",
-            module_path.display()
-        ));
+        return Err(BundleError::Release {
+            path: module.to_path_buf(),
+            module: module_release.to_string(),
+            vmlinux: release,
+        });
     }
     let config = crate::files::read(&a.config)?;
+    Ok(Kernel {
+        release,
+        arch: "x86_64".into(),
+        build_id,
+        config_sha256: bundle::sha256_hex(&config),
+    })
+}
 
-    // The patches, as the report recorded them.
+/// The patches as the report recorded them, checked, with `--patch-meta`
+/// applied.
+fn read_patches(
+    report: &serde_json::Value,
+    report_path: &Path,
+    metas: &[String],
+) -> Result<Vec<PatchInput>, BundleError> {
     let listed = report
         .pointer("/inputs/patches")
         .and_then(|p| p.as_array())
-        .ok_or_else(|| format!("{}: no inputs.patches list", report_path.display()))?;
+        .ok_or_else(|| BundleError::NoPatchList {
+            path: report_path.to_path_buf(),
+        })?;
     let mut patches = Vec::new();
     for i in 0..listed.len() {
         let field = format!("/inputs/patches/{i}");
-        let path = str_field(&report, &format!("{field}/path"), &report_path)?;
+        let path = str_field(report, &format!("{field}/path"), report_path)?;
         let data = crate::files::read(Path::new(path))?;
-        sha_check(
-            Path::new(path),
-            &data,
-            str_field(&report, &format!("{field}/sha256"), &report_path)?,
-        )?;
+        let expected = str_field(report, &format!("{field}/sha256"), report_path)?;
+        check_sha256(Path::new(path), &data, expected, report_path)?;
         let text = String::from_utf8_lossy(&data);
         let mut input = patch_defaults(Path::new(path), &text);
         input.data = data;
         patches.push((path.to_string(), input));
     }
-    apply_meta(&mut patches, &a.patch_meta)?;
+    apply_meta(&mut patches, metas)?;
+    Ok(patches.into_iter().map(|(_, p)| p).collect())
+}
 
-    let predecessor = match (&a.predecessor, &a.pubkey) {
-        (Some(prev), Some(pubkey)) => {
-            let (_, b) = read_bundle(prev)?;
-            Some(b.verify(&public_key(pubkey)?).map_err(at(prev))?)
-        }
-        _ => None,
+/// The previous bundle, verified with `--pubkey`.
+fn read_predecessor(a: &CreateArgs) -> Result<Option<Verified>, BundleError> {
+    let (Some(prev), Some(pubkey)) = (&a.predecessor, &a.pubkey) else {
+        return Ok(None);
     };
+    let b = read_bundle(prev)?;
+    let key = PublicKey::read(pubkey)?;
+    Ok(Some(b.verify(&key).map_err(at(prev))?))
+}
+
+fn create(a: &CreateArgs) -> Result<(), BundleError> {
+    let key = SecretKey::read(&a.key)?;
+    let (report_path, report) = read_report(&a.build_out)?;
+    let (module_path, module) = read_module(&a.build_out, &report, &report_path)?;
+    let kernel = read_kernel(a, &module_path, &module.vermagic)?;
+    let patches = read_patches(&report, &report_path, &a.patch_meta)?;
+    let predecessor = read_predecessor(a)?;
     let input = bundle::CreateInput {
-        kernel: Kernel {
-            release: release.clone(),
-            arch: "x86_64".into(),
-            build_id: build_id.clone(),
-            config_sha256: bundle::sha256_hex(&config),
-        },
-        patches: patches.into_iter().map(|(_, p)| p).collect(),
-        modules: vec![bundle::ModuleInput {
-            name,
-            vermagic,
-            data: module,
-        }],
+        kernel: kernel.clone(),
+        patches,
+        modules: vec![module],
         report,
         predecessor: predecessor.as_ref(),
-        created: bundle::time::timestamp().map_err(|e| e.to_string())?,
+        created: bundle::time::timestamp()?,
     };
-    let bytes = bundle::create(&input, &key).map_err(|e| e.to_string())?;
+    let bytes = bundle::create(&input, &key)?;
     crate::files::write_atomic(&a.out, &bytes)?;
-    let b = Bundle::read(&bytes).map_err(|e| e.to_string())?;
+    let b = Bundle::read(&bytes)?;
     if a.json {
         let json = serde_json::json!({
             "bundle": a.out,
@@ -431,8 +589,8 @@ fn create(a: &CreateArgs) -> Result<(), String> {
         m.sequence,
         m.patches.len(),
         m.modules[0].livepatch,
-        release,
-        build_id,
+        kernel.release,
+        kernel.build_id,
         key.key_id()
     );
     Ok(())
@@ -478,15 +636,15 @@ fn summary(b: &Bundle) -> String {
     out
 }
 
-fn verify(a: &VerifyArgs) -> Result<(), String> {
-    let key = public_key(&a.pubkey)?;
-    let (_, b) = read_bundle(&a.bundle)?;
+fn verify(a: &VerifyArgs) -> Result<(), BundleError> {
+    let key = PublicKey::read(&a.pubkey)?;
+    let b = read_bundle(&a.bundle)?;
     let v = b.verify(&key).map_err(at(&a.bundle))?;
     let running = match (&a.kernel_build_id, &a.kernel_notes) {
         (Some(id), _) => Some(id.clone()),
         (None, Some(notes)) => {
             let data = crate::files::read(notes)?;
-            Some(kimage::notes::gnu_build_id(&data).map_err(at(notes))?)
+            Some(kimage::notes::gnu_build_id(&data).map_err(kernel_at(notes))?)
         }
         (None, None) => None,
     };
@@ -527,8 +685,8 @@ fn verify(a: &VerifyArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn inspect(a: &InspectArgs) -> Result<(), String> {
-    let (_, b) = read_bundle(&a.bundle)?;
+fn inspect(a: &InspectArgs) -> Result<(), BundleError> {
+    let b = read_bundle(&a.bundle)?;
     if a.json {
         let json = serde_json::json!({
             "bundle": a.bundle,
@@ -544,10 +702,10 @@ fn inspect(a: &InspectArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn publish(a: &PublishArgs) -> Result<(), String> {
-    let (public, secret) = (public_key(&a.pubkey)?, secret_key(&a.key)?);
+fn publish(a: &PublishArgs) -> Result<(), BundleError> {
+    let (public, secret) = (PublicKey::read(&a.pubkey)?, SecretKey::read(&a.key)?);
     let data = crate::files::read(&a.bundle)?;
-    let at_time = bundle::time::timestamp().map_err(|e| e.to_string())?;
+    let at_time = bundle::time::timestamp()?;
     let p =
         bundle::repo::publish(&a.repo, &data, &public, &secret, at_time).map_err(at(&a.bundle))?;
     if a.json {
@@ -576,11 +734,11 @@ fn publish(a: &PublishArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn rollback(a: &RollbackArgs) -> Result<(), String> {
-    let (public, secret) = (public_key(&a.pubkey)?, secret_key(&a.key)?);
-    let at_time = bundle::time::timestamp().map_err(|e| e.to_string())?;
-    let index = bundle::repo::rollback(&a.repo, &a.build_id, a.sequence, &public, &secret, at_time)
-        .map_err(|e| e.to_string())?;
+fn rollback(a: &RollbackArgs) -> Result<(), BundleError> {
+    let (public, secret) = (PublicKey::read(&a.pubkey)?, SecretKey::read(&a.key)?);
+    let at_time = bundle::time::timestamp()?;
+    let index =
+        bundle::repo::rollback(&a.repo, &a.build_id, a.sequence, &public, &secret, at_time)?;
     if a.json {
         crate::outln!("{}", serde_json::to_string_pretty(&index).expect("json"));
         return Ok(());

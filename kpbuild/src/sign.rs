@@ -1,7 +1,7 @@
-//! `kpbuild sign`: append a kernel module signature (see the `modsign` crate),
-//! and the signing step `kpbuild build --sign-key/--sign-cert` shares.
+//! `kpbuild sign`: append a kernel module signature (see the `modsign` crate).
 
 use crate::exit;
+use crate::files::FileError;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `kpbuild sign`.
@@ -23,29 +23,53 @@ pub struct SignArgs {
     pub module: PathBuf,
 }
 
+/// Why `kpbuild sign` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// A file cannot be read or written.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The key, the certificate or the module's existing signature is unusable.
+    #[error("signing with {} and {}: {source}", key.display(), cert.display())]
+    Sign {
+        /// The private key file.
+        key: PathBuf,
+        /// The certificate file.
+        cert: PathBuf,
+        /// Why.
+        source: modsign::Error,
+    },
+}
+
 /// Signs module bytes with the key and certificate files.
 pub fn sign_bytes(
     module: &[u8],
     key: &Path,
     cert: &Path,
     hash: modsign::Hash,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, SignError> {
     let key_pem = crate::files::read(key)?;
     let cert_data = crate::files::read(cert)?;
-    modsign::sign(module, &key_pem, &cert_data, hash)
-        .map_err(|e| format!("signing with {} and {}: {e}", key.display(), cert.display()))
+    modsign::sign(module, &key_pem, &cert_data, hash).map_err(|source| SignError::Sign {
+        key: key.to_path_buf(),
+        cert: cert.to_path_buf(),
+        source,
+    })
+}
+
+/// Signs the module, writing it to `--output` or in place; returns where
+/// and how many bytes.
+fn sign_file(args: &SignArgs) -> Result<(&Path, usize), SignError> {
+    let module = crate::files::read(&args.module)?;
+    let signed = sign_bytes(&module, &args.key, &args.cert, args.hash)?;
+    let out = args.output.as_ref().unwrap_or(&args.module);
+    crate::files::write_atomic(out, &signed)?;
+    Ok((out, signed.len()))
 }
 
 /// Runs `kpbuild sign`; returns the exit code.
 pub fn run(args: &SignArgs) -> u8 {
-    let result = (|| -> Result<_, String> {
-        let module = crate::files::read(&args.module)?;
-        let signed = sign_bytes(&module, &args.key, &args.cert, args.hash)?;
-        let out = args.output.as_ref().unwrap_or(&args.module);
-        crate::files::write_atomic(out, &signed)?;
-        Ok((out, signed.len()))
-    })();
-    match result {
+    match sign_file(args) {
         Ok((out, len)) => {
             eprintln!("signed {} ({}, {len} bytes)", out.display(), args.hash);
             exit::SUCCESS
