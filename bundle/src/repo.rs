@@ -11,6 +11,7 @@
 //! `DIR/BUILD_ID/.lock`; the bundle is stored before the index names it.
 
 use crate::error::{Error, Result, io};
+use crate::manifest::{Manifest, PredecessorRef};
 use crate::minisign::{PublicKey, SecretKey};
 use crate::{Bundle, sha256_hex};
 use serde::{Deserialize, Serialize};
@@ -218,8 +219,7 @@ pub fn publish(
     std::fs::create_dir_all(&bdir).map_err(io(&bdir))?;
     let _lock = lock(&bdir)?;
     let index = load_index(&bdir, &build_id, public)?;
-    let file = bundle_file(m.sequence);
-    let path = bdir.join(&file);
+    let path = bdir.join(bundle_file(m.sequence));
     let sha256 = verified.bundle().sha256().to_string();
     let published = |unchanged| Published {
         path: path.clone(),
@@ -227,67 +227,100 @@ pub fn publish(
         build_id: build_id.clone(),
         unchanged,
     };
-    if let Some(index) = &index
-        && index.release != m.kernel.release
-    {
-        return Err(Error::Json {
-            file: bdir.join(INDEX).display().to_string(),
-            why: format!(
-                "release is {}, but the bundle's kernel is {}",
-                index.release, m.kernel.release
-            ),
-        });
+    if let Some(index) = &index {
+        check_release(&bdir, index, m)?;
     }
-    let recorded = index.as_ref().is_some_and(|i| {
+    if stored_already(&path, bundle, index.as_ref(), m, &sha256)? {
+        return Ok(published(true));
+    }
+    if let (Some(_), Some(pred)) = (&index, &m.predecessor) {
+        check_stored_predecessor(&bdir, pred)?;
+    }
+    let index = published_index(index, m, sha256, at);
+    write_atomic(&path, bundle)?;
+    store_index(&bdir, &index, secret, at)?;
+    Ok(published(false))
+}
+
+/// An index stays with one kernel release.
+fn check_release(bdir: &Path, index: &Index, m: &Manifest) -> Result<()> {
+    if index.release == m.kernel.release {
+        return Ok(());
+    }
+    Err(Error::Json {
+        file: bdir.join(INDEX).display().to_string(),
+        why: format!(
+            "release is {}, but the bundle's kernel is {}",
+            index.release, m.kernel.release
+        ),
+    })
+}
+
+/// Whether this bundle is stored and recorded already (nothing to do). A
+/// stored file with other bytes is an error; without a stored file the
+/// sequence must be newer than every published one.
+fn stored_already(
+    path: &Path,
+    bundle: &[u8],
+    index: Option<&Index>,
+    m: &Manifest,
+    sha256: &str,
+) -> Result<bool> {
+    let recorded = index.is_some_and(|i| {
         i.history
             .iter()
             .any(|r| r.action == Action::Publish && r.sequence == m.sequence && r.sha256 == sha256)
     });
-    match std::fs::read(&path) {
-        Ok(stored) if stored != bundle => {
-            return Err(Error::AlreadyPublished {
-                path,
-                sequence: m.sequence,
-            });
-        }
-        Ok(_) if recorded => return Ok(published(true)),
+    match std::fs::read(path) {
+        Ok(stored) if stored != bundle => Err(Error::AlreadyPublished {
+            path: path.to_path_buf(),
+            sequence: m.sequence,
+        }),
+        Ok(_) => Ok(recorded),
         // Stored by a publish that stopped before its index: finish it.
-        Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(index) = &index {
+            if let Some(index) = index {
                 let newest = index.history.iter().map(|r| r.sequence).max().unwrap_or(0);
                 if m.sequence <= newest {
                     return Err(Error::NotNewer {
-                        build_id,
+                        build_id: m.kernel.build_id.clone(),
                         sequence: m.sequence,
                         newest,
                     });
                 }
             }
+            Ok(false)
         }
-        Err(e) => return Err(io(&path)(e)),
+        Err(e) => Err(io(path)(e)),
     }
-    if let (Some(_), Some(pred)) = (&index, &m.predecessor) {
-        let pred_path = bdir.join(bundle_file(pred.sequence));
-        let stored = std::fs::read(&pred_path).map_err(|_| Error::Predecessor {
+}
+
+/// The predecessor the manifest names is the one published.
+fn check_stored_predecessor(bdir: &Path, pred: &PredecessorRef) -> Result<()> {
+    let pred_path = bdir.join(bundle_file(pred.sequence));
+    let stored = std::fs::read(&pred_path).map_err(|_| Error::Predecessor {
+        sequence: pred.sequence,
+        why: format!("{} is not published", pred_path.display()),
+    })?;
+    if sha256_hex(&stored) != pred.sha256 {
+        return Err(Error::Predecessor {
             sequence: pred.sequence,
-            why: format!("{} is not published", pred_path.display()),
-        })?;
-        if sha256_hex(&stored) != pred.sha256 {
-            return Err(Error::Predecessor {
-                sequence: pred.sequence,
-                why: format!(
-                    "the manifest names sha256 {}, the published {} is {}",
-                    pred.sha256,
-                    pred_path.display(),
-                    sha256_hex(&stored)
-                ),
-            });
-        }
+            why: format!(
+                "the manifest names sha256 {}, the published {} is {}",
+                pred.sha256,
+                pred_path.display(),
+                sha256_hex(&stored)
+            ),
+        });
     }
+    Ok(())
+}
+
+/// The index with this bundle as the latest and its publish recorded.
+fn published_index(index: Option<Index>, m: &Manifest, sha256: String, at: u64) -> Index {
     let mut index = index.unwrap_or_else(|| Index {
         format: INDEX_FORMAT.into(),
-        build_id: build_id.clone(),
+        build_id: m.kernel.build_id.clone(),
         release: m.kernel.release.clone(),
         latest: Latest {
             sequence: 0,
@@ -298,7 +331,7 @@ pub fn publish(
     });
     index.latest = Latest {
         sequence: m.sequence,
-        file,
+        file: bundle_file(m.sequence),
         sha256: sha256.clone(),
     };
     index.history.push(Record {
@@ -307,9 +340,7 @@ pub fn publish(
         sha256,
         at,
     });
-    write_atomic(&path, bundle)?;
-    store_index(&bdir, &index, secret, at)?;
-    Ok(published(false))
+    index
 }
 
 /// Makes an earlier published sequence the latest again, appending a
