@@ -212,16 +212,36 @@ pub(super) fn build_module_target(ctx: &Ctx) -> Result<(), String> {
     report.verify(&script)
 }
 
-/// A change to a helper inlined into `copy_process`: a 6 KB function with
-/// alternatives, jump labels and livepatch relocations to numbered clones at
-/// non-zero positions. While patched, every process the guest starts is
-/// created by the replacement.
+/// A change to a helper inlined into `copy_process`, and to `copy_process`
+/// itself: a 6 KB function with alternatives, jump labels and livepatch
+/// relocations to numbered clones at non-zero positions. While patched,
+/// every process the guest starts is created by the replacement, which
+/// counts each fork 1000 times in `/proc/stat`'s `processes` (the kernel's
+/// `total_forks`): the guest sees the new code run, and sees it stop.
 pub(super) fn build_fork_copy_process(ctx: &Ctx) -> Result<(), String> {
     let module = built_module(ctx, "kpb_fork", &["fork-copy-process.patch"])?;
     let sys = "/sys/kernel/livepatch/kpb_fork";
+    // FORKS processes started, then how much `processes` grew meanwhile:
+    // FORKS plus what the kernel forked by itself unpatched, at least
+    // 1000 * FORKS patched.
+    let forks = 50;
+    let counted = |check: &str| {
+        format!(
+            "processes() {{ set -- $(grep '^processes ' /proc/stat); echo $2; }}; \
+             p0=$(processes); i=0; while [ $i -lt {forks} ]; do /bin/true || exit 1; i=$((i + 1)); done; \
+             p1=$(processes); echo \"processes grew by $((p1 - p0)) over {forks} forks\"; \
+             {check} && expect_contains 'sh -c \"echo forked-ok\"' forked-ok"
+        )
+    };
+    let unpatched = counted(&format!("[ $((p1 - p0)) -lt {} ]", 1000 * forks));
     let mut script = GuestScript::default();
     script.file("/modules/kpb_fork.ko", module);
     script
+        .check(
+            "before",
+            "each fork counts once before the patch",
+            &unpatched,
+        )
         .check("load", "patch loads", "insmod /modules/kpb_fork.ko")
         .check(
             "enabled",
@@ -230,9 +250,8 @@ pub(super) fn build_fork_copy_process(ctx: &Ctx) -> Result<(), String> {
         )
         .check(
             "forks",
-            "processes start and exit through the patched copy_process",
-            "i=0; while [ $i -lt 50 ]; do /bin/true || exit 1; i=$((i + 1)); done; \
-             expect_contains 'sh -c \"echo forked-ok\"' forked-ok",
+            "processes start and exit through the patched copy_process, which counts each fork 1000 times",
+            counted(&format!("[ $((p1 - p0)) -ge {} ]", 1000 * forks)),
         )
         .check(
             "disable",
@@ -241,12 +260,18 @@ pub(super) fn build_fork_copy_process(ctx: &Ctx) -> Result<(), String> {
         )
         .check(
             "after",
-            "processes still start",
-            "expect_contains 'sh -c \"echo forked-ok\"' forked-ok",
+            "processes still start, each fork counts once again",
+            &unpatched,
         )
         .check("unload", "module unloads", "rmmod kpb_fork");
     let report = ctx.vm("fork").run(&script).map_err(|e| e.to_string())?;
-    report.verify(&script)
+    let verdict = report.verify(&script);
+    for id in ["before", "forks", "after"] {
+        for line in report.output(id) {
+            eprintln!("  > fork {id}: {line}");
+        }
+    }
+    verdict
 }
 
 /// A patch kpbuild must not turn into a module: the exit code and a message
