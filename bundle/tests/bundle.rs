@@ -90,7 +90,7 @@ fn equal_inputs_give_equal_bytes() {
 fn external_tar_and_minisign() {
     let s = Scratch::new("external");
     let bytes = bundle::create(&input(2, None), &secret()).unwrap();
-    let file = s.0.join("b.kpb");
+    let file = s.root().join("b.kpb");
     std::fs::write(&file, &bytes).unwrap();
     let out = Command::new("tar")
         .args(["tvf"])
@@ -104,7 +104,7 @@ fn external_tar_and_minisign() {
         listing.lines().all(|l| l.starts_with("-rw-r--r-- 0/0")),
         "{listing}"
     );
-    let x = s.0.join("x");
+    let x = s.root().join("x");
     std::fs::create_dir(&x).unwrap();
     let ok = Command::new("tar")
         .arg("xf")
@@ -121,7 +121,7 @@ fn external_tar_and_minisign() {
     // The reference signer, same key and comments: identical bytes.
     let sig = std::fs::read_to_string(x.join("manifest.json.minisig")).unwrap();
     let lines: Vec<&str> = sig.lines().collect();
-    let theirs = s.0.join("theirs.minisig");
+    let theirs = s.root().join("theirs.minisig");
     let status = Command::new(minisign)
         .args(["-S", "-s"])
         .arg(fixture("bundle/test.key"))

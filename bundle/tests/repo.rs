@@ -37,7 +37,7 @@ fn files(dir: &std::path::Path) -> Vec<String> {
 #[test]
 fn publish_rollback_history() {
     let s = Scratch::new("repo");
-    let dir = &s.0;
+    let dir = s.root();
     let b = chain(3);
     let p = publish(dir, &b[0], 100).unwrap();
     assert!(!p.unchanged);
@@ -107,7 +107,7 @@ fn publish_rollback_history() {
 #[test]
 fn publish_refusals() {
     let s = Scratch::new("refusals");
-    let dir = &s.0;
+    let dir = s.root();
     let b = chain(2);
     publish(dir, &b[1], 100).unwrap();
     let before = files(dir);
@@ -175,7 +175,7 @@ fn publish_refusals() {
 #[test]
 fn tampered_repository() {
     let s = Scratch::new("tampered");
-    let dir = &s.0;
+    let dir = s.root();
     let b = chain(2);
     publish(dir, &b[0], 100).unwrap();
     publish(dir, &b[1], 200).unwrap();

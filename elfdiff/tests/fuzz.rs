@@ -39,7 +39,7 @@ fn pairs() -> &'static [Pair] {
     static PAIRS: OnceLock<Vec<Pair>> = OnceLock::new();
     PAIRS.get_or_init(|| {
         let scratch = fuzzing::Scratch::new("elfdiff-fuzz");
-        let mut pairs = fuzzing::compile_pairs(CASES, &scratch.0);
+        let mut pairs = fuzzing::compile_pairs(CASES, scratch.root());
         pairs.extend(fuzzing::corpus_pairs());
         assert!(
             !pairs.is_empty(),

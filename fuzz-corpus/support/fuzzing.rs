@@ -42,23 +42,7 @@ pub fn config(default_cases: u32) -> Config {
     }
 }
 
-/// A scratch directory for this test binary, removed by [`Scratch::drop`].
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    pub fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("kpbuild-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use testbed::scratch::Scratch;
 
 /// Compiles `fixtures/elfdiff/cases/CASE/SIDE.c` as `DIR/CASE/SIDE/unit.c`
 /// (both sides under one file name, as a kernel build compiles them).

@@ -17,31 +17,7 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A scratch directory under cargo's target tmp, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("bundle-cli-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn write(&self, name: &str, data: impl AsRef<[u8]>) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, data).unwrap();
-        p
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use testbed::scratch::Scratch;
 
 struct Run {
     code: Option<i32>,
@@ -153,7 +129,7 @@ struct Inputs {
 }
 
 fn inputs(s: &Scratch, dir: &str, patches: &[(&str, &str)], release: &str, sign: bool) -> Inputs {
-    let out = s.0.join(dir);
+    let out = s.root().join(dir);
     std::fs::create_dir_all(&out).unwrap();
     let ko = s.write(&format!("{dir}/livepatch_fix.ko"), module(release));
     if sign {
@@ -234,11 +210,11 @@ fn create_verify_inspect_publish_rollback() {
         RELEASE,
         true,
     );
-    let b1 = s.0.join("b1.kpb");
+    let b1 = s.root().join("b1.kpb");
     create(&i, &key, &b1, &[]).expect(0, &["created", "sequence 1", "1 patch(es)", BUILD_ID]);
     let first = std::fs::read(&b1).unwrap();
     // Reproducible: the same inputs and SOURCE_DATE_EPOCH, the same bytes.
-    let again = s.0.join("again.kpb");
+    let again = s.root().join("again.kpb");
     create(&i, &key, &again, &[]).expect(0, &[]);
     assert_eq!(std::fs::read(&again).unwrap(), first);
 
@@ -310,7 +286,7 @@ fn create_verify_inspect_publish_rollback() {
         RELEASE,
         true,
     );
-    let b2 = s.0.join("b2.kpb");
+    let b2 = s.root().join("b2.kpb");
     let meta = "0002-second.patch=KP-2:proc: the second fix:CVE-2026-22222,CVE-2026-33333";
     create(
         &i2,
@@ -334,7 +310,7 @@ fn create_verify_inspect_publish_rollback() {
         ],
     );
 
-    let repo = s.0.join("repo");
+    let repo = s.root().join("repo");
     let publish = |b: &Path| {
         kpbuild(&[
             OsStr::new("bundle"),
@@ -410,17 +386,17 @@ fn bad_inputs_exit_1_and_write_nothing() {
         RELEASE,
         true,
     );
-    let b1 = s.0.join("b1.kpb");
+    let b1 = s.root().join("b1.kpb");
     create(&good, &key, &b1, &[]).expect(0, &[]);
     let out_name = "out.kpb";
-    let out = s.0.join(out_name);
+    let out = s.root().join(out_name);
     let known = [
         "good", "patches", "vmlinux", "config", "b1.kpb", "other", "unsigned", "misc",
     ];
     let check = |run: Run, needles: &[&str]| {
         run.expect(1, needles);
         assert!(!out.exists(), "{out:?} was written");
-        assert_eq!(leftovers(&s.0, &known), Vec::<String>::new());
+        assert_eq!(leftovers(s.root(), &known), Vec::<String>::new());
     };
 
     // A module built for another kernel.
@@ -450,7 +426,7 @@ fn bad_inputs_exit_1_and_write_nothing() {
         RELEASE,
         false,
     );
-    let tmp_out = s.0.join("misc/unsigned.kpb");
+    let tmp_out = s.root().join("misc/unsigned.kpb");
     std::fs::create_dir_all(tmp_out.parent().unwrap()).unwrap();
     create(&unsigned, &key, &tmp_out, &[]).expect(0, &["warning:", "carries no module signature"]);
     std::fs::remove_file(&tmp_out).unwrap();
@@ -468,7 +444,7 @@ fn bad_inputs_exit_1_and_write_nothing() {
         ],
     );
     std::fs::write(&ko, &ko_bytes).unwrap();
-    let patch = s.0.join("patches/0001-proc-fix.patch");
+    let patch = s.root().join("patches/0001-proc-fix.patch");
     std::fs::write(&patch, format!("{PATCH_1}\n")).unwrap();
     check(
         create(&good, &key, &out, &[]),
@@ -571,7 +547,7 @@ fn bad_inputs_exit_1_and_write_nothing() {
     };
     verify(&b1, &fixture("bundle/other.pub")).expect(1, &["signed by key F36F2AA053BD9352"]);
     let bytes = std::fs::read(&b1).unwrap();
-    let damaged = s.0.join("misc/damaged.kpb");
+    let damaged = s.root().join("misc/damaged.kpb");
     for cut in [0, 100, 512, 1500, bytes.len() - 600] {
         std::fs::write(&damaged, &bytes[..cut]).unwrap();
         verify(&damaged, &public).expect(1, &["truncated"]);
@@ -584,12 +560,12 @@ fn bad_inputs_exit_1_and_write_nothing() {
     kpbuild(&[
         OsStr::new("bundle"),
         "inspect".as_ref(),
-        s.0.join("none.kpb").as_os_str(),
+        s.root().join("none.kpb").as_os_str(),
     ])
     .expect(1, &["none.kpb"]);
 
     // publish: another bundle under an existing sequence.
-    let repo = s.0.join("misc/repo");
+    let repo = s.root().join("misc/repo");
     let publish = |b: &Path| {
         kpbuild(&[
             OsStr::new("bundle"),
@@ -604,7 +580,7 @@ fn bad_inputs_exit_1_and_write_nothing() {
         ])
     };
     publish(&b1).expect(0, &[]);
-    let unsigned_b = s.0.join("misc/u.kpb");
+    let unsigned_b = s.root().join("misc/u.kpb");
     create(&unsigned, &key, &unsigned_b, &[]).expect(0, &[]);
     publish(&unsigned_b).expect(1, &["sequence 1 already published with different content"]);
 }

@@ -212,7 +212,7 @@ fn seeds() -> &'static [Seed] {
         let scratch = fuzzing::Scratch::new("relocator-fuzz");
         for (case, o, p) in fuzzing::compile_pairs(
             &["two_functions_changed", "jump_label_in_changed_function"],
-            &scratch.0,
+            scratch.root(),
         ) {
             seeds.push((format!("{case} as exec"), as_exec(&o)));
             seeds.push((case.clone(), o));

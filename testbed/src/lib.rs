@@ -7,6 +7,7 @@
 //! - [`vm`]: the initramfs and the QEMU run with a hard timeout.
 //! - [`cpio`]: the initramfs archive writer.
 //! - [`packages`]: the Debian packages the test bed installs when missing.
+//! - [`scratch`]: the tests' scratch directories.
 //! - [`oracle`]: how a test finds a kernel or tool it needs, and what it
 //!   does without it (skip, or fail when `KPBUILD_REQUIRE_ORACLES=1`).
 
@@ -16,6 +17,7 @@ pub mod kernel;
 pub mod livepatch;
 pub mod oracle;
 pub mod packages;
+pub mod scratch;
 pub mod vm;
 
 use std::path::{Path, PathBuf};

@@ -113,24 +113,7 @@ pub fn minisign_verifies(pubkey: &Path, file: &Path) -> bool {
     out.status.success()
 }
 
-/// A scratch directory under cargo's target tmp, removed when dropped.
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    pub fn new(name: &str) -> Self {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("bundle-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use testbed::scratch::Scratch;
 
 /// Rewrites the ustar header of entry `index` with `edit` and fixes its
 /// checksum (to build archives the writer refuses to make).
