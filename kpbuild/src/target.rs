@@ -51,12 +51,14 @@ pub struct TargetFiles {
     pub exports: Exports,
 }
 
+/// A linked kernel (`ET_EXEC`) or, for anything else, a module; an
+/// unreadable header is left for `from_elf` to report.
 fn kind_of(data: &[u8]) -> TargetKind {
-    // e_type 2 = ET_EXEC: a linked kernel; anything else is read like a module.
-    if data.len() > 17 && u16::from_le_bytes([data[16], data[17]]) == 2 {
-        TargetKind::Vmlinux
-    } else {
-        TargetKind::Module
+    use object::read::elf::FileHeader as _;
+    let header = object::elf::FileHeader64::<object::LittleEndian>::parse(data);
+    match header {
+        Ok(h) if h.e_type(object::LittleEndian) == object::elf::ET_EXEC => TargetKind::Vmlinux,
+        _ => TargetKind::Module,
     }
 }
 
