@@ -32,12 +32,6 @@ impl<T> PathContext<T> for std::io::Result<T> {
     }
 }
 
-impl From<FileError> for String {
-    fn from(e: FileError) -> String {
-        e.to_string()
-    }
-}
-
 /// Reads a file.
 pub fn read(path: &Path) -> Result<Vec<u8>, FileError> {
     std::fs::read(path).at(path)
