@@ -23,6 +23,37 @@
 //! - [`prematch`]: the original code must be the code the target runs.
 //! - [`bundle`]: `kpbuild bundle`, signed cumulative bundles (over the `bundle` crate).
 //! - [`identity`]: the files describing a tree-less target belong to one kernel.
+//!
+//! A build from a program:
+//!
+//! ```rust,no_run
+//! use kpbuild::{build, BuildRequest, ErrorKind};
+//! use kpbuild::build::{Progress, TargetSpec};
+//!
+//! let request = BuildRequest {
+//!     target: TargetSpec::Debian {
+//!         release: "6.12.118+deb12-cloud-amd64".into(),
+//!         src: None,
+//!     },
+//!     patches: vec!["fix-1.patch".into()],
+//!     name: "livepatch_fix".into(),
+//!     out: "out".into(),
+//!     replace: true,
+//!     jobs: None,
+//!     keep_tmp: false,
+//!     signing: None,
+//!     progress: Progress::Stderr,
+//! };
+//! match build(&request) {
+//!     Ok(report) => {
+//!         let objects = report.objects.unwrap_or_default();
+//!         let functions: usize = objects.iter().map(|o| o.functions.len()).sum();
+//!         println!("{functions} function(s) patched");
+//!     }
+//!     Err(e) if e.kind() == ErrorKind::Refused => eprintln!("cannot be live patched: {e}"),
+//!     Err(e) => eprintln!("{e} (exit {})", e.kind().exit_code()),
+//! }
+//! ```
 
 pub mod build;
 pub use build::{BuildError, BuildReport, BuildRequest, ErrorKind, build};
