@@ -437,6 +437,12 @@ pub(super) fn callbacks_case(ctx: &Ctx) -> Result<(), String> {
     report.verify(&script)
 }
 
+/// The functions of the test kernel's `fs/proc/cmdline.o` the pre-match
+/// compares with vmlinux. Measured with `cargo xtask e2e
+/// prematch_cmdline_matches` (it prints the report's `prematch`); re-measure
+/// when `fs/proc/cmdline.c` or the test kernel's config changes.
+const CMDLINE_PREMATCHED: u64 = 2;
+
 /// The cmdline patch against the test kernel passes the pre-match: every
 /// function of the original unit equals vmlinux outside relocations.
 pub(super) fn prematch_matches(ctx: &Ctx) -> Result<(), String> {
@@ -446,6 +452,13 @@ pub(super) fn prematch_matches(ctx: &Ctx) -> Result<(), String> {
     let checked = report["prematch"]["checked"].as_u64().unwrap_or(0);
     if checked == 0 {
         return Err(format!("no function pre-matched: {}", report["prematch"]));
+    }
+    let skipped = report["prematch"]["skipped"].as_array().map_or(0, Vec::len);
+    if checked != CMDLINE_PREMATCHED || skipped != 0 {
+        return Err(format!(
+            "expected {CMDLINE_PREMATCHED} functions of fs/proc/cmdline.o pre-matched, none skipped: {}",
+            report["prematch"]
+        ));
     }
     eprintln!("  > prematch: {}", report["prematch"]);
     Ok(())
