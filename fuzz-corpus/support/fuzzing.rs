@@ -1,6 +1,8 @@
-//! Shared by `elfdiff/tests/fuzz.rs` and `relocator/tests/fuzz.rs` (included
-//! with `#[path]`): the proptest configuration, seed objects (compiled
-//! fixture pairs and the kept corpus), and structure-aware ELF mutations.
+//! Shared by the fuzz tests of elfdiff, relocator, modsign, bundle and
+//! kpbuild's inspect (`*/tests/fuzz*.rs`, included with `#[path]`): the
+//! proptest configuration, seed objects (compiled fixture pairs and the kept
+//! corpus), and structure-aware mutations (ELF regions by default, or the
+//! regions a test names).
 
 #![allow(dead_code)] // each test crate uses part of it
 
@@ -103,8 +105,13 @@ pub fn compile_pairs(cases: &[&str], dir: &Path) -> Vec<(String, Vec<u8>, Vec<u8
 }
 
 /// Every file of the kept corpus (`fuzz-corpus/**`, not `support/` or the
-/// README), sorted.
+/// README) that is an ELF object (`.o`, `.ko`, `.bin`), sorted.
 pub fn corpus_files() -> Vec<PathBuf> {
+    corpus_files_with(&["o", "ko", "bin"])
+}
+
+/// Every file of the kept corpus with one of these extensions, sorted.
+pub fn corpus_files_with(extensions: &[&str]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![corpus_dir()];
     while let Some(dir) = stack.pop() {
@@ -119,7 +126,7 @@ pub fn corpus_files() -> Vec<PathBuf> {
                 }
             } else if path
                 .extension()
-                .is_some_and(|x| x == "o" || x == "ko" || x == "bin")
+                .is_some_and(|x| extensions.iter().any(|&e| x == e))
             {
                 out.push(path);
             }
@@ -249,13 +256,25 @@ fn interesting(value: u64, len: usize) -> u64 {
     }
 }
 
-/// Applies `muts` to a copy of `seed`.
+/// Applies `muts` to a copy of `seed`, aiming at its ELF [`regions`].
 pub fn apply(seed: &[u8], muts: &[Mutation]) -> Vec<u8> {
+    apply_in(seed, muts, &regions(seed))
+}
+
+/// Applies `muts` to a copy of `seed`, aiming at `regions` (ranges of the
+/// seed; empty or out-of-range ones are left out, and none left means the
+/// whole file). Mutation region numbers wrap around the list.
+pub fn apply_in(seed: &[u8], muts: &[Mutation], regions: &[Range<usize>]) -> Vec<u8> {
     let mut data = seed.to_vec();
     if data.is_empty() {
         return data;
     }
-    let regions = regions(seed);
+    let len = data.len();
+    let usable = |r: &&Range<usize>| !r.is_empty() && r.end <= len;
+    let mut regions: Vec<Range<usize>> = regions.iter().filter(usable).cloned().collect();
+    if regions.is_empty() {
+        regions.push(0..len);
+    }
     for m in muts {
         let r = &regions[usize::from(m.region) % regions.len()];
         let at = r.start + m.pos as usize % r.len().max(1);
