@@ -48,7 +48,8 @@ pub use testbed::scratch::Scratch;
 
 /// Compiles `fixtures/elfdiff/cases/CASE/SIDE.c` as `DIR/CASE/SIDE/unit.c`
 /// (both sides under one file name, as a kernel build compiles them).
-/// `None` (with a note on stderr) when the compiler is missing or fails.
+/// `None` when the compiler is missing or fails: a `testbed::oracle`, so a
+/// `SKIP:` line, or a failed test when oracles are required.
 pub fn compile_case(case: &str, side: &str, dir: &Path) -> Option<Vec<u8>> {
     let fixtures = root().join("fixtures/elfdiff");
     let src_dir = dir.join(case).join(side);
@@ -75,16 +76,16 @@ pub fn compile_case(case: &str, side: &str, dir: &Path) -> Option<Vec<u8>> {
         .status();
     match status {
         Ok(s) if s.success() => std::fs::read(&out).ok(),
-        other => {
-            eprintln!(
-                "note: cannot compile {case}/{side}.c with {cc} ({other:?}); using the corpus only"
-            );
-            None
-        }
+        other => testbed::oracle::need(
+            &format!("{case}/{side}.c compiled with {cc} ({other:?}) as a seed"),
+            "install the Debian package build-essential (without it only the corpus is used)",
+            None,
+        ),
     }
 }
 
-/// Fixture pairs compiled in parallel; pairs that fail to compile are left out.
+/// Fixture pairs compiled in parallel; pairs that fail to compile are left
+/// out (after [`compile_case`] said so, or failed the test).
 pub fn compile_pairs(cases: &[&str], dir: &Path) -> Vec<(String, Vec<u8>, Vec<u8>)> {
     std::thread::scope(|s| {
         let handles: Vec<_> = cases
@@ -99,7 +100,7 @@ pub fn compile_pairs(cases: &[&str], dir: &Path) -> Vec<(String, Vec<u8>, Vec<u8
             .collect();
         handles
             .into_iter()
-            .filter_map(|h| h.join().ok().flatten())
+            .filter_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     })
 }
