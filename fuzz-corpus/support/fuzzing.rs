@@ -4,7 +4,7 @@
 //! corpus), and structure-aware mutations (ELF regions by default, or the
 //! regions a test names).
 
-#![allow(dead_code)] // each test crate uses part of it
+#![allow(dead_code, unused_imports)] // each test crate uses part of it
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};

@@ -66,7 +66,7 @@ fn seeds() -> &'static [(String, Vec<u8>)] {
     SEEDS.get_or_init(|| {
         let scratch = fuzzing::Scratch::new("inspect-fuzz");
         let mut seeds = Vec::new();
-        if let Some(obj) = diff_object("calls_unchanged_static_function", &scratch.0) {
+        if let Some(obj) = diff_object("calls_unchanged_static_function", scratch.root()) {
             seeds.push(("kpbuild diff output".to_string(), obj));
         }
         for path in fuzzing::corpus_files() {

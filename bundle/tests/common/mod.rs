@@ -1,7 +1,7 @@
 //! Shared by the bundle tests: fixture keys, inputs, archive surgery and the
 //! external `minisign` tool.
 
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, unused_imports, missing_docs)]
 
 use bundle::manifest::Kernel;
 use bundle::{CreateInput, ModuleInput, PatchInput, PublicKey, SecretKey, Verified};
