@@ -153,95 +153,116 @@ pub fn read(data: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
             });
         };
         if h.iter().all(|&b| b == 0) {
-            let end = at + 2 * BLOCK;
-            match data.get(at + BLOCK..end) {
-                Some(second) if second.iter().all(|&b| b == 0) => {}
-                Some(_) => {
-                    return Err(Error::Header {
-                        offset: at as u64,
-                        why: "a zero block followed by data".into(),
-                    });
-                }
-                None => {
-                    return Err(Error::Truncated {
-                        offset: data.len() as u64,
-                        why: "only part of the end-of-archive marker".into(),
-                    });
-                }
-            }
-            if data[end..].iter().any(|&b| b != 0) {
-                return Err(Error::TrailingData { offset: end as u64 });
-            }
+            end_of_archive(data, at)?;
             return Ok(entries);
         }
-        let header = |why: String| Error::Header {
-            offset: at as u64,
-            why,
-        };
-        if &h[257..263] != b"ustar\0" || &h[263..265] != b"00" {
-            return Err(header("not a POSIX ustar header (GNU or v7 tar?)".into()));
-        }
-        let stored = parse_octal(&h[148..156], "checksum", at)?;
-        let sum: u64 = h
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    u64::from(b)
-                }
-            })
-            .sum();
-        if stored != sum {
-            return Err(header(format!(
-                "checksum {stored:o}, the header sums to {sum:o}"
-            )));
-        }
-        let (prefix, short) = (cstr(&h[345..500]), cstr(&h[..100]));
-        let mut name = Vec::new();
-        if !prefix.is_empty() {
-            name.extend_from_slice(prefix);
-            name.push(b'/');
-        }
-        name.extend_from_slice(short);
-        let name = String::from_utf8(name)
-            .map_err(|e| header(format!("name {:?} is not UTF-8", e.as_bytes())))?;
-        if h[156] != b'0' && h[156] != 0 {
-            return Err(Error::NotRegular {
-                name,
-                kind: kind(h[156]),
-            });
-        }
-        check_path(&name)?;
+        let name = entry_name(h, at)?;
         if entries.iter().any(|(n, _)| *n == name) {
             return Err(Error::Duplicate { name });
         }
         let size = parse_octal(&h[124..136], "size", at)?;
-        let start = at + BLOCK;
-        let Some(body) = usize::try_from(size)
-            .ok()
-            .and_then(|s| start.checked_add(s))
-            .and_then(|end| data.get(start..end))
-        else {
-            return Err(Error::Truncated {
-                offset: data.len() as u64,
-                why: format!(
-                    "{name} holds {size} bytes from byte {start}, the archive has {} left",
-                    data.len() - start
-                ),
-            });
-        };
-        let next = start + body.len().next_multiple_of(BLOCK);
-        if next > data.len() {
-            return Err(Error::Truncated {
-                offset: data.len() as u64,
-                why: format!("{name}: its padding to 512 bytes is cut off"),
-            });
-        }
+        let (body, next) = entry_body(data, at, &name, size)?;
         entries.push((name, body.to_vec()));
         at = next;
     }
+}
+
+/// The zero block at `at` must be the first of two, with nothing but zeros
+/// after them.
+fn end_of_archive(data: &[u8], at: usize) -> Result<()> {
+    let end = at + 2 * BLOCK;
+    match data.get(at + BLOCK..end) {
+        Some(second) if second.iter().all(|&b| b == 0) => {}
+        Some(_) => {
+            return Err(Error::Header {
+                offset: at as u64,
+                why: "a zero block followed by data".into(),
+            });
+        }
+        None => {
+            return Err(Error::Truncated {
+                offset: data.len() as u64,
+                why: "only part of the end-of-archive marker".into(),
+            });
+        }
+    }
+    if data[end..].iter().any(|&b| b != 0) {
+        return Err(Error::TrailingData { offset: end as u64 });
+    }
+    Ok(())
+}
+
+/// The checked name of the regular file whose ustar header `h` starts at
+/// `at`.
+fn entry_name(h: &[u8], at: usize) -> Result<String> {
+    let header = |why: String| Error::Header {
+        offset: at as u64,
+        why,
+    };
+    if &h[257..263] != b"ustar\0" || &h[263..265] != b"00" {
+        return Err(header("not a POSIX ustar header (GNU or v7 tar?)".into()));
+    }
+    let stored = parse_octal(&h[148..156], "checksum", at)?;
+    let sum: u64 = h
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(b)
+            }
+        })
+        .sum();
+    if stored != sum {
+        return Err(header(format!(
+            "checksum {stored:o}, the header sums to {sum:o}"
+        )));
+    }
+    let (prefix, short) = (cstr(&h[345..500]), cstr(&h[..100]));
+    let mut name = Vec::new();
+    if !prefix.is_empty() {
+        name.extend_from_slice(prefix);
+        name.push(b'/');
+    }
+    name.extend_from_slice(short);
+    let name = String::from_utf8(name)
+        .map_err(|e| header(format!("name {:?} is not UTF-8", e.as_bytes())))?;
+    if h[156] != b'0' && h[156] != 0 {
+        return Err(Error::NotRegular {
+            name,
+            kind: kind(h[156]),
+        });
+    }
+    check_path(&name)?;
+    Ok(name)
+}
+
+/// The `size` bytes of the entry whose header is at `at`, and where the
+/// next header starts.
+fn entry_body<'d>(data: &'d [u8], at: usize, name: &str, size: u64) -> Result<(&'d [u8], usize)> {
+    let start = at + BLOCK;
+    let Some(body) = usize::try_from(size)
+        .ok()
+        .and_then(|s| start.checked_add(s))
+        .and_then(|end| data.get(start..end))
+    else {
+        return Err(Error::Truncated {
+            offset: data.len() as u64,
+            why: format!(
+                "{name} holds {size} bytes from byte {start}, the archive has {} left",
+                data.len() - start
+            ),
+        });
+    };
+    let next = start + body.len().next_multiple_of(BLOCK);
+    if next > data.len() {
+        return Err(Error::Truncated {
+            offset: data.len() as u64,
+            why: format!("{name}: its padding to 512 bytes is cut off"),
+        });
+    }
+    Ok((body, next))
 }
 
 #[cfg(test)]
