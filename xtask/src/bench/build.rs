@@ -2,8 +2,8 @@
 //! next to the incremental `make bzImage modules` of the same patch.
 
 use super::{
-    BUILD_PATCH, BuildRun, PROTECTED, RUNS, STEPS, bench_dir, cores, load_average, machine, median,
-    min, peak_rss_kib, print_load, refuse_if_in_use, reset_peak_rss, stop_if_interrupted,
+    BUILD_PATCH, BuildRun, Load, PROTECTED, RUNS, STEPS, bench_dir, cores, load_average, machine,
+    median, min, peak_rss_kib, print_load, refuse_if_in_use, reset_peak_rss, stop_if_interrupted,
     timed_build, write_json,
 };
 use crate::{kernel, progress, repo_root};
@@ -38,8 +38,35 @@ pub(super) fn bench_build() -> Result<(), String> {
         journal: key_dir.join(".bench-in-place"),
         jobs,
     };
-    // The lock kernel builds take per key: no other build of this kernel, and
-    // no other `bench build`, while this one may patch it in place.
+    let lock = lock_and_recover(&key_dir, &tree)?;
+
+    progress(&format!(
+        "bench build: reading the pristine {PATCHED_FILE} from {TARBALL}"
+    ));
+    let pristine = pristine_source(PATCHED_FILE)?;
+    let file = kb.src.join(PATCHED_FILE);
+    refuse_unless_pristine(&file, &pristine)?;
+    let patched = patched_source(&file, &patch)?;
+
+    let runs = kpbuild_runs(&kb, &patch, jobs)?;
+    let make = make_runs(&tree, &key_dir, &pristine, &patched)?;
+    let fig = Figures::of(&runs, &make);
+    let measured = Measured { runs, make, fig };
+
+    let path = write_json("build", &report_json(&kb, jobs, load, &measured))?;
+    print_kpbuild_table(&kb, jobs, &measured);
+    print_make_table(jobs, &measured);
+    print_load(load);
+    println!("  wrote {}", path.display());
+    drop(lock);
+    Ok(())
+}
+
+/// Takes the lock kernel builds take per key: no other build of this kernel,
+/// and no other `bench build`, while this one may patch it in place. Then
+/// finishes the restore an interrupted run left undone. The lock is held
+/// while the returned file lives.
+fn lock_and_recover(key_dir: &Path, tree: &InPlace) -> Result<File, String> {
     let lock_path = key_dir.with_extension("lock");
     let lock = File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
     if lock.try_lock().is_err() {
@@ -48,19 +75,18 @@ pub(super) fn bench_build() -> Result<(), String> {
             lock_path.display()
         ));
     }
-    refuse_if_in_use(&key_dir)?;
+    refuse_if_in_use(key_dir)?;
     PROTECTED.store(true, Ordering::SeqCst);
     let recovered = tree.recover();
     PROTECTED.store(false, Ordering::SeqCst);
     recovered?;
     stop_if_interrupted()?;
+    Ok(lock)
+}
 
-    progress(&format!(
-        "bench build: reading the pristine {PATCHED_FILE} from {TARBALL}"
-    ));
-    let pristine = pristine_source(PATCHED_FILE)?;
-    let file = kb.src.join(PATCHED_FILE);
-    let current = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+/// The benchmark patches only a file that matches the source tarball.
+fn refuse_unless_pristine(file: &Path, pristine: &[u8]) -> Result<(), String> {
+    let current = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     if current != pristine {
         return Err(format!(
             "refusing to start: {} differs from {PATCHED_FILE} in {TARBALL}; \
@@ -68,9 +94,11 @@ pub(super) fn bench_build() -> Result<(), String> {
             file.display()
         ));
     }
-    let patched = patched_source(&file, &patch)?;
+    Ok(())
+}
 
-    // kpbuild build, in this (release) process.
+/// [`RUNS`] timed `kpbuild build`s of `patch`, in this (release) process.
+fn kpbuild_runs(kb: &KernelBuild, patch: &Path, jobs: usize) -> Result<Vec<BuildRun>, String> {
     let out = bench_dir().join("build-out");
     let mut runs = Vec::new();
     for run in 1..=RUNS {
@@ -80,7 +108,7 @@ pub(super) fn bench_build() -> Result<(), String> {
                 build: kb.build.clone(),
                 vmlinux: None,
             },
-            patches: vec![patch.clone()],
+            patches: vec![patch.to_path_buf()],
             name: "kpbench_cmdline".into(),
             out: out.clone(),
             replace: true,
@@ -103,21 +131,41 @@ pub(super) fn bench_build() -> Result<(), String> {
         });
         stop_if_interrupted()?;
     }
+    Ok(runs)
+}
 
-    // The incremental make a full-rebuild tool needs, on the cached tree.
-    refuse_if_in_use(&key_dir)?;
+/// The three makes of the cached tree, and whether `src-copy` kept its file.
+struct MakeRuns {
+    noop: MakeRun,
+    incremental: MakeRun,
+    restore: MakeRun,
+    copy_pristine: Option<bool>,
+}
+
+/// The incremental make a full-rebuild tool needs, on the cached tree: with
+/// nothing changed, then with the patched file swapped in (timed), then the
+/// restore of the original file (untimed for the comparison).
+fn make_runs(
+    tree: &InPlace,
+    key_dir: &Path,
+    pristine: &[u8],
+    patched: &[u8],
+) -> Result<MakeRuns, String> {
+    let (kb, jobs) = (tree.kb, tree.jobs);
+    let file = kb.src.join(PATCHED_FILE);
+    refuse_if_in_use(key_dir)?;
     progress(&format!(
         "bench build: make -j{jobs} bzImage modules with nothing changed"
     ));
-    let noop = make_logged(&kb, jobs, "noop", false)?;
+    let noop = make_logged(kb, jobs, "noop", false)?;
     progress(&format!(
         "bench build: patching {} in place (by rename) and running make -j{jobs} bzImage modules",
         file.display()
     ));
     PROTECTED.store(true, Ordering::SeqCst);
     let (incremental, restore) = {
-        let mut applied = tree.apply(&patched)?;
-        let incremental = make_logged(&kb, jobs, "incremental", false);
+        let mut applied = tree.apply(patched)?;
+        let incremental = make_logged(kb, jobs, "incremental", false);
         progress(&format!(
             "bench build: restoring {} and rebuilding (untimed for the comparison)",
             file.display()
@@ -129,6 +177,20 @@ pub(super) fn bench_build() -> Result<(), String> {
     let restore = restore?;
     stop_if_interrupted()?;
     let incremental = incremental?;
+    let copy_pristine = check_restored(kb, pristine)?;
+    Ok(MakeRuns {
+        noop,
+        incremental,
+        restore,
+        copy_pristine,
+    })
+}
+
+/// The tree's file matches the tarball again, and its hard-linked copy in
+/// `src-copy` (when there is one) was never modified; returns whether that
+/// copy was found pristine (`None`: no copy).
+fn check_restored(kb: &KernelBuild, pristine: &[u8]) -> Result<Option<bool>, String> {
+    let file = kb.src.join(PATCHED_FILE);
     let after = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     if after != pristine {
         return Err(format!(
@@ -147,91 +209,141 @@ pub(super) fn bench_build() -> Result<(), String> {
             copy.display()
         ));
     }
+    Ok(copy_pristine)
+}
 
-    // Figures.
-    let walls: Vec<f64> = runs.iter().map(|r| r.wall_s).collect();
-    let overheads: Vec<f64> = runs.iter().map(BuildRun::overhead_s).collect();
-    let cleanups: Vec<f64> = runs.iter().map(|r| r.wall_s - r.step("total")).collect();
-    let wall_med = median(&walls);
-    let overhead_med = median(&overheads);
-    let ratio = wall_med / incremental.seconds;
-    let half_met = ratio < 0.5;
-    let overhead_met = overhead_med < 1.0;
-    let mut step_names: Vec<String> = STEPS.iter().map(|s| s.to_string()).collect();
-    for r in &runs {
-        for k in r.timings.keys() {
-            if k != "total" && !step_names.contains(k) {
-                step_names.push(k.clone());
+/// The figures derived from the kpbuild runs and the incremental make.
+struct Figures {
+    walls: Vec<f64>,
+    overheads: Vec<f64>,
+    cleanups: Vec<f64>,
+    wall_med: f64,
+    overhead_med: f64,
+    ratio: f64,
+    half_met: bool,
+    overhead_met: bool,
+    /// The report's steps: [`STEPS`], then any other, then `total`.
+    step_names: Vec<String>,
+    step_stats: BTreeMap<String, Value>,
+    units: usize,
+    functions: Vec<String>,
+}
+
+impl Figures {
+    fn of(runs: &[BuildRun], make: &MakeRuns) -> Figures {
+        let walls: Vec<f64> = runs.iter().map(|r| r.wall_s).collect();
+        let overheads: Vec<f64> = runs.iter().map(BuildRun::overhead_s).collect();
+        let cleanups: Vec<f64> = runs.iter().map(|r| r.wall_s - r.step("total")).collect();
+        let wall_med = median(&walls);
+        let overhead_med = median(&overheads);
+        let ratio = wall_med / make.incremental.seconds;
+        let half_met = ratio < 0.5;
+        let overhead_met = overhead_med < 1.0;
+        let mut step_names: Vec<String> = STEPS.iter().map(|s| s.to_string()).collect();
+        for r in runs {
+            for k in r.timings.keys() {
+                if k != "total" && !step_names.contains(k) {
+                    step_names.push(k.clone());
+                }
             }
         }
+        step_names.push("total".into());
+        let step_stats: BTreeMap<String, Value> = step_names
+            .iter()
+            .map(|s| {
+                let v: Vec<f64> = runs.iter().map(|r| r.step(s)).collect();
+                (s.clone(), json!({"median": median(&v), "min": min(&v)}))
+            })
+            .collect();
+        let first = &runs[0].report;
+        let units = first["units"].as_array().map_or(0, Vec::len);
+        let functions: Vec<String> = first["objects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|o| o["functions"].as_array().cloned().unwrap_or_default())
+            .filter_map(|f| {
+                f["name"]
+                    .as_str()
+                    .or(f["old_name"].as_str())
+                    .map(str::to_string)
+            })
+            .collect();
+        Figures {
+            walls,
+            overheads,
+            cleanups,
+            wall_med,
+            overhead_med,
+            ratio,
+            half_met,
+            overhead_met,
+            step_names,
+            step_stats,
+            units,
+            functions,
+        }
     }
-    step_names.push("total".into());
-    let step_stats: BTreeMap<String, Value> = step_names
-        .iter()
-        .map(|s| {
-            let v: Vec<f64> = runs.iter().map(|r| r.step(s)).collect();
-            (s.clone(), json!({"median": median(&v), "min": min(&v)}))
-        })
-        .collect();
-    let first = &runs[0].report;
-    let units = first["units"].as_array().map_or(0, Vec::len);
-    let functions: Vec<String> = first["objects"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|o| o["functions"].as_array().cloned().unwrap_or_default())
-        .filter_map(|f| {
-            f["name"]
-                .as_str()
-                .or(f["old_name"].as_str())
-                .map(str::to_string)
-        })
-        .collect();
+}
 
-    let report = json!({
+/// What `bench build` measured, carried from the runs to the report.
+struct Measured {
+    runs: Vec<BuildRun>,
+    make: MakeRuns,
+    fig: Figures,
+}
+
+/// The content of `target/bench/build.json`.
+fn report_json(kb: &KernelBuild, jobs: usize, load: Load, m: &Measured) -> Value {
+    let (runs, make, fig) = (&m.runs, &m.make, &m.fig);
+    json!({
         "benchmark": "build",
         "kernel": kb.key,
         "patch": BUILD_PATCH,
         "jobs": jobs,
         "runs": RUNS,
         "kpbuild": {
-            "affected_units": units,
-            "patched_functions": functions,
-            "wall_s": walls,
-            "wall_s_median": wall_med,
-            "wall_s_min": min(&walls),
+            "affected_units": fig.units,
+            "patched_functions": fig.functions,
+            "wall_s": fig.walls,
+            "wall_s_median": fig.wall_med,
+            "wall_s_min": min(&fig.walls),
             "timings_s_per_run": runs.iter().map(|r| &r.timings).collect::<Vec<_>>(),
-            "steps_s": step_stats,
-            "own_overhead_s": overheads,
-            "own_overhead_s_median": overhead_med,
-            "cleanup_after_report_s": cleanups,
+            "steps_s": fig.step_stats,
+            "own_overhead_s": fig.overheads,
+            "own_overhead_s_median": fig.overhead_med,
+            "cleanup_after_report_s": fig.cleanups,
             "peak_rss_kib": runs.iter().filter_map(|r| r.peak_rss_kib).max(),
         },
         "make": {
             "command": format!("make -C SRC O=BUILD -j{jobs} bzImage modules"),
-            "nothing_changed": noop.json(),
-            "incremental": incremental.json(),
-            "restore_untimed": restore.json(),
+            "nothing_changed": make.noop.json(),
+            "incremental": make.incremental.json(),
+            "restore_untimed": make.restore.json(),
         },
         "goal": {
             "statement": "kpbuild build well under half of the incremental make; kpbuild's own overhead under 1 s",
-            "kpbuild_to_make_ratio": ratio,
-            "under_half_of_make": half_met,
-            "own_overhead_under_1s": overhead_met,
-            "met": half_met && overhead_met,
+            "kpbuild_to_make_ratio": fig.ratio,
+            "under_half_of_make": fig.half_met,
+            "own_overhead_under_1s": fig.overhead_met,
+            "met": fig.half_met && fig.overhead_met,
         },
         "source_restored": true,
-        "src_copy_pristine": copy_pristine,
+        "src_copy_pristine": make.copy_pristine,
         "machine": machine(load),
-    });
-    let path = write_json("build", &report)?;
+    })
+}
 
+/// The heading and the kpbuild half of the printed table.
+fn print_kpbuild_table(kb: &KernelBuild, jobs: usize, m: &Measured) {
+    let (runs, fig) = (&m.runs, &m.fig);
     println!();
     println!("bench build: {BUILD_PATCH} against the cached test kernel");
     println!("  kernel        {}", kb.key);
     println!(
-        "  kpbuild       kpbuild::build, --jobs {jobs}, {units} affected unit(s), patches {}",
-        functions.join(", ")
+        "  kpbuild       kpbuild::build, --jobs {jobs}, {} affected unit(s), patches {}",
+        fig.units,
+        fig.functions.join(", ")
     );
     println!("  passes        {RUNS}: median (min)");
     println!();
@@ -239,8 +351,8 @@ pub(super) fn bench_build() -> Result<(), String> {
     let row = |label: &str, v: &[f64]| {
         println!("  {:<44} {:>9.3} {:>9.3}", label, median(v), min(v));
     };
-    row("wall time", &walls);
-    for s in &step_names {
+    row("wall time", &fig.walls);
+    for s in &fig.step_names {
         let v: Vec<f64> = runs.iter().map(|r| r.step(s)).collect();
         let label = if s == "total" {
             "  total (report)".to_string()
@@ -249,8 +361,13 @@ pub(super) fn bench_build() -> Result<(), String> {
         };
         row(&label, &v);
     }
-    row("  scratch clean-up after the report", &cleanups);
-    row("own overhead: total - (compile + module)", &overheads);
+    row("  scratch clean-up after the report", &fig.cleanups);
+    row("own overhead: total - (compile + module)", &fig.overheads);
+}
+
+/// The make half of the printed table, and the goal.
+fn print_make_table(jobs: usize, m: &Measured) {
+    let (make, fig) = (&m.make, &m.fig);
     println!();
     println!(
         "  {:<44} {:>9} {:>9}",
@@ -258,30 +375,32 @@ pub(super) fn bench_build() -> Result<(), String> {
         "s",
         "CC lines"
     );
-    for (label, m) in [
-        ("nothing changed", &noop),
-        ("after the patch (a full-rebuild tool)", &incremental),
-        ("restore, untimed for the comparison", &restore),
+    for (label, run) in [
+        ("nothing changed", &make.noop),
+        ("after the patch (a full-rebuild tool)", &make.incremental),
+        ("restore, untimed for the comparison", &make.restore),
     ] {
-        println!("  {:<44} {:>9.3} {:>9}", label, m.seconds, m.compiled);
+        println!("  {:<44} {:>9.3} {:>9}", label, run.seconds, run.compiled);
     }
     println!();
     println!(
         "  goal (issue): kpbuild build well under half of the incremental make, own overhead under 1 s"
     );
     println!(
-        "    kpbuild {wall_med:.2} s = {:.0}% of make {:.2} s: {}",
-        ratio * 100.0,
-        incremental.seconds,
-        if half_met {
+        "    kpbuild {:.2} s = {:.0}% of make {:.2} s: {}",
+        fig.wall_med,
+        fig.ratio * 100.0,
+        make.incremental.seconds,
+        if fig.half_met {
             "under half: met"
         } else {
             "NOT under half"
         }
     );
     println!(
-        "    own overhead {overhead_med:.2} s: {}",
-        if overhead_met {
+        "    own overhead {:.2} s: {}",
+        fig.overhead_med,
+        if fig.overhead_met {
             "under 1 s: met"
         } else {
             "NOT under 1 s"
@@ -289,16 +408,12 @@ pub(super) fn bench_build() -> Result<(), String> {
     );
     println!(
         "    => goal {}",
-        if half_met && overhead_met {
+        if fig.half_met && fig.overhead_met {
             "met"
         } else {
             "NOT met"
         }
     );
-    print_load(load);
-    println!("  wrote {}", path.display());
-    drop(lock);
-    Ok(())
 }
 
 /// The file as extracted from the source tarball.

@@ -2,8 +2,8 @@
 //! estimate of a full rebuild of Debian's config on this machine.
 
 use super::{
-    BUILD_PATCH, BuildRun, PROTECTED, RUNS, STEPS, bench_dir, cores, load_average, machine, median,
-    min, peak_rss_kib, print_load, refuse_if_in_use, reset_peak_rss, stop_if_interrupted,
+    BUILD_PATCH, BuildRun, Load, PROTECTED, RUNS, STEPS, bench_dir, cores, load_average, machine,
+    median, min, peak_rss_kib, print_load, refuse_if_in_use, reset_peak_rss, stop_if_interrupted,
     timed_build, write_json,
 };
 use crate::{progress, repo_root};
@@ -49,14 +49,59 @@ pub(super) fn bench_debian() -> Result<(), String> {
     let jobs = cores();
     let out = bench_dir().join("debian-out");
 
-    // A first, untimed run: it finds (or makes) the caches and names them.
+    let caches = find_caches(&release, &out, jobs)?;
+    stop_if_interrupted()?;
+
+    // Cold: the release's caches moved aside, restored whatever happens.
+    let cold = cold_run(&caches.dirs, &caches.release_dir, &out, jobs);
+    if let Err(e) = &cold {
+        eprintln!("xtask: bench: debian: the cold run failed: {e}");
+    }
+    stop_if_interrupted()?;
+
+    let warm = warm_runs(&out, jobs)?;
+
+    // The rebuild-everything route, estimated.
+    let estimate = rebuild_estimate(&caches.src, &caches.prepared, &caches.release_dir, jobs);
+    if let Err(e) = &estimate {
+        eprintln!("xtask: bench: debian: the full-rebuild estimate failed: {e}");
+    }
+
+    let m = Measured {
+        fig: Figures::of(&cold, &warm),
+        cold,
+        warm,
+        estimate,
+        caches: caches.dirs,
+    };
+    let path = write_json("debian", &report_json(&release, jobs, load, &m))?;
+    print_runs_table(&release, jobs, &m);
+    print_comparison(jobs, &m);
+    print_load(load);
+    println!("  wrote {}", path.display());
+    Ok(())
+}
+
+/// The caches of one release, as the warm-up run names them.
+struct Caches {
+    /// The unpacked kernel source.
+    src: PathBuf,
+    /// The prepared build directory.
+    prepared: PathBuf,
+    release_dir: PathBuf,
+    /// Every cache the cold run moves aside.
+    dirs: Vec<PathBuf>,
+}
+
+/// A first, untimed run: it finds (or makes) the caches and names them.
+fn find_caches(release: &str, out: &Path, jobs: usize) -> Result<Caches, String> {
     progress(&format!(
         "bench debian: warm-up run of kpbuild build --debian {release} (also finds the caches)"
     ));
-    let probe = debian_run(&out, jobs)?;
+    let probe = debian_run(out, jobs)?;
     let src = PathBuf::from(probe.report["inputs"]["src"].as_str().unwrap_or(""));
     let prepared = PathBuf::from(probe.report["inputs"]["build"].as_str().unwrap_or(""));
-    let release_dir = kimage::cache_root().join("debian").join(&release);
+    let release_dir = kimage::cache_root().join("debian").join(release);
     let source_dir = src.parent().map(Path::to_path_buf).unwrap_or_default();
     if !prepared.starts_with(kimage::cache_root().join("prepared"))
         || !source_dir.starts_with(kimage::cache_root().join("debian"))
@@ -67,20 +112,20 @@ pub(super) fn bench_debian() -> Result<(), String> {
             prepared.display()
         ));
     }
-    let caches = vec![release_dir.clone(), source_dir, prepared.clone()];
-    stop_if_interrupted()?;
+    let dirs = vec![release_dir.clone(), source_dir, prepared.clone()];
+    Ok(Caches {
+        src,
+        prepared,
+        release_dir,
+        dirs,
+    })
+}
 
-    // Cold: the release's caches moved aside, restored whatever happens.
-    let cold = cold_run(&caches, &release_dir, &out, jobs);
-    if let Err(e) = &cold {
-        eprintln!("xtask: bench: debian: the cold run failed: {e}");
-    }
-    stop_if_interrupted()?;
-
-    // Warm.
+/// [`RUNS`] timed runs with every cache in place.
+fn warm_runs(out: &Path, jobs: usize) -> Result<Vec<BuildRun>, String> {
     let mut warm = Vec::new();
     for run in 1..=RUNS {
-        let r = debian_run(&out, jobs)?;
+        let r = debian_run(out, jobs)?;
         progress(&format!(
             "bench debian: warm run {run}/{RUNS}: {:.2} s",
             r.wall_s
@@ -88,34 +133,70 @@ pub(super) fn bench_debian() -> Result<(), String> {
         warm.push(r);
         stop_if_interrupted()?;
     }
+    Ok(warm)
+}
 
-    // The rebuild-everything route, estimated.
-    let estimate = rebuild_estimate(&src, &prepared, &release_dir, jobs);
-    if let Err(e) = &estimate {
-        eprintln!("xtask: bench: debian: the full-rebuild estimate failed: {e}");
-    }
+/// What `bench debian` measured, carried from the runs to the report.
+struct Measured {
+    cold: Result<ColdRun, String>,
+    warm: Vec<BuildRun>,
+    estimate: Result<Estimate, String>,
+    /// The caches the cold run moved aside.
+    caches: Vec<PathBuf>,
+    fig: Figures,
+}
 
-    // Figures.
-    let mut step_names: Vec<String> = STEPS.iter().map(|s| s.to_string()).collect();
-    for r in warm.iter().chain(cold.as_ref().ok().map(|c| &c.build)) {
-        for k in r.timings.keys() {
-            if k != "total" && !step_names.contains(k) {
-                step_names.push(k.clone());
+/// The figures derived from the cold and warm runs.
+struct Figures {
+    /// The report's steps: [`STEPS`], then any other, then `total`.
+    step_names: Vec<String>,
+    walls: Vec<f64>,
+    warm_med: f64,
+    warm_steps: BTreeMap<String, Value>,
+    cold_wall: Option<f64>,
+    cold_met: Option<bool>,
+    warm_met: bool,
+}
+
+impl Figures {
+    fn of(cold: &Result<ColdRun, String>, warm: &[BuildRun]) -> Figures {
+        let mut step_names: Vec<String> = STEPS.iter().map(|s| s.to_string()).collect();
+        for r in warm.iter().chain(cold.as_ref().ok().map(|c| &c.build)) {
+            for k in r.timings.keys() {
+                if k != "total" && !step_names.contains(k) {
+                    step_names.push(k.clone());
+                }
             }
         }
+        step_names.push("total".into());
+        let walls: Vec<f64> = warm.iter().map(|r| r.wall_s).collect();
+        let warm_med = median(&walls);
+        let warm_steps: BTreeMap<String, Value> = step_names
+            .iter()
+            .map(|s| {
+                let v: Vec<f64> = warm.iter().map(|r| r.step(s)).collect();
+                (s.clone(), json!({"median": median(&v), "min": min(&v)}))
+            })
+            .collect();
+        let cold_wall = cold.as_ref().ok().map(ColdRun::wall_s);
+        let cold_met = cold_wall.map(|w| w < 60.0);
+        let warm_met = warm_med < 10.0;
+        Figures {
+            step_names,
+            walls,
+            warm_med,
+            warm_steps,
+            cold_wall,
+            cold_met,
+            warm_met,
+        }
     }
-    step_names.push("total".into());
-    let walls: Vec<f64> = warm.iter().map(|r| r.wall_s).collect();
-    let warm_med = median(&walls);
-    let warm_steps: BTreeMap<String, Value> = step_names
-        .iter()
-        .map(|s| {
-            let v: Vec<f64> = warm.iter().map(|r| r.step(s)).collect();
-            (s.clone(), json!({"median": median(&v), "min": min(&v)}))
-        })
-        .collect();
-    let cold_wall = cold.as_ref().ok().map(ColdRun::wall_s);
-    let cold_json = match &cold {
+}
+
+/// The content of `target/bench/debian.json`.
+fn report_json(release: &str, jobs: usize, load: Load, m: &Measured) -> Value {
+    let (warm, fig) = (&m.warm, &m.fig);
+    let cold_json = match &m.cold {
         Ok(c) => json!({
             "wall_s": c.wall_s(),
             "download_bytes": c.download_bytes,
@@ -125,17 +206,15 @@ pub(super) fn bench_debian() -> Result<(), String> {
                      packages (network) with the source tarball unpacked beside it, then the \
                      packages' extraction; prepare = olddefconfig + prepare of the private build \
                      directory",
-            "caches_moved_aside": caches,
+            "caches_moved_aside": m.caches,
         }),
         Err(e) => json!({"error": e}),
     };
-    let cold_met = cold_wall.map(|w| w < 60.0);
-    let warm_met = warm_med < 10.0;
-    let estimate_json = match &estimate {
+    let estimate_json = match &m.estimate {
         Ok(e) => e.json(),
         Err(e) => json!({"error": e}),
     };
-    let report = json!({
+    json!({
         "benchmark": "debian",
         "release": release,
         "patch": BUILD_PATCH,
@@ -143,27 +222,30 @@ pub(super) fn bench_debian() -> Result<(), String> {
         "runs": RUNS,
         "cold": cold_json,
         "warm": {
-            "wall_s": walls,
-            "wall_s_median": warm_med,
-            "wall_s_min": min(&walls),
+            "wall_s": fig.walls,
+            "wall_s_median": fig.warm_med,
+            "wall_s_min": min(&fig.walls),
             "timings_s_per_run": warm.iter().map(|r| &r.timings).collect::<Vec<_>>(),
-            "steps_s": warm_steps,
+            "steps_s": fig.warm_steps,
             "peak_rss_kib": warm.iter().filter_map(|r| r.peak_rss_kib).max(),
         },
         "full_rebuild_estimate": estimate_json,
         "goal": {
             "statement": "on 2 cores: cold under 60 s, warm under 10 s",
-            "cold_under_60s": cold_met,
-            "warm_under_10s": warm_met,
+            "cold_under_60s": fig.cold_met,
+            "warm_under_10s": fig.warm_met,
         },
         "machine": machine(load),
-    });
-    let path = write_json("debian", &report)?;
+    })
+}
 
+/// The heading and the table of the cold and warm runs, step by step.
+fn print_runs_table(release: &str, jobs: usize, m: &Measured) {
+    let (cold, warm, fig) = (&m.cold, &m.warm, &m.fig);
     println!();
     println!("bench debian: {BUILD_PATCH} against Debian's {release}");
     println!("  kpbuild       kpbuild::build, --debian {release}, --jobs {jobs}");
-    match &cold {
+    match cold {
         Ok(c) => println!(
             "  cold          1 run, the release's caches moved aside (*{ASIDE_SUFFIX}) and put back after;\n                \
              INCLUDES the network download: {} package(s), {:.0} MB",
@@ -186,10 +268,10 @@ pub(super) fn bench_debian() -> Result<(), String> {
     println!(
         "  {:<44} {:>9} {:>16}",
         "wall time",
-        cold_cell(cold_wall),
-        format!("{warm_med:.3} ({:.3})", min(&walls))
+        cold_cell(fig.cold_wall),
+        format!("{:.3} ({:.3})", fig.warm_med, min(&fig.walls))
     );
-    for s in &step_names {
+    for s in &fig.step_names {
         let label = match s.as_str() {
             "total" => "  build total (report)".to_string(),
             "fetch" => "  step fetch (download ∥ source; extract)".to_string(),
@@ -203,12 +285,18 @@ pub(super) fn bench_debian() -> Result<(), String> {
             warm_cell(s)
         );
     }
+}
+
+/// The full-rebuild estimate, the side-by-side line and the goal.
+fn print_comparison(jobs: usize, m: &Measured) {
+    let fig = &m.fig;
+    let (cold_wall, warm_med) = (fig.cold_wall, fig.warm_med);
     println!();
-    match &estimate {
+    match &m.estimate {
         Ok(e) => e.print(jobs),
         Err(e) => println!("  full rebuild estimate: FAILED: {e}"),
     }
-    let est_s = estimate.as_ref().ok().map(|e| e.estimate_s);
+    let est_s = m.estimate.as_ref().ok().map(|e| e.estimate_s);
     println!();
     println!(
         "  side by side on {jobs} cores: kpbuild cold {}, warm {warm_med:.1} s; full rebuild {}",
@@ -222,7 +310,7 @@ pub(super) fn bench_debian() -> Result<(), String> {
     println!(
         "    cold {}: {}",
         cold_wall.map_or("-".to_string(), |w| format!("{w:.1} s")),
-        match cold_met {
+        match fig.cold_met {
             Some(true) => "met",
             Some(false) => "NOT met",
             None => "not measured",
@@ -230,11 +318,8 @@ pub(super) fn bench_debian() -> Result<(), String> {
     );
     println!(
         "    warm {warm_med:.1} s: {}",
-        if warm_met { "met" } else { "NOT met" }
+        if fig.warm_met { "met" } else { "NOT met" }
     );
-    print_load(load);
-    println!("  wrote {}", path.display());
-    Ok(())
 }
 
 /// One `kpbuild build --debian` of [`BUILD_PATCH`].
