@@ -164,7 +164,11 @@ fn make_runs(
     ));
     PROTECTED.store(true, Ordering::SeqCst);
     let (incremental, restore) = {
-        let mut applied = tree.apply(patched)?;
+        // A failed apply has restored what it began (its guard's drop);
+        // Ctrl-C must then end the process again.
+        let mut applied = tree
+            .apply(patched)
+            .inspect_err(|_| PROTECTED.store(false, Ordering::SeqCst))?;
         let incremental = make_logged(kb, jobs, "incremental", false);
         progress(&format!(
             "bench build: restoring {} and rebuilding (untimed for the comparison)",
