@@ -2,7 +2,10 @@
 //! target is given as four separate paths (source, config, vmlinux, module
 //! headers); a wrong one among them must stop the build before anything is
 //! compiled, naming what disagrees. The checks:
-//! - the source's Makefile version is the one vmlinux's release starts with;
+//! - the source's Makefile version is the upstream part of the Debian
+//!   package version vmlinux's banner names (`… Debian 6.1.192-3 (date)`:
+//!   Debian 6.1's ABI-style releases such as `6.1.0-57-cloud-amd64` carry no
+//!   upstream version), or else the one vmlinux's release starts with;
 //! - vmlinux is a linked ELF kernel with a symbol table and a `Linux version`
 //!   banner (its release and compiler);
 //! - the headers' `include/config/kernel.release` is vmlinux's release;
@@ -59,9 +62,10 @@ pub enum IdentityError {
     NoVersion(PathBuf),
     /// The source is another version.
     #[error(
-        "version mismatch: the source {} is Linux {version}, but {} is {release}",
+        "version mismatch: the source {} is Linux {version}, but {} is {release}{}",
         src.display(),
-        vmlinux.display()
+        vmlinux.display(),
+        debian.as_ref().map(|d| format!(" (Debian {d}, Linux {})", crate::debian::release::upstream_of(d))).unwrap_or_default()
     )]
     VersionMismatch {
         /// The source tree.
@@ -72,6 +76,8 @@ pub enum IdentityError {
         vmlinux: PathBuf,
         /// Its release.
         release: String,
+        /// The Debian package version its banner names, if any.
+        debian: Option<String>,
     },
     /// The headers do not say their release.
     #[error(
@@ -159,6 +165,9 @@ pub enum IdentityError {
 pub struct VmlinuxIdentity {
     /// The release in its banner (`6.12.117+deb12-cloud-amd64`).
     pub release: String,
+    /// The Debian package version the banner names (`6.1.192-3` of
+    /// `#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-…)`), if any.
+    pub debian_version: Option<String>,
     /// The whole `Linux version …` banner line.
     pub banner: String,
     /// The GNU build-id, hex.
@@ -218,6 +227,7 @@ pub fn vmlinux_identity(data: &[u8]) -> Result<VmlinuxIdentity, VmlinuxError> {
     }
     Ok(VmlinuxIdentity {
         release,
+        debian_version: banner_debian_version(&banner),
         banner,
         build_id,
         build_salt,
@@ -277,7 +287,33 @@ pub fn check_treeless(
     Ok(id)
 }
 
-/// The source's Makefile version is the one vmlinux's release starts with.
+/// The Debian package version in a banner's version part (after `#`):
+/// `#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-…)` → `6.1.192-3`. The
+/// compiler part (`(Debian 12.2.0-14+deb12u1)`) comes before `#`.
+pub fn banner_debian_version(banner: &str) -> Option<String> {
+    let build = &banner[banner.rfind('#')?..];
+    let mut words = build.split_whitespace();
+    words.find(|w| *w == "Debian")?;
+    words
+        .next()
+        .filter(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+        .map(str::to_string)
+}
+
+/// Whether a source of Makefile version `version` is the kernel's: the
+/// upstream part of the banner's Debian version when it names one, else
+/// the release's prefix (`6.12.117` of `6.12.117+deb12-cloud-amd64`).
+fn source_matches(version: &str, id: &VmlinuxIdentity) -> bool {
+    match &id.debian_version {
+        Some(d) => crate::debian::release::upstream_of(d) == version,
+        None => id
+            .release
+            .strip_prefix(version)
+            .is_some_and(|r| !r.starts_with(|c: char| c.is_ascii_digit())),
+    }
+}
+
+/// The source's Makefile version is the kernel's ([`source_matches`]).
 fn check_source_version(
     src: &Path,
     vmlinux: &Path,
@@ -286,13 +322,13 @@ fn check_source_version(
     let makefile = src.join("Makefile");
     let text = crate::files::read_to_string(&makefile)?;
     let version = makefile_version(&text).ok_or(IdentityError::NoVersion(makefile))?;
-    let rest = id.release.strip_prefix(&version);
-    if rest.is_none_or(|r| r.starts_with(|c: char| c.is_ascii_digit())) {
+    if !source_matches(&version, id) {
         return Err(IdentityError::VersionMismatch {
             src: src.to_path_buf(),
             version,
             vmlinux: vmlinux.to_path_buf(),
             release: id.release.clone(),
+            debian: id.debian_version.clone(),
         });
     }
     Ok(())
@@ -315,7 +351,10 @@ fn check_headers_release(
             });
         }
     };
-    if headers_release != id.release {
+    let uts = std::fs::read_to_string(headers.join("include/generated/utsrelease.h"))
+        .ok()
+        .and_then(|t| uts_release(&t));
+    if !headers_match(&headers_release, uts.as_deref(), id) {
         return Err(IdentityError::ReleaseMismatch {
             vmlinux: vmlinux.to_path_buf(),
             release: id.release.clone(),
@@ -324,6 +363,29 @@ fn check_headers_release(
         });
     }
     Ok(())
+}
+
+/// `UTS_RELEASE` of `include/generated/utsrelease.h`.
+fn uts_release(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("#define UTS_RELEASE")?;
+        Some(rest.trim().trim_matches('"').to_string())
+    })
+}
+
+/// Whether headers whose `kernel.release` is `kernel_release` (and whose
+/// `utsrelease.h` says `uts`) are vmlinux's. Debian's 6.1 header packages
+/// record the upstream version there (`6.1.192`) while the modules they
+/// build carry the ABI-style release (`UTS_RELEASE "6.1.0-57-cloud-amd64"`):
+/// that pair is accepted when the banner's Debian version is that upstream
+/// version and `UTS_RELEASE` is the banner's release.
+fn headers_match(kernel_release: &str, uts: Option<&str>, id: &VmlinuxIdentity) -> bool {
+    if kernel_release == id.release {
+        return true;
+    }
+    id.debian_version.as_deref().is_some_and(|d| {
+        crate::debian::release::upstream_of(d) == kernel_release && uts == Some(id.release.as_str())
+    })
 }
 
 /// `VERSION.PATCHLEVEL.SUBLEVEL` of a kernel's top Makefile.
@@ -367,6 +429,57 @@ mod tests {
         let text = "# SPDX\nVERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 117\nEXTRAVERSION =\n";
         assert_eq!(makefile_version(text).as_deref(), Some("6.12.117"));
         assert_eq!(makefile_version("VERSION = 6\n"), None);
+    }
+
+    fn identity(release: &str, banner: &str) -> VmlinuxIdentity {
+        VmlinuxIdentity {
+            release: release.into(),
+            debian_version: banner_debian_version(banner),
+            banner: banner.into(),
+            build_id: None,
+            build_salt: None,
+            symbols: 2,
+        }
+    }
+
+    #[test]
+    fn banners_of_both_release_schemes() {
+        let b61 = "Linux version 6.1.0-57-cloud-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-11-20)";
+        assert_eq!(banner_debian_version(b61).as_deref(), Some("6.1.192-3"));
+        let id = identity("6.1.0-57-cloud-amd64", b61);
+        assert!(source_matches("6.1.192", &id));
+        assert!(!source_matches("6.1.190", &id));
+        assert!(!source_matches("6.1.0", &id));
+        let b612 = "Linux version 6.12.115+deb12-cloud-amd64 (debian-kernel@lists.debian.org) (x86_64-linux-gnu-gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.12.115-2~deb12u1 (2026-10-01)";
+        assert_eq!(
+            banner_debian_version(b612).as_deref(),
+            Some("6.12.115-2~deb12u1")
+        );
+        let id = identity("6.12.115+deb12-cloud-amd64", b612);
+        assert!(source_matches("6.12.115", &id));
+        assert!(!source_matches("6.12.118", &id));
+        // A kernel built from the source by hand: no Debian version, the
+        // release prefix decides.
+        let own = "Linux version 6.12.118 (root@host) (gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Mon Dec  7 10:00:00 UTC 2026";
+        assert_eq!(banner_debian_version(own), None);
+        assert!(source_matches("6.12.118", &identity("6.12.118", own)));
+        assert!(!source_matches("6.12.11", &identity("6.12.118", own)));
+        assert!(source_matches("6.12.118", &identity("6.12.118-rc1", own)));
+    }
+
+    #[test]
+    fn debian_6_1_headers_name_the_upstream_version() {
+        let b61 = "Linux version 6.1.0-57-cloud-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-11-20)";
+        let id = identity("6.1.0-57-cloud-amd64", b61);
+        let uts = uts_release("#define UTS_RELEASE \"6.1.0-57-cloud-amd64\"\n");
+        assert_eq!(uts.as_deref(), Some("6.1.0-57-cloud-amd64"));
+        assert!(headers_match("6.1.192", uts.as_deref(), &id));
+        assert!(headers_match("6.1.0-57-cloud-amd64", None, &id));
+        assert!(!headers_match("6.1.192", Some("6.1.0-56-cloud-amd64"), &id));
+        assert!(!headers_match("6.1.190", uts.as_deref(), &id));
+        assert!(!headers_match("6.1.192", None, &id));
+        let own = identity("6.12.118", "Linux version 6.12.118 (root@h) (gcc) #1 SMP");
+        assert!(!headers_match("6.12.117", Some("6.12.118"), &own));
     }
 
     #[test]

@@ -82,7 +82,11 @@ impl UnitCommand {
                 in_deps = line.trim_end().ends_with('\\');
                 continue;
             }
-            if let Some(rest) = line.strip_prefix("savedcmd_") {
+            // `cmd_` before Linux 6.3 (Debian's 6.1), `savedcmd_` since.
+            if let Some(rest) = line
+                .strip_prefix("savedcmd_")
+                .or_else(|| line.strip_prefix("cmd_"))
+            {
                 if let Some((obj, cmd)) = rest.split_once(" := ") {
                     object = Some(PathBuf::from(obj));
                     command = Some(cmd.trim().to_string());
@@ -273,7 +277,9 @@ pub fn scan_c_units(build: &Path) -> Result<Vec<UnitCommand>, KbuildError> {
                     path: path.clone(),
                     source,
                 })?;
-                if !text.contains("\nsource_") || !text.starts_with("savedcmd_") {
+                if !text.contains("\nsource_")
+                    || !(text.starts_with("savedcmd_") || text.starts_with("cmd_"))
+                {
                     continue; // a link step, or another build system (tools/)
                 }
                 let unit = UnitCommand::parse_text(&path, &text)?;
@@ -319,6 +325,15 @@ $(deps_fs/proc/cmdline.o):\n";
             ]
         );
         assert!(u.is_c());
+    }
+
+    #[test]
+    fn linux_6_1_records_cmd_not_savedcmd() {
+        let old = CMD.replacen("savedcmd_", "cmd_", 1);
+        let u = UnitCommand::parse_text(Path::new(".cmdline.o.cmd"), &old).unwrap();
+        assert_eq!(u.object, Path::new("fs/proc/cmdline.o"));
+        assert!(u.command.starts_with("gcc -Wp,-MMD"), "{}", u.command);
+        assert_eq!(u.deps.len(), 3);
     }
 
     #[test]

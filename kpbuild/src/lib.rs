@@ -23,6 +23,7 @@
 //! - [`prematch`]: the original code must be the code the target runs.
 //! - [`bundle`]: `kpbuild bundle`, signed cumulative bundles (over the `bundle` crate).
 //! - [`identity`]: the files describing a tree-less target belong to one kernel.
+//! - [`compiler`]: how far apart two compilers are (a package revision is a warning).
 //!
 //! A build from a program:
 //!
@@ -59,6 +60,7 @@ pub mod build;
 pub use build::{BuildError, BuildReport, BuildRequest, ErrorKind, build};
 pub mod bundle;
 pub mod cli;
+pub mod compiler;
 pub mod debian;
 pub mod diff;
 pub mod exit;

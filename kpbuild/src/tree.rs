@@ -249,8 +249,10 @@ impl TargetTree {
         })
     }
 
-    /// The compiler kbuild recorded must be the one that built vmlinux.
-    pub fn check_compiler(&self) -> Result<(), TreeError> {
+    /// The compiler kbuild recorded must be the one that built vmlinux, or
+    /// another package revision of the same version: then a warning (and
+    /// pre-match decides).
+    pub fn check_compiler(&self) -> Result<Option<String>, TreeError> {
         use object::{Object as _, ObjectSection as _};
         let cc = self.units[0]
             .command
@@ -291,6 +293,11 @@ impl TargetTree {
                 .find(|l| l.starts_with("GCC") || l.contains("clang"))
                 .unwrap_or("unknown")
                 .to_string();
+            if let crate::compiler::Difference::Revision { want, have } =
+                crate::compiler::compare(&built, &version)
+            {
+                return Ok(Some(crate::compiler::revision_warning(&cc, &want, &have)));
+            }
             return Err(TreeError::CompilerMismatch {
                 vmlinux: self.vmlinux.clone(),
                 built,
@@ -298,7 +305,7 @@ impl TargetTree {
                 version,
             });
         }
-        Ok(())
+        Ok(None)
     }
 }
 

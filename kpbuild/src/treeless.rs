@@ -37,7 +37,10 @@ pub enum TreelessError {
         source: std::io::Error,
     },
     /// The compiler here is another version.
-    #[error("compiler mismatch: the kernel was built by `{want}`, but `{cc}` here is `{have}`")]
+    #[error(
+        "compiler mismatch: the kernel was built by `{want}`, but `{cc}` here is `{have}` ({why}); a different compiler generates different code{}",
+        debian_package(cc)
+    )]
     CompilerMismatch {
         /// `CONFIG_CC_VERSION_TEXT`.
         want: String,
@@ -45,6 +48,8 @@ pub enum TreelessError {
         cc: String,
         /// Its version line.
         have: String,
+        /// What differs.
+        why: String,
     },
     /// A patch changes a header.
     #[error(
@@ -127,13 +132,32 @@ pub enum TreelessError {
     File(#[from] FileError),
 }
 
-/// ` (on Debian: apt-get install gcc-N)` for `x86_64-linux-gnu-gcc-N` and
-/// `gcc-N`, which come with Debian's gcc-N.
+/// How to get the compiler `cc` names (`x86_64-linux-gnu-gcc-N`,
+/// `gcc-N`, from Debian's gcc-N): ` (on Debian: apt-get install gcc-N)`
+/// when this system's apt has it, or that it has not (a kernel of a newer
+/// Debian release, built by a gcc this release does not ship).
 fn debian_package(cc: &str) -> String {
-    cc.rsplit_once("gcc-")
-        .filter(|(_, n)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-        .map(|(_, n)| format!(" (on Debian: apt-get install gcc-{n})"))
-        .unwrap_or_default()
+    let Some(n) = cc
+        .rsplit_once("gcc-")
+        .map(|(_, n)| n)
+        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+    else {
+        return String::new();
+    };
+    let package = format!("gcc-{n}");
+    let known = crate::process::run(Command::new("apt-cache").args([
+        "show",
+        "--no-all-versions",
+        &package,
+    ]))
+    .is_ok_and(|o| !o.stdout.is_empty());
+    if known {
+        format!(" (on Debian: apt-get install {package})")
+    } else {
+        format!(
+            "; {package} is not available from this system's apt sources (its Debian release does not ship it), so this kernel cannot be compiled on this system"
+        )
+    }
 }
 
 /// The target's files in tree-less mode.
@@ -152,6 +176,26 @@ pub struct TreelessFiles<'a> {
 /// The compiler `CONFIG_CC_VERSION_TEXT` names, checked against the one on
 /// this machine: (command, version line).
 pub fn config_compiler(config: &str) -> Result<(String, String), TreelessError> {
+    let c = checked_compiler(config)?;
+    Ok((c.cc, c.version))
+}
+
+/// The kernel's compiler as found on this machine.
+#[derive(Debug, Clone)]
+pub struct CheckedCompiler {
+    /// The command (`x86_64-linux-gnu-gcc-12`).
+    pub cc: String,
+    /// Its version line here.
+    pub version: String,
+    /// Set when only the vendor's package revision differs from the
+    /// kernel's: the build goes on, pre-match decides.
+    pub warning: Option<String>,
+}
+
+/// The compiler `CONFIG_CC_VERSION_TEXT` names, checked against the one on
+/// this machine: the same version line, or only another package revision
+/// of it (a warning).
+pub fn checked_compiler(config: &str) -> Result<CheckedCompiler, TreelessError> {
     let want = crate::tree::parse_config(config)
         .remove("CONFIG_CC_VERSION_TEXT")
         .ok_or(TreelessError::NoCompiler)?;
@@ -168,10 +212,25 @@ pub fn config_compiler(config: &str) -> Result<(String, String), TreelessError> 
         .unwrap_or("")
         .trim()
         .to_string();
-    if have != want {
-        return Err(TreelessError::CompilerMismatch { want, cc, have });
-    }
-    Ok((cc, have))
+    let warning = match crate::compiler::compare(&want, &have) {
+        crate::compiler::Difference::Same => None,
+        crate::compiler::Difference::Revision { want, have } => {
+            Some(crate::compiler::revision_warning(&cc, &want, &have))
+        }
+        crate::compiler::Difference::Other(why) => {
+            return Err(TreelessError::CompilerMismatch {
+                want,
+                cc,
+                have,
+                why,
+            });
+        }
+    };
+    Ok(CheckedCompiler {
+        cc,
+        version: have,
+        warning,
+    })
 }
 
 fn make(src: &Path, out: &Path, cc: &str) -> Command {
@@ -221,13 +280,15 @@ pub fn prepared_dir(src: &Path, config: &Path) -> Result<(PathBuf, String), Tree
 /// The target description of a tree-less target: checks that its files
 /// describe one kernel, prepares (or reuses) the private build directory
 /// and compiles the changed units in it. `laps` receives the time of a
-/// first `prepare`.
+/// first `prepare`, `warnings` what the build goes on despite (a compiler
+/// package revision other than the kernel's).
 pub fn prepared_tree(
     src: &Path,
     files: &TreelessFiles<'_>,
     patches: &[SourcePatch],
     progress: &dyn Fn(&str),
     laps: &mut Vec<(&'static str, f64)>,
+    warnings: &mut Vec<String>,
 ) -> Result<TargetTree, TreelessError> {
     let src = src.canonicalize().at(src)?;
     crate::tree::check_source(&src)?;
@@ -239,7 +300,15 @@ pub fn prepared_tree(
         files.vmlinux,
         files.headers,
     )?;
-    let (cc, cc_version) = config_compiler(&config_text)?;
+    let CheckedCompiler {
+        cc,
+        version: cc_version,
+        warning,
+    } = checked_compiler(&config_text)?;
+    if let Some(w) = warning {
+        progress(&format!("warning: {w}"));
+        warnings.push(w);
+    }
     let dir = Prepared {
         src: &src,
         cc: &cc,

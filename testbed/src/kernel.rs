@@ -325,7 +325,7 @@ fn wait_for_lock(
     key: &str,
     progress: &mut dyn FnMut(&str),
 ) -> Result<std::fs::File, Error> {
-    let lock_path = root.with_extension("lock");
+    let lock_path = lock_path_of(root);
     let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
     if lock.try_lock().is_err() {
         progress(&format!(
@@ -334,6 +334,16 @@ fn wait_for_lock(
         lock.lock().map_err(|e| Error::io(&lock_path, e))?;
     }
     Ok(lock)
+}
+
+/// The lock file of a kernel key's directory `root`: `KEY.lock` beside it.
+/// The key has dots in it (`6.12.118-1_deb12u1-…`), so `with_extension`
+/// would cut it at the first one and make every key of a series share
+/// `6.12.lock`.
+pub fn lock_path_of(root: &Path) -> PathBuf {
+    let mut name = root.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    root.with_file_name(name)
 }
 
 fn make(kb: &KernelBuild) -> Command {
@@ -452,6 +462,18 @@ fn touch(path: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_key_has_its_own_lock() {
+        assert_eq!(
+            lock_path_of(Path::new("/c/kernels/6.12.118-1_deb12u1-2e0a5a3673f5")),
+            Path::new("/c/kernels/6.12.118-1_deb12u1-2e0a5a3673f5.lock")
+        );
+        assert_ne!(
+            lock_path_of(Path::new("/c/kernels/6.12.118-1_deb12u1-2e0a5a3673f5")),
+            lock_path_of(Path::new("/c/kernels/6.12.117-1_deb12u1-9938d56413a4"))
+        );
+    }
 
     #[test]
     fn dropped_fragment_option_is_an_error() {

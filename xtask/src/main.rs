@@ -83,35 +83,47 @@ fn progress(line: &str) {
 }
 
 /// The Debian cloud kernel the suite and `bench debian` patch: the newest
-/// release whose package version the archive also has for
-/// `linux-source-6.12`. That version of the source is installed first (as
-/// root), so the test kernels are built from it too. Chosen once per run.
+/// Debian 12 6.12 cloud release apt knows. Its source is fetched by
+/// kpbuild itself (`linux-source-6.12=VERSION`, into the cache); nothing
+/// is installed. Chosen once per run.
 pub fn debian_release() -> Result<String, String> {
     static CHOICE: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
     CHOICE
         .get_or_init(|| {
             testbed::packages::ensure(testbed::packages::TESTBED_PACKAGES, &mut progress)
                 .map_err(|e| e.to_string())?;
-            let (release, version) = kpbuild::debian::newest_cloud_release("6.12").map_err(|e| e.to_string())?;
-            let installed = testbed::packages::version("linux-source-6.12")
-                .map_err(|e| e.to_string())?;
-            if installed != version {
-                progress(&format!(
-                    "installing linux-source-6.12={version} (installed: {installed}), the version of Debian's newest cloud kernel {release}"
-                ));
-                let status = Command::new("apt-get")
-                    .args(["install", "-y", "-q", "--allow-downgrades"])
-                    .arg(format!("linux-source-6.12={version}"))
-                    .env("DEBIAN_FRONTEND", "noninteractive")
-                    .status()
-                    .map_err(|e| format!("apt-get: {e}"))?;
-                if !status.success() {
-                    return Err(format!(
-                        "cannot install linux-source-6.12={version} (installed: {installed}) for {release}: apt-get {status}"
-                    ));
-                }
-            }
-            Ok(release)
+            kpbuild::debian::newest_cloud_release("6.12")
+                .map(|(release, _)| release)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+}
+
+/// The Debian 12 cloud releases the suite also proves and `bench debian`
+/// also times, picked from apt's metadata: the oldest 6.12 and the newest
+/// 6.1. Chosen once per run.
+pub fn debian_other_releases() -> Result<(String, String), String> {
+    static CHOICE: std::sync::OnceLock<Result<(String, String), String>> =
+        std::sync::OnceLock::new();
+    CHOICE
+        .get_or_init(|| {
+            let cloud = |series: &str| -> Result<Vec<String>, String> {
+                let known =
+                    kpbuild::debian::archive::known_kernels(series).map_err(|e| e.to_string())?;
+                Ok(known
+                    .into_iter()
+                    .filter(|k| k.flavour == "cloud-amd64" && k.suite == "deb12")
+                    .map(|k| k.release)
+                    .collect())
+            };
+            let oldest = cloud("6.12")?
+                .into_iter()
+                .next()
+                .ok_or("apt knows no Debian 12 6.12 cloud kernel")?;
+            let newest_61 = cloud("6.1")?
+                .pop()
+                .ok_or("apt knows no Debian 12 6.1 cloud kernel")?;
+            Ok((oldest, newest_61))
         })
         .clone()
 }
@@ -129,10 +141,6 @@ pub fn signing_kernel() -> Result<KernelBuild, String> {
 }
 
 fn ensure_kernel(spec: fn() -> Result<KernelSpec, testbed::Error>) -> Result<KernelBuild, String> {
-    // The source version is settled before any kernel is built from it.
-    if let Err(e) = debian_release() {
-        eprintln!("xtask: no Debian cloud kernel to test against: {e}");
-    }
     testbed::packages::ensure(testbed::packages::TESTBED_PACKAGES, &mut progress)
         .map_err(|e| e.to_string())?;
     spec()

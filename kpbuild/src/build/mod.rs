@@ -91,7 +91,8 @@ fn run_stages(req: &BuildRequest, work: &Path) -> Result<BuildReport, BuildError
 
     req.progress.step(5, "diffing and relocating");
     let diffs = diffs::diff(&pairs, &pool)?;
-    let report = partial_report(req, tree, &patches, &diffs);
+    let mut report = partial_report(req, tree, &patches, &diffs);
+    report.warnings = target.warnings.clone();
     let mut report = diffs::verdict(report, &diffs)?;
     report.prematch = Some(relocate::prematch(tree, &pairs, &diffs.per_target)?);
     let relocated = relocate::relocate(tree, &pairs, &diffs.per_target, work)?;
@@ -148,6 +149,7 @@ fn partial_report(
         signature: None,
         timings_s: None,
         units: diffs.units.clone(),
+        warnings: Vec::new(),
     }
 }
 

@@ -39,6 +39,10 @@ pub struct BuildReport {
     pub timings_s: Option<BTreeMap<String, f64>>,
     /// Each affected unit.
     pub units: Vec<UnitReport>,
+    /// What the build went on despite (a compiler package revision other
+    /// than the kernel's); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// What a build was given.

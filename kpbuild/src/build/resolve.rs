@@ -18,6 +18,9 @@ pub struct Resolved {
     pub tree: TargetTree,
     /// (step, seconds) of each long step taken.
     pub laps: Vec<(&'static str, f64)>,
+    /// What the build goes on despite (a compiler package revision other
+    /// than the kernel's), for the report.
+    pub warnings: Vec<String>,
 }
 
 /// Resolves `spec` and checks the compiler against the target's vmlinux.
@@ -28,6 +31,7 @@ pub fn resolve(
 ) -> Result<Resolved, BuildError> {
     let note = |m: &str| progress.note(m);
     let mut laps = Vec::new();
+    let mut warnings = Vec::new();
     let tree = match spec {
         TargetSpec::Tree {
             src,
@@ -53,11 +57,11 @@ pub fn resolve(
                 headers,
                 modules: modules.as_deref(),
             };
-            crate::treeless::prepared_tree(src, &files, patches, &note, &mut laps)?
+            crate::treeless::prepared_tree(src, &files, patches, &note, &mut laps, &mut warnings)?
         }
         TargetSpec::Debian { release, src } => {
             let start = Instant::now();
-            let k = crate::debian::fetch(release, &note)?;
+            let k = crate::debian::fetch_with_source(release, src.as_deref(), &note)?;
             laps.push(("fetch", start.elapsed().as_secs_f64()));
             let files = TreelessFiles {
                 config: &k.config,
@@ -66,9 +70,18 @@ pub fn resolve(
                 modules: Some(&k.modules),
             };
             let src = src.as_ref().unwrap_or(&k.src);
-            crate::treeless::prepared_tree(src, &files, patches, &note, &mut laps)?
+            crate::treeless::prepared_tree(src, &files, patches, &note, &mut laps, &mut warnings)?
         }
     };
-    tree.check_compiler()?;
-    Ok(Resolved { tree, laps })
+    if let Some(w) = tree.check_compiler()?
+        && !warnings.contains(&w)
+    {
+        progress.note(&format!("warning: {w}"));
+        warnings.push(w);
+    }
+    Ok(Resolved {
+        tree,
+        laps,
+        warnings,
+    })
 }

@@ -67,7 +67,7 @@ pub(super) fn bench_build() -> Result<(), String> {
 /// finishes the restore an interrupted run left undone. The lock is held
 /// while the returned file lives.
 fn lock_and_recover(key_dir: &Path, tree: &InPlace) -> Result<File, String> {
-    let lock_path = key_dir.with_extension("lock");
+    let lock_path = testbed::kernel::lock_path_of(key_dir);
     let lock = File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
     if lock.try_lock().is_err() {
         return Err(format!(
