@@ -254,6 +254,24 @@ fn double_quoted(chars: &mut std::str::Chars<'_>, word: &mut String) -> Result<(
 
 /// Every `.o.cmd` record under `build` whose source is a C file.
 pub fn scan_c_units(build: &Path) -> Result<Vec<UnitCommand>, KbuildError> {
+    scan_units(build, ".o.cmd", |u| u.is_c() && u.command.contains(" -c "))
+}
+
+/// Every record under `build` of a unit preprocessed from a `.S` file:
+/// assembly objects (`.o.cmd`) and linker scripts (`.lds.cmd`).
+pub fn scan_asm_units(build: &Path) -> Result<Vec<UnitCommand>, KbuildError> {
+    let is_asm = |u: &UnitCommand| u.source.extension().is_some_and(|e| e == "S");
+    let mut out = scan_units(build, ".o.cmd", is_asm)?;
+    out.extend(scan_units(build, ".lds.cmd", is_asm)?);
+    Ok(out)
+}
+
+/// The records under `build` in files ending with `suffix` that `want`.
+fn scan_units(
+    build: &Path,
+    suffix: &str,
+    want: impl Fn(&UnitCommand) -> bool,
+) -> Result<Vec<UnitCommand>, KbuildError> {
     let mut out = Vec::new();
     let mut stack = vec![build.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -272,7 +290,7 @@ pub fn scan_c_units(build: &Path) -> Result<Vec<UnitCommand>, KbuildError> {
                 if !name.starts_with('.') && name != "source" {
                     stack.push(path);
                 }
-            } else if name.starts_with('.') && name.ends_with(".o.cmd") {
+            } else if name.starts_with('.') && name.ends_with(suffix) {
                 let text = std::fs::read_to_string(&path).map_err(|source| KbuildError::Io {
                     path: path.clone(),
                     source,
@@ -283,7 +301,7 @@ pub fn scan_c_units(build: &Path) -> Result<Vec<UnitCommand>, KbuildError> {
                     continue; // a link step, or another build system (tools/)
                 }
                 let unit = UnitCommand::parse_text(&path, &text)?;
-                if unit.is_c() && unit.command.contains(" -c ") {
+                if want(&unit) {
                     out.push(unit);
                 }
             }

@@ -44,6 +44,7 @@
 //!     keep_tmp: false,
 //!     signing: None,
 //!     progress: Progress::Stderr,
+//!     max_header_users: kpbuild::headers::DEFAULT_MAX_USERS,
 //! };
 //! match build(&request) {
 //!     Ok(report) => {
@@ -65,6 +66,7 @@ pub mod debian;
 pub mod diff;
 pub mod exit;
 pub mod files;
+pub mod headers;
 pub mod identity;
 pub mod inspect;
 pub mod jobs;

@@ -153,6 +153,61 @@ pub fn pipe(
     Ok(second)
 }
 
+/// Runs `cmd` and hands its stdout, as a stream, to `consume` (for output
+/// too large to hold, such as a package's data archive); stderr is
+/// captured. A failed program is an error even when `consume` succeeded;
+/// `consume`'s own error is returned as it is once the program is stopped.
+pub fn stream<T, E>(
+    cmd: &mut Command,
+    consume: impl FnOnce(&mut dyn Read) -> Result<T, E>,
+) -> Result<Result<T, E>, ProcessError> {
+    let command = command_line(cmd);
+    if std::env::var_os("KPBUILD_VERBOSE").is_some() {
+        eprintln!("kpbuild: run: {command}");
+    }
+    let spawn_error = |source| ProcessError::Spawn {
+        command: command.clone(),
+        source,
+    };
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_error)?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        text
+    });
+    let result = consume(&mut stdout);
+    if result.is_err() {
+        let _ = child.kill();
+    } else {
+        // Whatever the consumer left unread, so the program can finish.
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+    }
+    drop(stdout);
+    let status = child.wait().map_err(spawn_error)?;
+    let stderr = errors.join().unwrap_or_default();
+    if result.is_ok() && !status.success() {
+        let output = Output {
+            status,
+            stdout: Vec::new(),
+            stderr,
+        };
+        return Err(ProcessError::Failed {
+            command,
+            status,
+            tail: tail(&output, TAIL_LINES),
+            output,
+        });
+    }
+    Ok(result)
+}
+
 /// The last `n` lines of stdout followed by stderr.
 fn tail(output: &Output, n: usize) -> String {
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();

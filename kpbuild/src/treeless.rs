@@ -51,18 +51,6 @@ pub enum TreelessError {
         /// What differs.
         why: String,
     },
-    /// A patch changes a header.
-    #[error(
-        "{} changes the header {}: tree-less mode compiles only the changed .c files and cannot know which units include a header; use a built tree (--build)",
-        patch.display(),
-        header.display()
-    )]
-    Header {
-        /// The patch.
-        patch: PathBuf,
-        /// The header.
-        header: PathBuf,
-    },
     /// `make` failed while preparing the directory.
     #[error(transparent)]
     Make(Box<ProcessError>),
@@ -130,6 +118,16 @@ pub enum TreelessError {
     /// A file could not be read or written.
     #[error(transparent)]
     File(#[from] FileError),
+    /// A changed header's users cannot be found or built.
+    #[error(transparent)]
+    Headers(#[from] crate::headers::HeaderError),
+}
+
+impl TreelessError {
+    /// Whether the change is refused (exit 2) rather than an error.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, TreelessError::Headers(e) if e.is_refusal())
+    }
 }
 
 /// How to get the compiler `cc` names (`x86_64-linux-gnu-gcc-N`,
@@ -171,6 +169,11 @@ pub struct TreelessFiles<'a> {
     pub headers: &'a Path,
     /// `/lib/modules/RELEASE`, where module targets are found.
     pub modules: Option<&'a Path>,
+    /// The Debian release the files come from: its `-dbg` package lists
+    /// the modules' units for a header change.
+    pub debian_release: Option<&'a str>,
+    /// A changed header may have at most this many users.
+    pub max_header_users: usize,
 }
 
 /// The compiler `CONFIG_CC_VERSION_TEXT` names, checked against the one on
@@ -317,7 +320,7 @@ pub fn prepared_tree(
     // One kpbuild at a time prepares a directory; the lock is held while
     // the units compile in it.
     let _lock = dir.prepare(&config_text, progress, laps)?;
-    let (units, module_of) = dir.compile_changed(patches, files.modules, progress)?;
+    let (units, module_of) = dir.compile_changed(patches, files, progress, laps)?;
     Ok(TargetTree::prepared(
         &src,
         &dir.dir,
@@ -336,8 +339,11 @@ struct Prepared<'a> {
     dir: PathBuf,
 }
 
+/// A module's name and its `.ko`.
+type ModuleTarget = (String, PathBuf);
+
 /// Module name and `.ko` of each object linked into a module.
-type ModuleOf = HashMap<PathBuf, (String, PathBuf)>;
+type ModuleOf = HashMap<PathBuf, ModuleTarget>;
 
 impl Prepared<'_> {
     /// Takes the directory's lock and prepares it unless a build did
@@ -384,20 +390,16 @@ impl Prepared<'_> {
     fn compile_changed(
         &self,
         patches: &[SourcePatch],
-        modules: Option<&Path>,
+        files: &TreelessFiles<'_>,
         progress: &dyn Fn(&str),
+        laps: &mut Vec<(&'static str, f64)>,
     ) -> Result<(Vec<UnitCommand>, ModuleOf), TreelessError> {
+        let modules = files.modules;
         let mut units = Vec::new();
         let mut module_of = HashMap::new();
         for p in patches {
             for t in &p.touched {
                 let ext = t.path.extension().and_then(|e| e.to_str());
-                if ext == Some("h") {
-                    return Err(TreelessError::Header {
-                        patch: p.path.clone(),
-                        header: t.path.clone(),
-                    });
-                }
                 if ext != Some("c") || t.created {
                     continue;
                 }
@@ -414,10 +416,101 @@ impl Prepared<'_> {
                 units.push(unit);
             }
         }
+        let headers = crate::headers::changed_headers(patches);
+        if !headers.is_empty() {
+            let found = self.header_users(&headers, files, progress, laps)?;
+            for (unit, module) in found {
+                if units.iter().any(|u: &UnitCommand| u.object == unit.object) {
+                    continue;
+                }
+                if let Some(m) = module {
+                    module_of.insert(unit.object.clone(), m);
+                }
+                units.push(unit);
+            }
+        }
         if units.is_empty() {
             return Err(TreelessError::NoUnit);
         }
         Ok((units, module_of))
+    }
+
+    /// The units that include a changed header, compiled in the directory:
+    /// candidates from the target's DWARF and an include scan, confirmed
+    /// by the dependencies kbuild recorded. Each with its module, if any.
+    fn header_users(
+        &self,
+        headers: &[PathBuf],
+        files: &TreelessFiles<'_>,
+        progress: &dyn Fn(&str),
+        laps: &mut Vec<(&'static str, f64)>,
+    ) -> Result<Vec<(UnitCommand, Option<ModuleTarget>)>, TreelessError> {
+        use crate::headers::{UnitSource, candidates, check_target, depends_on, unit_index};
+        let source = match files.debian_release {
+            Some(release) => UnitSource::debian(release, files.vmlinux)?,
+            None => UnitSource::Files {
+                vmlinux: files.vmlinux.to_path_buf(),
+                modules: files.modules.map(Path::to_path_buf),
+            },
+        };
+        let start = std::time::Instant::now();
+        let (index, cached) = unit_index(&source, progress)?;
+        if !cached {
+            laps.push(("unit-index", start.elapsed().as_secs_f64()));
+        }
+        let start = std::time::Instant::now();
+        let (found, cached) =
+            candidates(self.src, &self.dir, &index, headers, files.max_header_users)?;
+        if !cached {
+            laps.push(("include-scan", start.elapsed().as_secs_f64()));
+        }
+        let mut sources: Vec<&Path> = found.iter().map(|u| u.source.as_path()).collect();
+        sources.dedup();
+        let objects: Vec<PathBuf> = sources.iter().map(|s| s.with_extension("o")).collect();
+        progress(&format!(
+            "{} unit(s) may include {}: compiling them in the prepared directory",
+            objects.len(),
+            headers
+                .iter()
+                .map(|h| h.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        self.compile_all(&objects)?;
+        let mut out = Vec::new();
+        for (object, source) in objects.iter().zip(sources) {
+            let unit = UnitCommand::parse(&self.cmd_file(object))?;
+            if !headers.iter().any(|h| depends_on(&unit, self.src, h)) {
+                continue; // the scan's superset: kbuild's record says no
+            }
+            let module = if unit.command.contains("-DMODULE ") {
+                Some(self.module_of(object, &unit, files.modules)?)
+            } else {
+                None
+            };
+            let kbuild = module.as_ref().map_or("vmlinux", |(m, _)| m.as_str());
+            check_target(object, kbuild, source, &index)?;
+            out.push((unit, module));
+        }
+        Ok(out)
+    }
+
+    /// Compiles `objects` in the directory with one `make`; on a failure,
+    /// the first object that does not compile is named.
+    fn compile_all(&self, objects: &[PathBuf]) -> Result<(), TreelessError> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut make = make(self.src, &self.dir, self.cc);
+        make.arg(format!("-j{jobs}")).args(objects);
+        if crate::process::run(&mut make).is_ok() {
+            return Ok(());
+        }
+        for object in objects {
+            self.compile(object)?;
+        }
+        Ok(())
     }
 
     /// Compiles one object in the directory; its `.cmd` record.

@@ -81,6 +81,9 @@ pub enum BuildError {
     /// The Debian release cannot be fetched.
     #[error(transparent)]
     Debian(Box<DebianError>),
+    /// A changed header's users cannot be found, or are refused.
+    #[error(transparent)]
+    Headers(Box<crate::headers::HeaderError>),
     /// An affected unit is not kernel text.
     #[error(
         "{} is affected but is not kernel text (boot, real-mode or vDSO code): it cannot be live patched",
@@ -201,6 +204,7 @@ boxed_from!(
     Target(LoadError),
     Module(ModuleError),
     Kbuild(crate::kbuild::KbuildError),
+    Headers(crate::headers::HeaderError),
 );
 
 impl BuildError {
@@ -208,6 +212,8 @@ impl BuildError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             BuildError::Patch(e) if e.is_refusal() => ErrorKind::Refused,
+            BuildError::Treeless(e) if e.is_refusal() => ErrorKind::Refused,
+            BuildError::Headers(e) if e.is_refusal() => ErrorKind::Refused,
             BuildError::Relocate { source, .. }
                 if matches!(**source, relocator::Error::Unsupported { .. }) =>
             {

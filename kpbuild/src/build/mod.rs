@@ -34,7 +34,7 @@ pub use units::DIFF_FLAGS;
 
 use crate::patch::SourcePatch;
 use crate::tree::TargetTree;
-use report::{Inputs, ModuleReport, PatchInput};
+use report::{HeaderReport, Inputs, ModuleReport, PatchInput};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -63,7 +63,7 @@ fn run_stages(req: &BuildRequest, work: &Path) -> Result<BuildReport, BuildError
     req.progress
         .step(1, "checking the kernel tree and compiler");
     let patches = crate::patch::check(&req.patches)?;
-    let target = resolve::resolve(&req.target, &patches, &req.progress)?;
+    let target = resolve::resolve(&req.target, &patches, req.max_header_users, &req.progress)?;
     let tree = &target.tree;
     clock.lap("check");
 
@@ -125,7 +125,9 @@ fn partial_report(
     patches: &[SourcePatch],
     diffs: &diffs::Diffs,
 ) -> BuildReport {
+    let headers = crate::headers::changed_headers(patches);
     BuildReport {
+        headers: HeaderReport::all(tree, &headers, &diffs.units),
         inputs: Inputs {
             build: tree.build.clone(),
             mode: tree.mode.name(),

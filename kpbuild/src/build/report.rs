@@ -12,6 +12,9 @@ use std::path::PathBuf;
 /// (no module, objects, pre-match, signature or timings).
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildReport {
+    /// Each header the patches change: the units that include it, and
+    /// which of them changed (empty when no header changed).
+    pub headers: Vec<HeaderReport>,
     /// What the build was given.
     pub inputs: Inputs,
     /// The module written.
@@ -43,6 +46,63 @@ pub struct BuildReport {
     /// than the kernel's); absent when none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// A changed header and its users.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeaderReport {
+    /// The users whose code changed, with their changed functions.
+    pub changed: Vec<HeaderUserReport>,
+    /// The header, relative to the source tree.
+    pub header: PathBuf,
+    /// Every unit that includes it (its object), as kbuild recorded.
+    pub users: Vec<PathBuf>,
+}
+
+/// A header's user whose code changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeaderUserReport {
+    /// Its changed functions.
+    pub functions: Vec<String>,
+    /// The unit's object.
+    pub object: PathBuf,
+}
+
+impl HeaderReport {
+    /// The report of each changed header: its users are the units whose
+    /// kbuild dependencies name it (in every mode: a built tree's records,
+    /// or the prepared directory's for the units compiled there).
+    pub fn all(
+        tree: &crate::tree::TargetTree,
+        headers: &[PathBuf],
+        units: &[UnitReport],
+    ) -> Vec<HeaderReport> {
+        headers
+            .iter()
+            .map(|header| {
+                let users: Vec<PathBuf> = tree
+                    .units
+                    .iter()
+                    .filter(|u| !u.object.to_string_lossy().ends_with(".mod.o"))
+                    .filter(|u| crate::headers::depends_on(u, &tree.src, header))
+                    .map(|u| u.object.clone())
+                    .collect();
+                let changed = units
+                    .iter()
+                    .filter(|u| users.contains(&u.object) && !u.changed.is_empty())
+                    .map(|u| HeaderUserReport {
+                        functions: u.changed.clone(),
+                        object: u.object.clone(),
+                    })
+                    .collect();
+                HeaderReport {
+                    changed,
+                    header: header.clone(),
+                    users,
+                }
+            })
+            .collect()
+    }
 }
 
 /// What a build was given.

@@ -26,6 +26,9 @@ pub struct BuildRequest {
     pub signing: Option<Signing>,
     /// Where progress lines go.
     pub progress: Progress,
+    /// A changed header with more users than this is refused
+    /// ([`crate::headers::DEFAULT_MAX_USERS`] by default).
+    pub max_header_users: usize,
 }
 
 /// How the kernel to patch is described. Every form is resolved into one

@@ -24,9 +24,11 @@ pub struct Resolved {
 }
 
 /// Resolves `spec` and checks the compiler against the target's vmlinux.
+/// A changed header may have at most `max_header_users` users.
 pub fn resolve(
     spec: &TargetSpec,
     patches: &[SourcePatch],
+    max_header_users: usize,
     progress: &Progress,
 ) -> Result<Resolved, BuildError> {
     let note = |m: &str| progress.note(m);
@@ -42,6 +44,10 @@ pub fn resolve(
             if let Some(v) = vmlinux {
                 tree.vmlinux = v.clone();
             }
+            let headers = crate::headers::changed_headers(patches);
+            if !headers.is_empty() {
+                crate::headers::check_built_tree(&tree, &headers, max_header_users)?;
+            }
             tree
         }
         TargetSpec::Treeless {
@@ -56,6 +62,8 @@ pub fn resolve(
                 vmlinux,
                 headers,
                 modules: modules.as_deref(),
+                debian_release: None,
+                max_header_users,
             };
             crate::treeless::prepared_tree(src, &files, patches, &note, &mut laps, &mut warnings)?
         }
@@ -68,6 +76,8 @@ pub fn resolve(
                 vmlinux: &k.vmlinux,
                 headers: &k.headers,
                 modules: Some(&k.modules),
+                debian_release: Some(release),
+                max_header_users,
             };
             let src = src.as_ref().unwrap_or(&k.src);
             crate::treeless::prepared_tree(src, &files, patches, &note, &mut laps, &mut warnings)?

@@ -51,6 +51,10 @@ pub struct BuildArgs {
     /// The certificate (PEM or DER) of --sign-key.
     #[arg(long, requires = "sign_key")]
     pub sign_cert: Option<PathBuf>,
+    /// Refuse a patch that changes a header included by more units than
+    /// this (each of them is compiled twice).
+    #[arg(long, default_value_t = crate::headers::DEFAULT_MAX_USERS)]
+    pub max_header_users: usize,
 }
 
 /// A path argument that may be given empty (then it counts as not given).
@@ -191,6 +195,7 @@ impl BuildCommand {
             } else {
                 Progress::Stderr
             },
+            max_header_users: args.max_header_users,
         })
     }
 }

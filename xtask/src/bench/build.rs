@@ -116,6 +116,7 @@ fn kpbuild_runs(kb: &KernelBuild, patch: &Path, jobs: usize) -> Result<Vec<Build
             keep_tmp: false,
             signing: None,
             progress: kpbuild::build::Progress::Quiet,
+            max_header_users: kpbuild::headers::DEFAULT_MAX_USERS,
         };
         let peak_reset = reset_peak_rss();
         let (wall_s, report, timings) =

@@ -338,6 +338,7 @@ fn debian_run(out: &Path, jobs: usize) -> Result<BuildRun, String> {
         keep_tmp: false,
         signing: None,
         progress: kpbuild::build::Progress::Quiet,
+        max_header_users: kpbuild::headers::DEFAULT_MAX_USERS,
     };
     let peak_reset = reset_peak_rss();
     let (wall_s, report, timings) =

@@ -339,6 +339,7 @@ fn build_args(
         keep_tmp: false,
         signing: None,
         progress: kpbuild::build::Progress::Quiet,
+        max_header_users: kpbuild::headers::DEFAULT_MAX_USERS,
     }
 }
 
