@@ -25,8 +25,8 @@ pub enum TreelessError {
     NoCompiler,
     /// The compiler the config names is not here.
     #[error(
-        "the kernel was built by `{want}`, but `{cc}` cannot be run here: {source}; install that compiler{}",
-        debian_package(cc)
+        "the kernel was built by `{want}`, but `{cc}` cannot be run here: {source}; {}",
+        how_to_get(cc)
     )]
     CompilerNotRunnable {
         /// `CONFIG_CC_VERSION_TEXT`.
@@ -38,8 +38,8 @@ pub enum TreelessError {
     },
     /// The compiler here is another version.
     #[error(
-        "compiler mismatch: the kernel was built by `{want}`, but `{cc}` here is `{have}` ({why}); a different compiler generates different code{}",
-        debian_package(cc)
+        "compiler mismatch: the kernel was built by `{want}`, but `{cc}` here is `{have}` ({why}); a different compiler generates different code: {}",
+        how_to_get(cc)
     )]
     CompilerMismatch {
         /// `CONFIG_CC_VERSION_TEXT`.
@@ -130,17 +130,17 @@ impl TreelessError {
     }
 }
 
-/// How to get the compiler `cc` names (`x86_64-linux-gnu-gcc-N`,
-/// `gcc-N`, from Debian's gcc-N): ` (on Debian: apt-get install gcc-N)`
-/// when this system's apt has it, or that it has not (a kernel of a newer
-/// Debian release, built by a gcc this release does not ship).
-fn debian_package(cc: &str) -> String {
+/// How to get the compiler `cc` names: `install that compiler (on Debian:
+/// apt-get install gcc-N)` for `x86_64-linux-gnu-gcc-N` and `gcc-N` when
+/// this system's apt has Debian's gcc-N, or that it has not (a kernel of a
+/// newer Debian release, built by a gcc this release does not ship).
+fn how_to_get(cc: &str) -> String {
     let Some(n) = cc
         .rsplit_once("gcc-")
         .map(|(_, n)| n)
         .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
     else {
-        return String::new();
+        return "install that compiler".to_string();
     };
     let package = format!("gcc-{n}");
     let known = crate::process::run(Command::new("apt-cache").args([
@@ -150,10 +150,10 @@ fn debian_package(cc: &str) -> String {
     ]))
     .is_ok_and(|o| !o.stdout.is_empty());
     if known {
-        format!(" (on Debian: apt-get install {package})")
+        format!("install that compiler (on Debian: apt-get install {package})")
     } else {
         format!(
-            "; {package} is not available from this system's apt sources (its Debian release does not ship it), so this kernel cannot be compiled on this system"
+            "{package} is not available from this system's apt sources (its Debian release does not ship it), so this kernel cannot be compiled on this system"
         )
     }
 }

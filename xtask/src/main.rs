@@ -5,12 +5,15 @@
 //! cargo xtask test      the test kernels, cargo test --workspace (a missing
 //!                       oracle fails), then the kernel end-to-end suite
 //! cargo xtask e2e [F]   only the kernel end-to-end suite (cases containing F)
+//! cargo xtask e2e --only NAME[,NAME]  only the cases named exactly
 //! cargo xtask kernel    build (or reuse) the cached test kernel and print its paths
 //! cargo xtask kernel signing   the same for the module-signing variant
 //! cargo xtask bench [diff|build]  benchmarks (release build): elfdiff over the
 //!                       whole kernel; kpbuild build vs the incremental make
 //! cargo xtask bench debian  kpbuild build --debian cold and warm, vs a full
-//!                       rebuild estimate (only when named: downloads ~370 MB)
+//!                       rebuild estimate, then cold and warm for the oldest
+//!                       6.12 and the newest 6.1 cloud release (only when
+//!                       named: downloads ~500 MB per release)
 //! ```
 
 mod bench;
@@ -26,7 +29,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo(),
         Some("test") => test(),
-        Some("e2e") => e2e(args.get(1).map(String::as_str)),
+        Some("e2e") => match (args.get(1).map(String::as_str), args.get(2)) {
+            (Some("--only"), Some(names)) => e2e(e2e::Filter::Only(names)),
+            (Some("--only"), None) => Err("e2e --only needs a case name".into()),
+            (Some(f), _) => e2e(e2e::Filter::Contains(f)),
+            (None, _) => e2e(e2e::Filter::All),
+        },
         Some("bench") => bench::run(args.get(1).map(String::as_str)),
         Some("kernel") if args.get(1).map(String::as_str) == Some("signing") => signing_kernel()
             .map(|kb| {
@@ -41,13 +49,14 @@ fn main() -> ExitCode {
         }),
         _ => {
             eprintln!(
-                "usage: cargo xtask <demo|test|e2e [FILTER]|kernel|bench [diff|build|debian]>\n\n\
+                "usage: cargo xtask <demo|test|e2e [FILTER|--only NAME[,NAME]]|kernel|bench [diff|build|debian]>\n\n\
                  demo    build the test kernel if needed, livepatch it in QEMU, show the effect\n\
                  test    cargo test --workspace, then the kernel end-to-end suite\n\
                  e2e     only the kernel end-to-end suite\n\
                  kernel [signing]  build or reuse the cached test kernel (or its signing variant)\n\
                  bench [diff|build]  benchmarks: elfdiff over the whole kernel, kpbuild build vs make\n\
-                 bench debian  kpbuild build --debian cold and warm vs a full-rebuild estimate"
+                 bench debian  kpbuild build --debian cold and warm vs a full-rebuild estimate,\n\
+                               and for the oldest 6.12 and the newest 6.1 cloud release"
             );
             return ExitCode::from(1);
         }
@@ -177,12 +186,12 @@ fn test() -> Result<(), String> {
         &[(testbed::oracle::REQUIRE_ENV, "1")],
     )?;
     eprintln!("== kernel end-to-end suite");
-    e2e(None)
+    e2e(e2e::Filter::All)
 }
 
 /// The kernel end-to-end suite (the cases whose name contains `filter`):
 /// a failed case is an error, so the exit code says the suite failed.
-fn e2e(filter: Option<&str>) -> Result<(), String> {
+fn e2e(filter: e2e::Filter<'_>) -> Result<(), String> {
     let (passed, failed) = e2e::run_suite(filter)?;
     if failed > 0 {
         return Err(format!(

@@ -82,8 +82,11 @@ pub struct TargetArgs {
     /// there as kernel/…/NAME.ko, .ko.xz, .ko.zst or .ko.gz.
     #[arg(long)]
     pub modules: Option<PathBuf>,
-    /// A Debian kernel release (`6.12.117+deb12-cloud-amd64`): fetch its
-    /// packages into the cache and build against them (tree-less mode).
+    /// A Debian kernel release apt knows, of either naming scheme and any
+    /// amd64 flavour (`6.12.115+deb12-cloud-amd64`, `6.1.0-57-cloud-amd64`,
+    /// `6.12.118+deb13-amd64`): fetch its packages and its own
+    /// linux-source-X.Y version into the cache (nothing is installed) and
+    /// build against them (tree-less mode); --src replaces its source.
     #[arg(long, conflicts_with_all = ["config", "vmlinux", "headers", "modules"])]
     pub debian: Option<String>,
 }

@@ -165,7 +165,8 @@ pub struct DebianKernel {
     pub vmlinuz: PathBuf,
     /// The module build tree (`/usr/src/linux-headers-RELEASE`).
     pub headers: PathBuf,
-    /// The installed modules (`/lib/modules/RELEASE`).
+    /// The installed modules (`/lib/modules/RELEASE`, `/usr/lib/modules/RELEASE`
+    /// on Debian 13).
     pub modules: PathBuf,
     /// The kernel packages' version (`6.1.192-3`), also the source's.
     pub version: String,
@@ -269,7 +270,7 @@ pub fn fetch_with_source(
             Some(s) => Ok(s.to_path_buf()),
             None => source::ensure(&r, &version, &get_apt, progress),
         });
-        let packages = packages::fetch(&get_apt, &r.name, &base, &version, progress);
+        let packages = packages::fetch(&get_apt, &r, &base, &version, progress);
         (src.join(), packages)
     });
     packages?;
@@ -298,7 +299,7 @@ fn kernel_files(
         vmlinux: need(root.join(format!("usr/lib/debug/boot/vmlinux-{release}")))?,
         vmlinuz: need(root.join(format!("boot/vmlinuz-{release}")))?,
         headers: need(root.join(format!("usr/src/linux-headers-{release}")))?,
-        modules: need(root.join(format!("lib/modules/{release}")))?,
+        modules: need(root.join(r.suite.modules_dir()).join(release))?,
         version,
         suite: r.suite,
     })

@@ -8,6 +8,7 @@
 
 use super::DebianError;
 use super::archive::Apt;
+use super::release::Release;
 use crate::files::{FileError, PathContext};
 use crate::process::{ProcessError, Producer};
 use std::path::{Path, PathBuf};
@@ -124,11 +125,12 @@ fn depends(deb: &Path, prefix: &str) -> Result<Vec<String>, DebianError> {
 /// `base/root`.
 pub(super) fn fetch(
     apt: &dyn Fn() -> Result<Apt, DebianError>,
-    release: &str,
+    r: &Release,
     base: &Path,
     version: &str,
     progress: &dyn Fn(&str),
 ) -> Result<(), DebianError> {
+    let release = r.name.as_str();
     let debs = base.join("debs");
     let root = base.join("root");
     let image = format!("linux-image-{release}-unsigned");
@@ -164,7 +166,7 @@ pub(super) fn fetch(
                 &root,
             )
         });
-        let rest = extract_rest(&image_deb, &others, &root);
+        let rest = extract_rest(&image_deb, r.suite.modules_dir(), &others, &root);
         (vmlinux.join(), rest)
     });
     a.map_err(|_| DebianError::Panicked("vmlinux"))??;
@@ -177,7 +179,12 @@ pub(super) fn fetch(
 }
 
 /// The image's boot files and modules, and the whole header packages.
-fn extract_rest(image_deb: &Path, others: &[PathBuf], root: &Path) -> Result<(), DebianError> {
+fn extract_rest(
+    image_deb: &Path,
+    modules: &str,
+    others: &[PathBuf],
+    root: &Path,
+) -> Result<(), DebianError> {
     crate::process::pipe(
         Command::new("dpkg-deb")
             .arg("--fsys-tarfile")
@@ -186,7 +193,8 @@ fn extract_rest(image_deb: &Path, others: &[PathBuf], root: &Path) -> Result<(),
             .arg("-x")
             .arg("-C")
             .arg(root)
-            .args(["./boot", "./lib/modules"]),
+            .arg("./boot")
+            .arg(format!("./{modules}")),
         Producer::MustSucceed,
     )
     .map_err(|source| DebianError::Unpack {

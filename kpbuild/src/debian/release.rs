@@ -49,6 +49,15 @@ impl Suite {
         }
     }
 
+    /// Where its image packages install modules: Debian 13 has merged
+    /// `/usr` (`usr/lib/modules`), Debian 12 `lib/modules`.
+    pub fn modules_dir(self) -> &'static str {
+        match self {
+            Suite::Bookworm => "lib/modules",
+            Suite::Trixie => "usr/lib/modules",
+        }
+    }
+
     /// `Debian 12`, `Debian 13`.
     pub fn name(self) -> &'static str {
         match self {
@@ -272,6 +281,9 @@ mod tests {
         assert_eq!(r.source_package(), "linux-source-6.12");
         let r = parse("6.12.118+deb13-rt-amd64").unwrap();
         assert_eq!((r.flavour.as_str(), r.suite), ("rt-amd64", Suite::Trixie));
+        // Debian 13 has merged /usr: its image packages ship usr/lib/modules.
+        assert_eq!(r.suite.modules_dir(), "usr/lib/modules");
+        assert_eq!(Suite::Bookworm.modules_dir(), "lib/modules");
         let r = parse("6.12.115+deb13.1-amd64").unwrap();
         assert_eq!((r.flavour.as_str(), r.suite), ("amd64", Suite::Trixie));
         assert_eq!(r.upstream.as_deref(), Some("6.12.115"));

@@ -219,6 +219,97 @@ pub(super) fn debian_pr_debug_copy(ctx: &Ctx) -> Result<(), String> {
     report.verify(&script)
 }
 
+/// The oldest Debian 12 6.12 cloud release apt knows: the cmdline string
+/// patch and the new-helper patch, both life cycles in one boot of its own
+/// vmlinuz.
+pub(super) fn debian_oldest_6_12_cloud(ctx: &Ctx) -> Result<(), String> {
+    let (oldest, _) = crate::debian_other_releases()?;
+    both_lifecycles(ctx, &oldest, "old612")
+}
+
+/// The newest Debian 12 6.1 cloud release apt knows (an ABI-style name,
+/// `6.1.0-N-cloud-amd64`): the same two patches in one boot.
+pub(super) fn debian_newest_6_1_cloud(ctx: &Ctx) -> Result<(), String> {
+    let (_, newest) = crate::debian_other_releases()?;
+    both_lifecycles(ctx, &newest, "new61")
+}
+
+/// Builds [`PROC_CMDLINE_STRING`] and [`NEW_HELPER`] with `--debian
+/// RELEASE`, then loads, checks, disables and unloads each in turn in one
+/// boot of the release's vmlinuz.
+fn both_lifecycles(ctx: &Ctx, release: &str, tag: &str) -> Result<(), String> {
+    let start = Instant::now();
+    let mut script = GuestScript::default();
+    for (case, what) in [(&PROC_CMDLINE_STRING, "string"), (&NEW_HELPER, "helper")] {
+        let module = format!("kpb_{tag}_{what}");
+        let (code, result, ko) = debian_build(ctx, release, &module, case.patches);
+        let report = result.map_err(|why| {
+            format!("kpbuild build --debian {release} ({what}) exited {code}: {why}")
+        })?;
+        eprintln!(
+            "  > {release}: {what} built, prematch {}, warnings {}",
+            report["prematch"],
+            report.get("warnings").unwrap_or(&serde_json::Value::Null)
+        );
+        Lifecycle {
+            module_path: format!("/modules/{module}.ko"),
+            module: read_file(&ko)?,
+            patch_name: module.clone(),
+            probe: case.probe.into(),
+            original: case.original.into(),
+            patched: case.patched.into(),
+        }
+        .add_to(&mut script, &format!("{what}-"));
+    }
+    eprintln!(
+        "  > {release}: both modules built in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    let kernel = kpbuild::debian::fetch(release, &|_| {}).map_err(|e| e.to_string())?;
+    let report = debian_vm(&kernel, &ctx.work.join(format!("debian-{tag}-vm")), &script)?;
+    report.verify(&script)
+}
+
+/// An unknown release in each naming scheme: exit 1, the message names the
+/// release and the known releases of its series, nothing is written.
+pub(super) fn debian_unknown_release_lists_known(ctx: &Ctx) -> Result<(), String> {
+    let (oldest, newest) = crate::debian_other_releases()?;
+    for (bad, known) in [
+        ("6.12.999+deb12-cloud-amd64", oldest.as_str()),
+        ("6.1.0-999-cloud-amd64", newest.as_str()),
+    ] {
+        let (code, result, ko) =
+            debian_build(ctx, bad, "kpb_deb_unknown", &["proc-cmdline-string.patch"]);
+        let message = match result {
+            Ok(_) => return Err(format!("{bad}: a module was built")),
+            Err(m) => m,
+        };
+        if code != 1
+            || !message.contains(bad)
+            || !message.contains("apt knows no such kernel")
+            || !message.contains(known)
+        {
+            return Err(format!(
+                "{bad}: exit {code}, expected 1 naming it and {known}: {message}"
+            ));
+        }
+        if ko.parent().is_some_and(|d| d.exists()) {
+            return Err(format!(
+                "{bad}: {} was created",
+                ko.parent().unwrap_or(&ko).display()
+            ));
+        }
+        if kimage::cache_root().join("debian").join(bad).exists() {
+            return Err(format!("{bad}: a cache directory was created for it"));
+        }
+        eprintln!(
+            "  > {bad}: {}",
+            message.chars().take(160).collect::<String>()
+        );
+    }
+    Ok(())
+}
+
 /// Boots Debian's kernel (1 GiB, 240 s at most) with `script`.
 fn debian_vm(
     kernel: &kpbuild::debian::DebianKernel,

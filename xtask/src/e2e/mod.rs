@@ -135,6 +135,18 @@ const CASES: &[Case] = &[
         run: debian::debian_refusals_and_bad_release,
     },
     Case {
+        name: "debian_oldest_6_12_cloud_string_and_helper",
+        run: debian::debian_oldest_6_12_cloud,
+    },
+    Case {
+        name: "debian_newest_6_1_cloud_string_and_helper",
+        run: debian::debian_newest_6_1_cloud,
+    },
+    Case {
+        name: "debian_unknown_release_lists_known",
+        run: debian::debian_unknown_release_lists_known,
+    },
+    Case {
         name: "signing_kernel_enforces_signatures",
         run: signing::signing_kernel_enforces_signatures,
     },
@@ -168,9 +180,39 @@ const CASES: &[Case] = &[
     },
 ];
 
-/// Runs the cases whose name contains `filter`; prints one line per case and
-/// a closing `e2e: N passed, N failed` line. Returns (passed, failed).
-pub fn run_suite(filter: Option<&str>) -> Result<(usize, usize), String> {
+/// Which cases run.
+#[derive(Debug, Clone, Copy)]
+pub enum Filter<'a> {
+    /// Every case.
+    All,
+    /// The cases whose name contains the text.
+    Contains(&'a str),
+    /// The cases named exactly (comma-separated names).
+    Only(&'a str),
+}
+
+impl Filter<'_> {
+    fn selects(&self, name: &str) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Contains(f) => name.contains(f),
+            Filter::Only(names) => names.split(',').any(|n| n.trim() == name),
+        }
+    }
+}
+
+/// Runs the cases `filter` selects; prints one line per case and a closing
+/// `e2e: N passed, N failed` line. Returns (passed, failed). Naming a case
+/// that does not exist is an error.
+pub fn run_suite(filter: Filter<'_>) -> Result<(usize, usize), String> {
+    if let Filter::Only(names) = filter
+        && let Some(n) = names
+            .split(',')
+            .map(str::trim)
+            .find(|n| !CASES.iter().any(|c| c.name == *n))
+    {
+        return Err(format!("no end-to-end case is named {n:?}"));
+    }
     let kernel = kernel()?;
     let work = std::env::temp_dir().join(format!("kpbuild-e2e-{}", std::process::id()));
     let ctx = Ctx {
@@ -178,10 +220,7 @@ pub fn run_suite(filter: Option<&str>) -> Result<(usize, usize), String> {
         work: work.clone(),
     };
     let (mut passed, mut failed) = (0, 0);
-    for case in CASES
-        .iter()
-        .filter(|c| filter.is_none_or(|f| c.name.contains(f)))
-    {
+    for case in CASES.iter().filter(|c| filter.selects(c.name)) {
         let start = Instant::now();
         match (case.run)(&ctx) {
             Ok(()) => {
