@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch.
 
 pub mod build;
+pub mod cache;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -33,6 +34,9 @@ pub enum Command {
     /// Signed cumulative livepatch bundles: create, verify, inspect, publish
     /// to a patch-server repository, roll back.
     Bundle(crate::bundle::BundleArgs),
+    /// The kernel cache: list its entries (size, last use, state, what uses
+    /// what) and prune it without touching what a running build holds.
+    Cache(cache::CacheArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -47,5 +51,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Inspect(args)) => ExitCode::from(crate::inspect::run(&args)),
         Some(Command::Sign(args)) => ExitCode::from(crate::sign::run(&args)),
         Some(Command::Bundle(args)) => ExitCode::from(crate::bundle::run(&args)),
+        Some(Command::Cache(args)) => ExitCode::from(cache::run(&args)),
     }
 }

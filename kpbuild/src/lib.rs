@@ -22,6 +22,7 @@
 //! - [`sign`]: `kpbuild sign`, appending a kernel module signature.
 //! - [`prematch`]: the original code must be the code the target runs.
 //! - [`bundle`]: `kpbuild bundle`, signed cumulative bundles (over the `bundle` crate).
+//! - [`cache`]: `kpbuild cache`, the kernel cache's entries, sizes and pruning.
 //! - [`identity`]: the files describing a tree-less target belong to one kernel.
 //! - [`compiler`]: how far apart two compilers are (a package revision is a warning).
 //!
@@ -60,6 +61,7 @@
 pub mod build;
 pub use build::{BuildError, BuildReport, BuildRequest, ErrorKind, build};
 pub mod bundle;
+pub mod cache;
 pub mod cli;
 pub mod compiler;
 pub mod debian;

@@ -13,6 +13,7 @@ use crate::process::ProcessError;
 use crate::tree::{TargetTree, TreeError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -359,6 +360,12 @@ impl Prepared<'_> {
         let lock_path = dir.with_extension("lock");
         let lock = std::fs::File::create(&lock_path).at(&lock_path)?;
         lock.lock().at(&lock_path)?;
+        // `kpbuild cache` ties the directory to its source by this record
+        // (directories prepared before it was written get it on next use).
+        let record = dir.join(crate::cache::PREPARED_SOURCE);
+        if !record.exists() {
+            crate::files::write_atomic(&record, self.src.as_os_str().as_bytes())?;
+        }
         let done = dir.join(".kpbuild-prepared");
         if done.exists() {
             return Ok(lock);

@@ -1,0 +1,371 @@
+//! `kpbuild cache list` and `kpbuild cache prune` run as a user would, on a
+//! temporary `KPBUILD_CACHE` filled with fake entries of every kind.
+
+#![allow(missing_docs)]
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use testbed::scratch::Scratch;
+
+/// One finished run: exit code, stdout, stderr.
+fn kpbuild(cache: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kpbuild"))
+        .args(args)
+        .env("KPBUILD_CACHE", cache)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("kpbuild runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (out.status.code(), stdout, stderr)
+}
+
+fn json(cache: &Path, args: &[&str]) -> Value {
+    let (code, stdout, stderr) = kpbuild(cache, args);
+    assert_eq!(code, Some(0), "{args:?}: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn write(root: &Path, path: &str, data: &str) {
+    let p = root.join(path);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+/// Releases of three groups (6.12 Debian 12 cloud, 6.12 Debian 12 amd64,
+/// 6.1 cloud), an unfinished download, the sources, two prepared
+/// directories, a test kernel, decompressed modules, an interrupted
+/// prune's trash and a directory kpbuild does not know.
+fn fake_cache(root: &Path) {
+    let releases = [
+        ("6.12.107+deb12-cloud-amd64", "6.12.107-1~deb12u1"),
+        ("6.12.115+deb12-cloud-amd64", "6.12.115-2~deb12u1"),
+        ("6.12.118+deb12-cloud-amd64", "6.12.118-1~deb12u1"),
+        ("6.12.115+deb12-amd64", "6.12.115-2~deb12u1"),
+        ("6.1.0-9-cloud-amd64", "6.1.27-1"),
+        ("6.1.0-57-cloud-amd64", "6.1.192-3"),
+    ];
+    for (release, version) in releases {
+        write(
+            root,
+            &format!("debian/{release}/.kpbuild-extracted-2"),
+            version,
+        );
+        write(
+            root,
+            &format!("debian/{release}/root/boot/vmlinuz-{release}"),
+            &"x".repeat(10_000),
+        );
+        write(root, &format!("debian/{release}.lock"), "");
+        let src = format!("debian/source-{}", version.replace('~', "_"));
+        write(root, &format!("{src}/.kpbuild-extracted"), version);
+        write(
+            root,
+            &format!("{src}/linux-source/Makefile"),
+            "VERSION = 6\n",
+        );
+    }
+    write(
+        root,
+        "debian/6.12.111+deb12-cloud-amd64/debs/linux-image-6.12.111+deb12-cloud-amd64-unsigned_6.12.111-1~deb12u1_amd64.deb",
+        "partial",
+    );
+    // The series-wide lock of earlier versions, and a stray file.
+    write(root, "debian/6.12.lock", "");
+    write(root, "debian/notes.txt", "mine");
+    for (key, version) in [
+        ("0000aaaa", "6.12.107-1_deb12u1"),
+        ("1111bbbb", "6.12.118-1_deb12u1"),
+    ] {
+        let src = root.join(format!("debian/source-{version}/linux-source"));
+        write(root, &format!("prepared/{key}/.kpbuild-prepared"), key);
+        write(
+            root,
+            &format!("prepared/{key}/.kpbuild-source"),
+            src.to_str().unwrap(),
+        );
+        write(
+            root,
+            &format!("prepared/{key}/include/generated/autoconf.h"),
+            "#define X 1\n",
+        );
+    }
+    write(
+        root,
+        "kernels/6.12.118-1_deb12u1-2e0a5a3673f5/.stamp-built",
+        "",
+    );
+    write(
+        root,
+        "target-modules/binfmt_misc-71c9aa46f07d8739c2619987.ko",
+        "elf",
+    );
+    write(root, ".trash-1-2/3-prepared/x", "left over");
+    write(root, "buildroot/trixie/etc/os-release", "trixie");
+}
+
+fn names(entries: &Value, kind: &str) -> Vec<String> {
+    entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn entry<'a>(listing: &'a Value, kind: &str, name: &str) -> &'a Value {
+    listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == kind && e["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in {listing:#}"))
+}
+
+#[test]
+fn list_shows_every_entry_with_its_links() {
+    let s = Scratch::new("cache-list");
+    let cache = s.dir("cache");
+    fake_cache(&cache);
+    let listing = json(&cache, &["cache", "list", "--json"]);
+    let entries = &listing["entries"];
+    assert_eq!(
+        names(entries, "debian-release"),
+        [
+            "6.1.0-57-cloud-amd64",
+            "6.1.0-9-cloud-amd64",
+            "6.12.107+deb12-cloud-amd64",
+            "6.12.111+deb12-cloud-amd64",
+            "6.12.115+deb12-amd64",
+            "6.12.115+deb12-cloud-amd64",
+            "6.12.118+deb12-cloud-amd64",
+        ]
+    );
+    assert_eq!(
+        names(entries, "debian-source"),
+        [
+            "6.1.192-3",
+            "6.1.27-1",
+            "6.12.107-1~deb12u1",
+            "6.12.115-2~deb12u1",
+            "6.12.118-1~deb12u1"
+        ]
+    );
+    assert_eq!(names(entries, "prepared"), ["0000aaaa", "1111bbbb"]);
+    assert_eq!(
+        names(entries, "test-kernel"),
+        ["6.12.118-1_deb12u1-2e0a5a3673f5"]
+    );
+    assert_eq!(names(entries, "target-modules"), ["target-modules"]);
+    assert_eq!(names(entries, "trash"), [".trash-1-2"]);
+    assert_eq!(names(entries, "other"), ["buildroot", "debian/notes.txt"]);
+
+    let unfinished = entry(&listing, "debian-release", "6.12.111+deb12-cloud-amd64");
+    assert_eq!(unfinished["complete"], false);
+    assert_eq!(unfinished["version"], "6.12.111-1~deb12u1");
+    let release = entry(&listing, "debian-release", "6.12.115+deb12-amd64");
+    assert_eq!(release["complete"], true);
+    assert_eq!(release["held"], false);
+    assert_eq!(
+        (&release["series"], &release["suite"], &release["flavour"]),
+        (&"6.12".into(), &"deb12".into(), &"amd64".into())
+    );
+    assert!(release["bytes"].as_u64().unwrap() >= 10_000, "{release}");
+    assert_eq!(
+        release["uses"],
+        serde_json::json!([{"kind": "debian-source", "name": "6.12.115-2~deb12u1"}])
+    );
+    let source = entry(&listing, "debian-source", "6.12.115-2~deb12u1");
+    assert_eq!(
+        source["used_by"],
+        serde_json::json!([
+            {"kind": "debian-release", "name": "6.12.115+deb12-amd64"},
+            {"kind": "debian-release", "name": "6.12.115+deb12-cloud-amd64"},
+        ])
+    );
+    let prepared = entry(&listing, "prepared", "0000aaaa");
+    assert_eq!(
+        prepared["uses"],
+        serde_json::json!([{"kind": "debian-source", "name": "6.12.107-1~deb12u1"}])
+    );
+    let locks = release["locks"].as_array().unwrap();
+    assert!(
+        locks[0]
+            .as_str()
+            .unwrap()
+            .ends_with("debian/6.12.115+deb12-amd64.lock"),
+        "{locks:?}"
+    );
+    let sum: u64 = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(listing["total_bytes"].as_u64().unwrap(), sum);
+
+    let (code, text, _) = kpbuild(&cache, &["cache", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(text.contains("6.12.118+deb12-cloud-amd64"), "{text}");
+    assert!(text.contains("unfinished"), "{text}");
+}
+
+/// Every path under `root`, relative, sorted (lock files included).
+fn tree(root: &Path, below: &str) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(root.join(below))
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[test]
+fn prune_keep_newest_one_keeps_exactly_the_newest_of_each_group() {
+    let s = Scratch::new("cache-prune");
+    let cache = s.dir("cache");
+    fake_cache(&cache);
+    let dry = json(
+        &cache,
+        &[
+            "cache",
+            "prune",
+            "--keep-newest",
+            "1",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_eq!(dry["dry_run"], true);
+    let report = json(&cache, &["cache", "prune", "--keep-newest", "1", "--json"]);
+    assert_eq!(
+        report["removed"], dry["removed"],
+        "the dry run said what the prune did"
+    );
+
+    let removed: Vec<String> = report["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["entry"]["kind"].as_str().unwrap(),
+                r["entry"]["name"].as_str().unwrap(),
+                r["reason"]["rule"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        removed,
+        [
+            "debian-release 6.1.0-9-cloud-amd64 not-newest",
+            "debian-release 6.12.107+deb12-cloud-amd64 not-newest",
+            "debian-release 6.12.111+deb12-cloud-amd64 incomplete",
+            "debian-release 6.12.115+deb12-cloud-amd64 not-newest",
+            "trash .trash-1-2 trash",
+            "debian-source 6.1.27-1 no-release",
+            "prepared 0000aaaa source-removed",
+            "debian-source 6.12.107-1~deb12u1 no-release",
+        ]
+    );
+    assert_eq!(report["skipped"], serde_json::json!([]));
+    // Exactly this stays: the newest of each group, the sources they use,
+    // the prepared directory on a kept source, the lock files, and what
+    // no rule selects.
+    assert_eq!(
+        tree(&cache, "debian"),
+        [
+            "6.1.0-57-cloud-amd64",
+            "6.1.0-57-cloud-amd64.lock",
+            "6.1.0-9-cloud-amd64.lock",
+            "6.12.107+deb12-cloud-amd64.lock",
+            "6.12.111+deb12-cloud-amd64.lock",
+            "6.12.115+deb12-amd64",
+            "6.12.115+deb12-amd64.lock",
+            "6.12.115+deb12-cloud-amd64.lock",
+            "6.12.118+deb12-cloud-amd64",
+            "6.12.118+deb12-cloud-amd64.lock",
+            "6.12.lock",
+            "notes.txt",
+            "source-6.1.192-3",
+            "source-6.1.27-1.lock",
+            "source-6.12.107-1_deb12u1.lock",
+            "source-6.12.115-2_deb12u1",
+            "source-6.12.118-1_deb12u1",
+        ]
+    );
+    assert_eq!(tree(&cache, "prepared"), ["0000aaaa.lock", "1111bbbb"]);
+    assert_eq!(
+        tree(&cache, ""),
+        [
+            "buildroot",
+            "debian",
+            "kernels",
+            "prepared",
+            "target-modules"
+        ]
+    );
+    assert_eq!(tree(&cache, "kernels"), ["6.12.118-1_deb12u1-2e0a5a3673f5"]);
+    assert!(
+        cache
+            .join("debian/6.12.118+deb12-cloud-amd64/root/boot/vmlinuz-6.12.118+deb12-cloud-amd64")
+            .is_file()
+    );
+
+    // A second prune finds nothing more to do.
+    let again = json(&cache, &["cache", "prune", "--keep-newest", "1", "--json"]);
+    assert_eq!(again["removed"], serde_json::json!([]));
+    let (code, text, _) = kpbuild(&cache, &["cache", "prune", "--keep-newest", "1"]);
+    assert_eq!(code, Some(0));
+    assert!(text.contains("freed 0 entries"), "{text}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let s = Scratch::new("cache-bad");
+    let cache = s.dir("cache");
+    let (code, _, err) = kpbuild(&cache, &["cache", "prune", "--keep-newest", "0"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("keeping 0 releases would remove every release"),
+        "{err}"
+    );
+    let (code, _, err) = kpbuild(&cache, &["cache", "prune", "--older-than", "soon"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--older-than"), "{err}");
+
+    let file = s.write("a-file", "not a cache");
+    for args in [
+        &["cache", "list"][..],
+        &["cache", "prune", "--older-than", "1"],
+        &["cache", "list", "--json"],
+    ] {
+        let (code, out, err) = kpbuild(&file, args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "the kernel cache {} is not a directory",
+                file.display()
+            )),
+            "{err}"
+        );
+        if args.contains(&"--json") {
+            let v: Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(v["outcome"], "error");
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a cache");
+
+    // No cache yet is an empty one.
+    let listing = json(&s.path("absent"), &["cache", "list", "--json"]);
+    assert_eq!(listing["entries"], serde_json::json!([]));
+    assert!(!s.path("absent").exists());
+}
