@@ -92,33 +92,48 @@ pub(super) fn is_held(lock: &Path) -> Result<bool, CacheError> {
 /// a file with several links is counted once, and what vanishes during
 /// the walk (a build cleaning up) counts as nothing.
 fn disk_usage(path: &Path, seen: &Mutex<HashSet<(u64, u64)>>) -> Result<u64, CacheError> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(CacheError::entry("cannot read", path)(e)),
-    };
-    let own = meta.blocks() * 512;
-    if !meta.is_dir() {
-        if meta.nlink() > 1
-            && !seen
-                .lock()
-                .expect("no panic")
-                .insert((meta.dev(), meta.ino()))
-        {
-            return Ok(0);
-        }
-        return Ok(own);
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(m.blocks() * 512 + below(path, seen)?),
+        Ok(m) => Ok(file_usage(&m, seen)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(CacheError::entry("cannot read", path)(e)),
     }
-    let children: Vec<_> = match std::fs::read_dir(path) {
-        Ok(read) => read.flatten().map(|e| e.path()).collect(),
+}
+
+/// A file's blocks, or nothing for a further link to a file already seen.
+fn file_usage(m: &std::fs::Metadata, seen: &Mutex<HashSet<(u64, u64)>>) -> u64 {
+    if m.nlink() > 1 && !seen.lock().expect("no panic").insert((m.dev(), m.ino())) {
+        return 0;
+    }
+    m.blocks() * 512
+}
+
+/// What the directory `dir` holds: its files are measured through the
+/// directory (`fstatat`, no path lookups), its subdirectories in parallel.
+fn below(dir: &Path, seen: &Mutex<HashSet<(u64, u64)>>) -> Result<u64, CacheError> {
+    let read = match std::fs::read_dir(dir) {
+        Ok(read) => read,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(CacheError::entry("cannot read", path)(e)),
+        Err(e) => return Err(CacheError::entry("cannot read", dir)(e)),
     };
-    let below = children
+    let mut bytes = 0;
+    let mut subdirs = Vec::new();
+    for e in read.flatten() {
+        match e.metadata() {
+            Ok(m) if m.is_dir() => {
+                bytes += m.blocks() * 512;
+                subdirs.push(e.path());
+            }
+            Ok(m) => bytes += file_usage(&m, seen),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(CacheError::entry("cannot read", &e.path())(err)),
+        }
+    }
+    let deeper = subdirs
         .par_iter()
-        .map(|c| disk_usage(c, seen))
+        .map(|d| below(d, seen))
         .try_reduce(|| 0, |a, b| Ok(a + b))?;
-    Ok(own + below)
+    Ok(bytes + deeper)
 }
 
 #[cfg(test)]
