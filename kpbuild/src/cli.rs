@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod cache;
+pub mod targets;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -37,6 +38,9 @@ pub enum Command {
     /// The kernel cache: list its entries (size, last use, state, what uses
     /// what) and prune it without touching what a running build holds.
     Cache(cache::CacheArgs),
+    /// The kernels kpbuild can build for: `targets debian [SERIES]` lists
+    /// the Debian kernels apt knows and what of each is cached.
+    Targets(targets::TargetsArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -52,5 +56,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Sign(args)) => ExitCode::from(crate::sign::run(&args)),
         Some(Command::Bundle(args)) => ExitCode::from(crate::bundle::run(&args)),
         Some(Command::Cache(args)) => ExitCode::from(cache::run(&args)),
+        Some(Command::Targets(args)) => ExitCode::from(targets::run(&args)),
     }
 }

@@ -315,6 +315,7 @@ pub fn prepared_tree(
     }
     let dir = Prepared {
         src: &src,
+        config: files.config,
         cc: &cc,
         dir: prepared_key(&src, &config_text, &cc_version)?.1,
     };
@@ -336,6 +337,8 @@ pub fn prepared_tree(
 /// The private build directory of a tree-less target.
 struct Prepared<'a> {
     src: &'a Path,
+    /// The target's config file, as given.
+    config: &'a Path,
     cc: &'a str,
     dir: PathBuf,
 }
@@ -360,11 +363,17 @@ impl Prepared<'_> {
         let lock_path = dir.with_extension("lock");
         let lock = std::fs::File::create(&lock_path).at(&lock_path)?;
         lock.lock().at(&lock_path)?;
-        // `kpbuild cache` ties the directory to its source by this record
-        // (directories prepared before it was written get it on next use).
-        let record = dir.join(crate::cache::PREPARED_SOURCE);
-        if !record.exists() {
-            crate::files::write_atomic(&record, self.src.as_os_str().as_bytes())?;
+        // `kpbuild cache` ties the directory to its source and config by
+        // these records (directories prepared before them get them on next use).
+        let config = self.config.canonicalize().at(self.config)?;
+        for (name, path) in [
+            (crate::cache::PREPARED_SOURCE, self.src),
+            (crate::cache::PREPARED_CONFIG, config.as_path()),
+        ] {
+            let record = dir.join(name);
+            if !record.exists() {
+                crate::files::write_atomic(&record, path.as_os_str().as_bytes())?;
+            }
         }
         let done = dir.join(".kpbuild-prepared");
         if done.exists() {

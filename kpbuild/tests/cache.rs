@@ -369,3 +369,121 @@ fn bad_input_is_a_clear_error() {
     assert_eq!(listing["entries"], serde_json::json!([]));
     assert!(!s.path("absent").exists());
 }
+
+#[test]
+fn targets_bad_input_names_what_is_known() {
+    let s = Scratch::new("targets-bad");
+    let cache = s.dir("cache");
+    let (code, _, err) = kpbuild(&cache, &["targets", "debian", "6.3"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("\"6.3\": not a kernel series kpbuild knows (6.1, 6.12)"),
+        "{err}"
+    );
+    let (code, out, err) = kpbuild(
+        &cache,
+        &["targets", "debian", "--flavour", "cloud", "--json"],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            "\"cloud\": not a kernel flavour kpbuild knows (amd64, cloud-amd64, rt-amd64)"
+        ),
+        "{err}"
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["outcome"], "error");
+    let (code, _, err) = kpbuild(&cache, &["targets"]);
+    assert_eq!(code, Some(1), "{err}");
+    // Nothing was written into the cache.
+    assert_eq!(tree(&cache, ""), Vec::<String>::new());
+}
+
+/// The kernels of Debian 12's own 6.1 series apt knows (this machine's
+/// apt lists), one of them with a fake cached release and source.
+#[test]
+fn targets_debian_shows_what_of_each_kernel_is_cached() {
+    let s = Scratch::new("targets");
+    let cache = s.dir("cache");
+    let listed = json(
+        &cache,
+        &[
+            "targets",
+            "debian",
+            "6.1",
+            "--flavour",
+            "cloud-amd64",
+            "--json",
+        ],
+    );
+    let kernels = listed["kernels"].as_array().unwrap().clone();
+    let Some(first) = testbed::oracle::need(
+        "apt lists naming Debian 12's 6.1 cloud kernels",
+        "run `apt-get update` as root on Debian 12",
+        kernels.first().cloned(),
+    ) else {
+        return;
+    };
+    for k in &kernels {
+        assert_eq!(
+            (&k["series"], &k["flavour"], &k["suite"]),
+            (&"6.1".into(), &"cloud-amd64".into(), &"deb12".into()),
+            "{k}"
+        );
+        assert!(
+            k["release"].as_str().unwrap().ends_with("-cloud-amd64"),
+            "{k}"
+        );
+        assert_eq!(k["cached"]["release"], Value::Null, "{k}");
+        assert_eq!(k["cached"]["bytes"], 0, "{k}");
+    }
+    let (release, version) = (
+        first["release"].as_str().unwrap(),
+        first["version"].as_str().unwrap(),
+    );
+    write(
+        &cache,
+        &format!("debian/{release}/.kpbuild-extracted-2"),
+        version,
+    );
+    write(
+        &cache,
+        &format!("debian/{release}/root/boot/vmlinuz-{release}"),
+        &"x".repeat(10_000),
+    );
+    let src = format!("debian/source-{}", version.replace('~', "_"));
+    write(&cache, &format!("{src}/.kpbuild-extracted"), version);
+    let listed = json(
+        &cache,
+        &[
+            "targets",
+            "debian",
+            "6.1",
+            "--flavour",
+            "cloud-amd64",
+            "--json",
+        ],
+    );
+    let again = listed["kernels"].as_array().unwrap();
+    assert_eq!(again.len(), kernels.len());
+    let cached = &again[0]["cached"];
+    assert_eq!(cached["release"]["name"], release);
+    assert_eq!(cached["release"]["complete"], true);
+    assert_eq!(cached["source"]["name"], version);
+    let bytes = cached["bytes"].as_u64().unwrap();
+    assert!(bytes >= 10_000, "{cached}");
+    assert_eq!(
+        bytes,
+        cached["release"]["bytes"].as_u64().unwrap() + cached["source"]["bytes"].as_u64().unwrap()
+    );
+    assert!(again[1..].iter().all(|k| k["cached"]["release"].is_null()));
+    let (code, text, _) = kpbuild(
+        &cache,
+        &["targets", "debian", "6.1", "--flavour", "cloud-amd64"],
+    );
+    assert_eq!(code, Some(0));
+    assert!(
+        text.contains(&format!("{} kernels, 1 of them cached", kernels.len())),
+        "{text}"
+    );
+}

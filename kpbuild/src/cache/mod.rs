@@ -22,11 +22,12 @@
 
 mod prune;
 mod scan;
+pub mod targets;
 mod usage;
-pub mod version;
 
 pub use prune::{Reason, Removed, Rules, SkipReason, Skipped};
-pub use scan::{PREPARED_SOURCE, release_parts};
+pub use scan::{PREPARED_CONFIG, PREPARED_SOURCE, release_parts};
+pub use targets::{Targets, TargetsError};
 
 use std::path::PathBuf;
 
@@ -156,6 +157,9 @@ pub struct Entry {
     /// A prepared directory's source tree, as recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<PathBuf>,
+    /// The config file a prepared directory was prepared for, as recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<PathBuf>,
     /// The entries it needs (a release its source, a prepared directory
     /// the entry its source tree is in).
     pub uses: Vec<EntryRef>,
@@ -214,7 +218,16 @@ pub struct PruneReport {
 /// Lists the cache at `root`: every entry with its size, last use, state
 /// and links. A missing root is an empty cache.
 pub fn list(root: &std::path::Path) -> Result<Listing, CacheError> {
+    list_kinds(root, &|_| true)
+}
+
+/// [`list`], measuring only the entries of the kinds `wanted` accepts.
+pub fn list_kinds(
+    root: &std::path::Path,
+    wanted: &dyn Fn(Kind) -> bool,
+) -> Result<Listing, CacheError> {
     let mut entries = scan::entries(root)?;
+    entries.retain(|e| wanted(e.kind));
     usage::measure(&mut entries)?;
     scan::link(root, &mut entries);
     let total_bytes = entries.iter().map(|e| e.bytes).sum();

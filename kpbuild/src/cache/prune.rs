@@ -268,7 +268,7 @@ fn release_ranks(entries: &[Entry]) -> HashMap<usize, (String, usize)> {
     let mut ranks = HashMap::new();
     for (group, mut members) in groups {
         members.sort_by(|&a, &b| {
-            super::version::compare(version(b), version(a))
+            crate::debian::version::compare(version(b), version(a))
                 .then_with(|| entries[b].name.cmp(&entries[a].name))
         });
         for (rank, i) in members.into_iter().enumerate() {

@@ -14,6 +14,8 @@ pub(super) const PREPARED_DONE: &str = ".kpbuild-prepared";
 /// The record of a prepared directory's source tree (its canonical
 /// path's bytes).
 pub const PREPARED_SOURCE: &str = ".kpbuild-source";
+/// The record of the config file a prepared directory was prepared for.
+pub const PREPARED_CONFIG: &str = ".kpbuild-config";
 /// The marker of a finished test kernel.
 const KERNEL_DONE: &str = ".stamp-built";
 /// The prefix of a prune's trash directory.
@@ -80,6 +82,7 @@ pub(super) fn entry(kind: Kind, name: String, path: PathBuf) -> Entry {
         flavour: None,
         suite: None,
         source: None,
+        config: None,
         uses: Vec::new(),
         used_by: Vec::new(),
     }
@@ -114,6 +117,14 @@ fn record(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     let text = text.trim();
     (!text.is_empty()).then(|| text.to_string())
+}
+
+/// A path recorded as its bytes.
+fn path_record(file: &Path) -> Option<PathBuf> {
+    std::fs::read(file)
+        .ok()
+        .filter(|bytes| !bytes.is_empty())
+        .map(|bytes| PathBuf::from(std::ffi::OsString::from_vec(bytes)))
 }
 
 /// Every entry under `root`, without sizes, times or lock states.
@@ -216,11 +227,9 @@ fn prepared(dir: &Path, out: &mut Vec<Entry>) -> Result<(), CacheError> {
         e.complete = path.join(PREPARED_DONE).is_file();
         e.locks = locks_of(&path);
         // Directories prepared before the record have kbuild's own link.
-        e.source = std::fs::read(path.join(PREPARED_SOURCE))
-            .ok()
-            .filter(|bytes| !bytes.is_empty())
-            .map(|bytes| PathBuf::from(std::ffi::OsString::from_vec(bytes)))
+        e.source = path_record(&path.join(PREPARED_SOURCE))
             .or_else(|| std::fs::read_link(path.join("source")).ok());
+        e.config = path_record(&path.join(PREPARED_CONFIG));
         out.push(e);
     }
     Ok(())
@@ -282,7 +291,7 @@ pub(super) fn link(root: &Path, entries: &mut [Entry]) {
 
 /// Whether `path` is inside `dir` (an entry under `root`), whether it was
 /// recorded through the root as given or through its canonical form.
-fn contains(root: &Path, canonical_root: &Path, dir: &Path, path: &Path) -> bool {
+pub(super) fn contains(root: &Path, canonical_root: &Path, dir: &Path, path: &Path) -> bool {
     if path.starts_with(dir) {
         return true;
     }

@@ -11,7 +11,8 @@
 //!   `CACHE/debian/RELEASE` and extracted (one lock per release,
 //!   `CACHE/debian/RELEASE.lock`);
 //! - [`source`]: the kernel's own `linux-source-X.Y=VERSION`, downloaded and
-//!   unpacked into `CACHE/debian/source-VERSION`, shared by the flavours.
+//!   unpacked into `CACHE/debian/source-VERSION`, shared by the flavours;
+//! - [`version`]: Debian version order, as dpkg has it.
 //!
 //! Nothing is installed, and nothing installed is required.
 
@@ -19,6 +20,7 @@ pub mod archive;
 mod packages;
 pub mod release;
 pub mod source;
+pub mod version;
 
 use crate::files::{FileError, PathContext};
 use crate::process::ProcessError;

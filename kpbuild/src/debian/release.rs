@@ -201,61 +201,10 @@ pub fn upstream_of(version: &str) -> &str {
 }
 
 /// Compares two Debian package versions the way dpkg does (epoch,
-/// upstream, revision; `~` sorts before everything, even the end).
+/// upstream, revision; `~` sorts before everything, even the end): see
+/// [`super::version::compare`].
 pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
-    let split = |v: &str| -> (u64, String, String) {
-        let (epoch, rest) = match v.split_once(':') {
-            Some((e, r)) => (e.parse().unwrap_or(0), r),
-            None => (0, v),
-        };
-        let (upstream, revision) = rest.rsplit_once('-').unwrap_or((rest, "0"));
-        (epoch, upstream.to_string(), revision.to_string())
-    };
-    let (ea, ua, ra) = split(a);
-    let (eb, ub, rb) = split(b);
-    ea.cmp(&eb)
-        .then_with(|| compare_part(&ua, &ub))
-        .then_with(|| compare_part(&ra, &rb))
-}
-
-/// dpkg's `verrevcmp`: alternating non-digit and digit runs.
-fn compare_part(a: &str, b: &str) -> std::cmp::Ordering {
-    use std::cmp::Ordering;
-    let order = |c: Option<u8>| -> i32 {
-        match c {
-            None => 0,
-            Some(b'~') => -1,
-            Some(c) if c.is_ascii_digit() => 0,
-            Some(c) if c.is_ascii_alphabetic() => i32::from(c),
-            Some(c) => i32::from(c) + 256,
-        }
-    };
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        while (i < a.len() && !a[i].is_ascii_digit()) || (j < b.len() && !b[j].is_ascii_digit()) {
-            let (ca, cb) = (order(a.get(i).copied()), order(b.get(j).copied()));
-            if ca != cb {
-                return ca.cmp(&cb);
-            }
-            i += 1;
-            j += 1;
-        }
-        let digits = |s: &[u8], k: &mut usize| {
-            let start = *k;
-            while *k < s.len() && s[*k].is_ascii_digit() {
-                *k += 1;
-            }
-            let run = std::str::from_utf8(&s[start..*k]).unwrap_or("0");
-            run.trim_start_matches('0').to_string()
-        };
-        let (da, db) = (digits(a, &mut i), digits(b, &mut j));
-        let ord = da.len().cmp(&db.len()).then_with(|| da.cmp(&db));
-        if ord != Ordering::Equal {
-            return ord;
-        }
-    }
-    Ordering::Equal
+    super::version::compare(a, b)
 }
 
 #[cfg(test)]
