@@ -60,6 +60,7 @@
 
 pub mod build;
 pub use build::{BuildError, BuildReport, BuildRequest, ErrorKind, build};
+pub mod buildroot;
 pub mod bundle;
 pub mod cache;
 pub mod cli;
@@ -80,5 +81,6 @@ pub mod prematch;
 pub mod process;
 pub mod sign;
 pub mod target;
+pub mod toolchain;
 pub mod tree;
 pub mod treeless;

@@ -17,7 +17,8 @@
 //! it silenced by requiring every undefined symbol left after the conversion
 //! to be exported.
 
-use crate::process::{self, ProcessError};
+use crate::process::ProcessError;
+use crate::toolchain::Toolchain;
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -317,13 +318,16 @@ fn render_kbuild(name: &str, patch_count: usize) -> String {
 /// Writes the glue, a `Kbuild` and copies of `patch_objects` into `work`,
 /// runs `make -C KBUILD_DIR M=WORK modules KBUILD_MODPOST_WARN=1`, converts
 /// `NAME.ko` in place with [`relocator::klp::convert_to_livepatch`] and
-/// checks that every symbol still undefined satisfies `exports`.
+/// checks that every symbol still undefined satisfies `exports`. `make`
+/// runs where `toolchain` says: the target's own build root, when its
+/// kbuild helpers and compiler are another release's.
 pub fn build_module(
     spec: &ModuleSpec,
     patch_objects: &[PathBuf],
     kbuild_dir: &Path,
     work: &Path,
     exports: &dyn Fn(&str) -> bool,
+    toolchain: &Toolchain,
 ) -> Result<PathBuf, ModuleError> {
     validate_spec(spec)?;
     if patch_objects.is_empty() {
@@ -360,10 +364,12 @@ pub fn build_module(
         .env_remove("MAKEFLAGS")
         .env_remove("MFLAGS")
         .env_remove("MAKELEVEL");
-    process::run(&mut make).map_err(|source| ModuleError::Kbuild {
-        name: spec.name.clone(),
-        source: Box::new(source),
-    })?;
+    toolchain
+        .run(&mut make, &[work, kbuild_dir])
+        .map_err(|source| ModuleError::Kbuild {
+            name: spec.name.clone(),
+            source: Box::new(source),
+        })?;
 
     let ko = work.join(format!("{}.ko", spec.name));
     if !ko.is_file() {
@@ -584,11 +590,19 @@ mod tests {
             Path::new("/nonexistent"),
             &work,
             &|_| true,
+            &Toolchain::Host,
         )
         .unwrap_err();
         assert!(matches!(err, ModuleError::InvalidName { .. }), "{err}");
-        let err =
-            build_module(&spec(), &[], Path::new("/nonexistent"), &work, &|_| true).unwrap_err();
+        let err = build_module(
+            &spec(),
+            &[],
+            Path::new("/nonexistent"),
+            &work,
+            &|_| true,
+            &Toolchain::Host,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("no patch object"), "{err}");
         assert!(!work.exists());
     }

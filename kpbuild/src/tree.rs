@@ -6,6 +6,7 @@
 use crate::files::{FileError, PathContext};
 use crate::kbuild::{KbuildError, UnitCommand, scan_c_units};
 use crate::process::ProcessError;
+use crate::toolchain::Toolchain;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -66,7 +67,7 @@ pub enum TreeError {
     },
     /// The compiler here is not the one that built vmlinux.
     #[error(
-        "compiler mismatch: {} was built by `{built}`, but `{cc}` is `{version}`; a different compiler inlines differently and the diff would be wrong",
+        "compiler mismatch: {} was built by `{built}`, but `{cc}`{place} is `{version}`; a different compiler inlines differently and the diff would be wrong",
         vmlinux.display()
     )]
     CompilerMismatch {
@@ -78,6 +79,8 @@ pub enum TreeError {
         cc: String,
         /// Its version line.
         version: String,
+        /// Empty on the host, else ` in the SUITE build root DIR`.
+        place: String,
     },
     /// vmlinux is not an ELF file.
     #[error("{}: {source}", path.display())]
@@ -118,6 +121,9 @@ pub struct TargetTree {
     pub module_build: PathBuf,
     /// How the target was described.
     pub mode: TreeMode,
+    /// Where its compile commands run: the host, or the build root of the
+    /// target's own Debian release.
+    pub toolchain: Toolchain,
 }
 
 /// How a [`TargetTree`] was obtained.
@@ -179,12 +185,15 @@ impl TargetTree {
             units,
             module_of,
             mode: TreeMode::Built,
+            toolchain: Toolchain::Host,
         })
     }
 
     /// Describes a tree-less target: `prepared` is a kbuild output directory
     /// made from `src` and `config`, holding the units compiled so far;
-    /// `vmlinux` and `headers` (with Module.symvers) are the target's own.
+    /// `vmlinux` and `headers` (with Module.symvers) are the target's own;
+    /// `toolchain` is where the directory was prepared.
+    #[allow(clippy::too_many_arguments)]
     pub fn prepared(
         src: &Path,
         prepared: &Path,
@@ -193,6 +202,7 @@ impl TargetTree {
         cc: &str,
         units: Vec<UnitCommand>,
         module_of: HashMap<PathBuf, (String, PathBuf)>,
+        toolchain: Toolchain,
     ) -> Result<Self, TreeError> {
         let config_path = prepared.join(".config");
         let config = read_livepatch_config(&config_path)?;
@@ -219,6 +229,7 @@ impl TargetTree {
             module_of,
             module_build: canon(headers)?,
             mode: TreeMode::Prepared { cc: cc.to_string() },
+            toolchain,
         })
     }
 
@@ -251,7 +262,7 @@ impl TargetTree {
 
     /// The compiler kbuild recorded must be the one that built vmlinux, or
     /// another package revision of the same version: then a warning (and
-    /// pre-match decides).
+    /// pre-match decides). It runs where the target's compiles run.
     pub fn check_compiler(&self) -> Result<Option<String>, TreeError> {
         use object::{Object as _, ObjectSection as _};
         let cc = self.units[0]
@@ -262,7 +273,7 @@ impl TargetTree {
             .to_string();
         let mut command = std::process::Command::new(&cc);
         command.arg("--version").current_dir(&self.build);
-        let out = match crate::process::run(&mut command) {
+        let out = match self.toolchain.run(&mut command, &[]) {
             Ok(out) | Err(ProcessError::Failed { output: out, .. }) => out,
             Err(ProcessError::Spawn { source, .. }) => {
                 return Err(TreeError::CompilerNotRunnable { cc, source });
@@ -303,6 +314,10 @@ impl TargetTree {
                 built,
                 cc,
                 version,
+                place: match self.toolchain {
+                    Toolchain::Host => String::new(),
+                    _ => format!(" {}", self.toolchain.place()),
+                },
             });
         }
         Ok(None)

@@ -5,11 +5,13 @@
 //! records are then replayed exactly like a built tree's. Everything after
 //! [`prepared_tree`] is the tree mode's code path.
 
+use crate::buildroot::BuildRootError;
 use crate::files::{FileError, PathContext};
 use crate::identity::IdentityError;
 use crate::kbuild::{KbuildError, UnitCommand};
 use crate::patch::SourcePatch;
 use crate::process::ProcessError;
+use crate::toolchain::Toolchain;
 use crate::tree::{TargetTree, TreeError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -39,7 +41,7 @@ pub enum TreelessError {
     },
     /// The compiler here is another version.
     #[error(
-        "compiler mismatch: the kernel was built by `{want}`, but `{cc}` here is `{have}` ({why}); a different compiler generates different code: {}",
+        "compiler mismatch: the kernel was built by `{want}`, but `{cc}` {place} is `{have}` ({why}); a different compiler generates different code: {}",
         how_to_get(cc)
     )]
     CompilerMismatch {
@@ -51,7 +53,12 @@ pub enum TreelessError {
         have: String,
         /// What differs.
         why: String,
+        /// Where it ran: `here`, or `in the SUITE build root DIR`.
+        place: String,
     },
+    /// The build root of the target's Debian release cannot be made.
+    #[error(transparent)]
+    BuildRoot(#[from] BuildRootError),
     /// `make` failed while preparing the directory.
     #[error(transparent)]
     Make(Box<ProcessError>),
@@ -200,11 +207,26 @@ pub struct CheckedCompiler {
 /// this machine: the same version line, or only another package revision
 /// of it (a warning).
 pub fn checked_compiler(config: &str) -> Result<CheckedCompiler, TreelessError> {
+    checked_compiler_in(config, &Toolchain::Host)
+}
+
+/// The compiler command `CONFIG_CC_VERSION_TEXT` names and the whole text.
+fn named_compiler(config: &str) -> Result<(String, String), TreelessError> {
     let want = crate::tree::parse_config(config)
         .remove("CONFIG_CC_VERSION_TEXT")
         .ok_or(TreelessError::NoCompiler)?;
     let cc = want.split_whitespace().next().unwrap_or("gcc").to_string();
-    let out = match crate::process::run(Command::new(&cc).arg("--version")) {
+    Ok((cc, want))
+}
+
+/// [`checked_compiler`], the compiler run by `toolchain` (on the host, or
+/// inside a build root).
+pub fn checked_compiler_in(
+    config: &str,
+    toolchain: &Toolchain,
+) -> Result<CheckedCompiler, TreelessError> {
+    let (cc, want) = named_compiler(config)?;
+    let out = match toolchain.run(Command::new(&cc).arg("--version"), &[]) {
         Ok(out) | Err(ProcessError::Failed { output: out, .. }) => out,
         Err(ProcessError::Spawn { source, .. }) => {
             return Err(TreelessError::CompilerNotRunnable { want, cc, source });
@@ -227,6 +249,7 @@ pub fn checked_compiler(config: &str) -> Result<CheckedCompiler, TreelessError> 
                 cc,
                 have,
                 why,
+                place: toolchain.place(),
             });
         }
     };
@@ -253,6 +276,7 @@ fn prepared_key(
     src: &Path,
     config_text: &str,
     cc_version: &str,
+    toolchain: &Toolchain,
 ) -> Result<(String, PathBuf), FileError> {
     let makefile = crate::files::read(&src.join("Makefile"))?;
     let mut h = Sha256::new();
@@ -264,6 +288,14 @@ fn prepared_key(
     ] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
+    }
+    // The helpers `prepare` builds link against the build root's libraries:
+    // a directory prepared in one is never used on the host (host keys are
+    // as before).
+    if let Some(suite) = toolchain.suite() {
+        let part = format!("buildroot:{suite}");
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
     }
     let key = kimage::hex(&h.finalize()[..8]);
     let dir = kimage::cache_root().join("prepared").join(&key);
@@ -277,7 +309,7 @@ pub fn prepared_dir(src: &Path, config: &Path) -> Result<(PathBuf, String), Tree
     let src = src.canonicalize().at(src)?;
     let config_text = crate::files::read_to_string(config)?;
     let (cc, cc_version) = config_compiler(&config_text)?;
-    let (_, dir) = prepared_key(&src, &config_text, &cc_version)?;
+    let (_, dir) = prepared_key(&src, &config_text, &cc_version, &Toolchain::Host)?;
     Ok((dir, cc))
 }
 
@@ -297,18 +329,20 @@ pub fn prepared_tree(
     let src = src.canonicalize().at(src)?;
     crate::tree::check_source(&src)?;
     let config_text = crate::files::read_to_string(files.config)?;
-    crate::identity::check_treeless(
+    let id = crate::identity::check_treeless(
         &src,
         &config_text,
         files.config,
         files.vmlinux,
         files.headers,
     )?;
+    let (named, _) = named_compiler(&config_text)?;
+    let toolchain = Toolchain::for_target(&id.release, &named, &[&src, files.headers], progress)?;
     let CheckedCompiler {
         cc,
         version: cc_version,
         warning,
-    } = checked_compiler(&config_text)?;
+    } = checked_compiler_in(&config_text, &toolchain)?;
     if let Some(w) = warning {
         progress(&format!("warning: {w}"));
         warnings.push(w);
@@ -317,7 +351,8 @@ pub fn prepared_tree(
         src: &src,
         config: files.config,
         cc: &cc,
-        dir: prepared_key(&src, &config_text, &cc_version)?.1,
+        dir: prepared_key(&src, &config_text, &cc_version, &toolchain)?.1,
+        toolchain: &toolchain,
     };
     // One kpbuild at a time prepares a directory; the lock is held while
     // the units compile in it.
@@ -331,6 +366,7 @@ pub fn prepared_tree(
         &cc,
         units,
         module_of,
+        toolchain.clone(),
     )?)
 }
 
@@ -341,6 +377,7 @@ struct Prepared<'a> {
     config: &'a Path,
     cc: &'a str,
     dir: PathBuf,
+    toolchain: &'a Toolchain,
 }
 
 /// A module's name and its `.ko`.
@@ -386,15 +423,16 @@ impl Prepared<'_> {
             dir.display()
         ));
         std::fs::write(dir.join(".config"), config_text).at(dir)?;
-        crate::process::run(make(self.src, dir, self.cc).arg("olddefconfig"))
-            .map_err(|e| TreelessError::Make(Box::new(e)))?;
+        let run = |cmd: &mut Command| {
+            self.toolchain
+                .run(cmd, &[])
+                .map_err(|e| TreelessError::Make(Box::new(e)))
+        };
+        run(make(self.src, dir, self.cc).arg("olddefconfig"))?;
         let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-        crate::process::run(
-            make(self.src, dir, self.cc)
-                .arg(format!("-j{jobs}"))
-                .arg("prepare"),
-        )
-        .map_err(|e| TreelessError::Make(Box::new(e)))?;
+        run(make(self.src, dir, self.cc)
+            .arg(format!("-j{jobs}"))
+            .arg("prepare"))?;
         let key = dir.file_name().unwrap_or_default().to_string_lossy();
         std::fs::write(&done, key.as_bytes()).at(&done)?;
         laps.push(("prepare", start.elapsed().as_secs_f64()));
@@ -520,7 +558,7 @@ impl Prepared<'_> {
         let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut make = make(self.src, &self.dir, self.cc);
         make.arg(format!("-j{jobs}")).args(objects);
-        if crate::process::run(&mut make).is_ok() {
+        if self.toolchain.run(&mut make, &[]).is_ok() {
             return Ok(());
         }
         for object in objects {
@@ -531,12 +569,12 @@ impl Prepared<'_> {
 
     /// Compiles one object in the directory; its `.cmd` record.
     fn compile(&self, object: &Path) -> Result<UnitCommand, TreelessError> {
-        crate::process::run(make(self.src, &self.dir, self.cc).arg(object)).map_err(|source| {
-            TreelessError::NotBuilt {
+        self.toolchain
+            .run(make(self.src, &self.dir, self.cc).arg(object), &[])
+            .map_err(|source| TreelessError::NotBuilt {
                 object: object.to_path_buf(),
                 source: Box::new(source),
-            }
-        })?;
+            })?;
         Ok(UnitCommand::parse(&self.cmd_file(object))?)
     }
 

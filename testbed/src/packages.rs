@@ -23,6 +23,10 @@ pub const TESTBED_PACKAGES: &[&str] = &[
     "xz-utils",
     // Bundle signatures are checked with the external verifier too.
     "minisign",
+    // Kernels of another Debian release compile in a build root of that
+    // release: made with mmdebstrap, entered with bwrap.
+    "mmdebstrap",
+    "bubblewrap",
 ];
 
 /// Which of `packages` are not installed.

@@ -8,6 +8,8 @@
 //! cargo xtask e2e --only NAME[,NAME]  only the cases named exactly
 //! cargo xtask kernel    build (or reuse) the cached test kernel and print its paths
 //! cargo xtask kernel signing   the same for the module-signing variant
+//! cargo xtask buildroot [SUITE]  make (or reuse) the cached Debian build root
+//!                       (default trixie) and print its path, size and time
 //! cargo xtask bench [diff|build]  benchmarks (release build): elfdiff over the
 //!                       whole kernel; kpbuild build vs the incremental make
 //! cargo xtask bench debian  kpbuild build --debian cold and warm, vs a full
@@ -42,6 +44,13 @@ fn main() -> ExitCode {
                 println!("build:  {}", kb.build.display());
                 println!("image:  {}", kb.bzimage().display());
             }),
+        Some("buildroot") => {
+            buildroot(args.get(1).map_or(BUILDROOT_SUITE, String::as_str)).map(|(root, seconds)| {
+                println!("build root: {}", root.dir().display());
+                println!("suite:      {}", root.suite());
+                println!("ready in:   {seconds:.1} s");
+            })
+        }
         Some("kernel") => kernel().map(|kb| {
             println!("source: {}", kb.src.display());
             println!("build:  {}", kb.build.display());
@@ -49,11 +58,12 @@ fn main() -> ExitCode {
         }),
         _ => {
             eprintln!(
-                "usage: cargo xtask <demo|test|e2e [FILTER|--only NAME[,NAME]]|kernel|bench [diff|build|debian]>\n\n\
+                "usage: cargo xtask <demo|test|e2e [FILTER|--only NAME[,NAME]]|kernel|buildroot [SUITE]|bench [diff|build|debian]>\n\n\
                  demo    build the test kernel if needed, livepatch it in QEMU, show the effect\n\
                  test    cargo test --workspace, then the kernel end-to-end suite\n\
                  e2e     only the kernel end-to-end suite\n\
                  kernel [signing]  build or reuse the cached test kernel (or its signing variant)\n\
+                 buildroot [SUITE]  make or reuse the Debian build root (default trixie; as root)\n\
                  bench [diff|build]  benchmarks: elfdiff over the whole kernel, kpbuild build vs make\n\
                  bench debian  kpbuild build --debian cold and warm vs a full-rebuild estimate,\n\
                                and for the oldest 6.12 and the newest 6.1 cloud release"
@@ -157,6 +167,20 @@ fn ensure_kernel(spec: fn() -> Result<KernelSpec, testbed::Error>) -> Result<Ker
         .map_err(|e| e.to_string())
 }
 
+/// The Debian release whose kernels the suite builds in a build root.
+pub const BUILDROOT_SUITE: &str = "trixie";
+
+/// Installs the packages, then makes (or reuses) the build root of `suite`:
+/// the root and the seconds it took.
+pub fn buildroot(suite: &str) -> Result<(kpbuild::buildroot::BuildRoot, f64), String> {
+    testbed::packages::ensure(testbed::packages::TESTBED_PACKAGES, &mut progress)
+        .map_err(|e| e.to_string())?;
+    let start = std::time::Instant::now();
+    let root = kpbuild::buildroot::BuildRoot::for_suite(suite, &|m| progress(m))
+        .map_err(|e| e.to_string())?;
+    Ok((root, start.elapsed().as_secs_f64()))
+}
+
 fn demo() -> Result<(), String> {
     let kb = kernel()?;
     e2e::demo(&kb)
@@ -181,6 +205,8 @@ fn test() -> Result<(), String> {
     eprintln!("== test kernels");
     kernel()?;
     signing_kernel()?;
+    eprintln!("== {BUILDROOT_SUITE} build root");
+    buildroot(BUILDROOT_SUITE)?;
     cargo_env(
         &["test", "--workspace"],
         &[(testbed::oracle::REQUIRE_ENV, "1")],

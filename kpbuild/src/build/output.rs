@@ -36,6 +36,7 @@ pub fn module(
         &tree.module_build,
         &work.join("module"),
         &|s| exports.contains(s),
+        &tree.toolchain,
     )?;
     let bytes = crate::files::read(&ko)?;
     Ok((spec, bytes))

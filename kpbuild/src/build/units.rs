@@ -132,7 +132,8 @@ pub fn compile<'t>(
                 crate::files::create_dir_all(out.parent().expect("object has a directory"))?;
                 let _slot = slots.take().map_err(BuildError::Jobserver)?;
                 let mut cmd = u.cmd.replay(&tree.build, &tree.src, root, out, &flags)?;
-                crate::process::run(&mut cmd)
+                tree.toolchain
+                    .run(&mut cmd, &[work])
                     .map(|_| ())
                     .map_err(|source| BuildError::Compile {
                         object: u.cmd.object.clone(),

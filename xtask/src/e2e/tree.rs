@@ -94,9 +94,14 @@ pub(super) fn module_glue_klp_relocation(ctx: &Ctx) -> Result<(), String> {
         }],
     };
     let start = Instant::now();
-    let ko = kpbuild::module::build_module(&spec, &[object], build, &work.join("module"), &|s| {
-        exports.contains(s)
-    })
+    let ko = kpbuild::module::build_module(
+        &spec,
+        &[object],
+        build,
+        &work.join("module"),
+        &|s| exports.contains(s),
+        &kpbuild::toolchain::Toolchain::Host,
+    )
     .map_err(|e| e.to_string())?;
     eprintln!(
         "  > module_glue: build_module took {:.2} s",
