@@ -117,18 +117,13 @@ impl Toolchain {
     }
 }
 
-/// The Debian suite of a kernel release (`6.12.118+deb13-cloud-amd64` →
-/// `trixie`), from its `+debN` mark.
+/// The Debian suite (codename) of a kernel release, from its name
+/// ([`crate::debian::release::parse`]): `6.12.118+deb13-cloud-amd64` →
+/// `trixie`; `None` for a release that is not Debian's.
 pub fn debian_suite(release: &str) -> Option<&'static str> {
-    let (_, rest) = release.split_once("+deb")?;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    match digits.as_str() {
-        "11" => Some("bullseye"),
-        "12" => Some("bookworm"),
-        "13" => Some("trixie"),
-        "14" => Some("forky"),
-        _ => None,
-    }
+    crate::debian::release::parse(release)
+        .ok()
+        .map(|r| r.suite.codename())
 }
 
 /// The `bwrap` command running `cmd` inside the build root at `root` with
@@ -218,7 +213,7 @@ mod tests {
         assert_eq!(debian_suite("6.12.118+deb13-cloud-amd64"), Some("trixie"));
         assert_eq!(debian_suite("6.12.115+deb13.1-amd64"), Some("trixie"));
         assert_eq!(debian_suite("6.12.117+deb12-cloud-amd64"), Some("bookworm"));
-        assert_eq!(debian_suite("6.1.0-57-cloud-amd64"), None);
+        assert_eq!(debian_suite("6.1.0-57-cloud-amd64"), Some("bookworm"));
         assert_eq!(debian_suite("6.12.0-kpbuild"), None);
     }
 
