@@ -317,7 +317,8 @@ pub fn prepared_dir(src: &Path, config: &Path) -> Result<(PathBuf, String), Tree
 /// describe one kernel, prepares (or reuses) the private build directory
 /// and compiles the changed units in it. `laps` receives the time of a
 /// first `prepare`, `warnings` what the build goes on despite (a compiler
-/// package revision other than the kernel's).
+/// package revision other than the kernel's), `holds` the prepared
+/// directory, held for the build.
 pub fn prepared_tree(
     src: &Path,
     files: &TreelessFiles<'_>,
@@ -325,6 +326,7 @@ pub fn prepared_tree(
     progress: &dyn Fn(&str),
     laps: &mut Vec<(&'static str, f64)>,
     warnings: &mut Vec<String>,
+    holds: &mut Vec<crate::cache::Hold>,
 ) -> Result<TargetTree, TreelessError> {
     let src = src.canonicalize().at(src)?;
     crate::tree::check_source(&src)?;
@@ -354,9 +356,10 @@ pub fn prepared_tree(
         dir: prepared_key(&src, &config_text, &cc_version, &toolchain)?.1,
         toolchain: &toolchain,
     };
-    // One kpbuild at a time prepares a directory; the lock is held while
-    // the units compile in it.
-    let _lock = dir.prepare(&config_text, progress, laps)?;
+    // One kpbuild at a time prepares a directory and compiles units in it;
+    // the build holds it until it ends.
+    let (hold, _compile) = dir.prepare(&config_text, progress, laps)?;
+    holds.push(hold);
     let (units, module_of) = dir.compile_changed(patches, files, progress, laps)?;
     Ok(TargetTree::prepared(
         &src,
@@ -387,35 +390,55 @@ type ModuleTarget = (String, PathBuf);
 type ModuleOf = HashMap<PathBuf, ModuleTarget>;
 
 impl Prepared<'_> {
-    /// Takes the directory's lock and prepares it unless a build did
-    /// (`olddefconfig` + `prepare`); returns the held lock.
+    /// Holds the directory for the build (see [`crate::cache::hold`]),
+    /// preparing it unless a build did (`olddefconfig` + `prepare`), and
+    /// takes the lock under which units compile in it, one build at a time.
     fn prepare(
         &self,
         config_text: &str,
         progress: &dyn Fn(&str),
         laps: &mut Vec<(&'static str, f64)>,
-    ) -> Result<std::fs::File, TreelessError> {
+    ) -> Result<(crate::cache::Hold, std::fs::File), TreelessError> {
         let dir = &self.dir;
-        crate::files::create_dir_all(dir)?;
+        crate::files::create_dir_all(dir.parent().expect("under the cache"))?;
         let lock_path = dir.with_extension("lock");
-        let lock = std::fs::File::create(&lock_path).at(&lock_path)?;
-        lock.lock().at(&lock_path)?;
-        // `kpbuild cache` ties the directory to its source and config by
-        // these records (directories prepared before them get them on next use).
+        let done = dir.join(".kpbuild-prepared");
+        let hold = crate::cache::hold(&lock_path, &done, || {
+            self.fill(config_text, &done, progress, laps)
+        })?;
+        self.record()?;
+        let compile_path = dir.join(".kpbuild-compile.lock");
+        let compile = std::fs::File::create(&compile_path).at(&compile_path)?;
+        compile.lock().at(&compile_path)?;
+        Ok((hold, compile))
+    }
+
+    /// `kpbuild cache` ties the directory to its source and config by these
+    /// records (directories prepared before them get them on next use).
+    fn record(&self) -> Result<(), TreelessError> {
         let config = self.config.canonicalize().at(self.config)?;
         for (name, path) in [
             (crate::cache::PREPARED_SOURCE, self.src),
             (crate::cache::PREPARED_CONFIG, config.as_path()),
         ] {
-            let record = dir.join(name);
+            let record = self.dir.join(name);
             if !record.exists() {
                 crate::files::write_atomic(&record, path.as_os_str().as_bytes())?;
             }
         }
-        let done = dir.join(".kpbuild-prepared");
-        if done.exists() {
-            return Ok(lock);
-        }
+        Ok(())
+    }
+
+    /// Prepares the directory (`olddefconfig` + `prepare`), the marker `done` last.
+    fn fill(
+        &self,
+        config_text: &str,
+        done: &Path,
+        progress: &dyn Fn(&str),
+        laps: &mut Vec<(&'static str, f64)>,
+    ) -> Result<(), TreelessError> {
+        let dir = &self.dir;
+        crate::files::create_dir_all(dir)?;
         let start = std::time::Instant::now();
         progress(&format!(
             "preparing a build directory for {} (olddefconfig + prepare, once): {}",
@@ -433,10 +456,11 @@ impl Prepared<'_> {
         run(make(self.src, dir, self.cc)
             .arg(format!("-j{jobs}"))
             .arg("prepare"))?;
+        self.record()?;
         let key = dir.file_name().unwrap_or_default().to_string_lossy();
-        std::fs::write(&done, key.as_bytes()).at(&done)?;
+        std::fs::write(done, key.as_bytes()).at(done)?;
         laps.push(("prepare", start.elapsed().as_secs_f64()));
-        Ok(lock)
+        Ok(())
     }
 
     /// Compiles each changed `.c` file in the directory; its `.cmd` record

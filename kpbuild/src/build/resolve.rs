@@ -21,6 +21,9 @@ pub struct Resolved {
     /// What the build goes on despite (a compiler package revision other
     /// than the kernel's), for the report.
     pub warnings: Vec<String>,
+    /// The cache entries the build uses (Debian release, source, prepared
+    /// directory), held while it runs so `kpbuild cache prune` skips them.
+    pub holds: Vec<crate::cache::Hold>,
 }
 
 /// Resolves `spec` and checks the compiler against the target's vmlinux.
@@ -34,6 +37,7 @@ pub fn resolve(
     let note = |m: &str| progress.note(m);
     let mut laps = Vec::new();
     let mut warnings = Vec::new();
+    let mut holds = Vec::new();
     let tree = match spec {
         TargetSpec::Tree {
             src,
@@ -65,12 +69,21 @@ pub fn resolve(
                 debian_release: None,
                 max_header_users,
             };
-            crate::treeless::prepared_tree(src, &files, patches, &note, &mut laps, &mut warnings)?
+            crate::treeless::prepared_tree(
+                src,
+                &files,
+                patches,
+                &note,
+                &mut laps,
+                &mut warnings,
+                &mut holds,
+            )?
         }
         TargetSpec::Debian { release, src } => {
             let start = Instant::now();
             let k = crate::debian::fetch_with_source(release, src.as_deref(), &note)?;
             laps.push(("fetch", start.elapsed().as_secs_f64()));
+            holds.extend(k.holds.iter().cloned());
             let files = TreelessFiles {
                 config: &k.config,
                 vmlinux: &k.vmlinux,
@@ -80,7 +93,15 @@ pub fn resolve(
                 max_header_users,
             };
             let src = src.as_ref().unwrap_or(&k.src);
-            crate::treeless::prepared_tree(src, &files, patches, &note, &mut laps, &mut warnings)?
+            crate::treeless::prepared_tree(
+                src,
+                &files,
+                patches,
+                &note,
+                &mut laps,
+                &mut warnings,
+                &mut holds,
+            )?
         }
     };
     if let Some(w) = tree.check_compiler()?
@@ -93,5 +114,6 @@ pub fn resolve(
         tree,
         laps,
         warnings,
+        holds,
     })
 }

@@ -20,11 +20,13 @@
 //! marker and its lock files: every build opens a lock with
 //! `File::create`, which truncates it and so stamps the time.
 
+pub mod hold;
 mod prune;
 mod scan;
 pub mod targets;
 mod usage;
 
+pub use hold::{Hold, hold};
 pub use prune::{Reason, Removed, Rules, SkipReason, Skipped};
 pub use scan::{PREPARED_CONFIG, PREPARED_SOURCE, release_parts};
 pub use targets::{Targets, TargetsError};

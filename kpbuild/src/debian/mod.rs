@@ -22,7 +22,7 @@ pub mod release;
 pub mod source;
 pub mod version;
 
-use crate::files::{FileError, PathContext};
+use crate::files::FileError;
 use crate::process::ProcessError;
 use archive::Apt;
 use release::{Release, Suite};
@@ -157,6 +157,9 @@ impl From<ProcessError> for DebianError {
 /// A Debian kernel's files, extracted.
 #[derive(Debug, Clone)]
 pub struct DebianKernel {
+    /// The cache entries it is in (release, source), held until it is
+    /// dropped: `kpbuild cache prune` skips them.
+    pub holds: Vec<crate::cache::Hold>,
     /// Extracted `linux-source-X.Y`.
     pub src: PathBuf,
     /// `/boot/config-RELEASE`.
@@ -258,26 +261,49 @@ pub fn fetch_with_source(
         Some(deb) => packages::deb_version(&deb)?,
         None => version_in(&apt.get(progress)?, &r)?,
     };
-    crate::files::create_dir_all(&debs)?;
-    // One kpbuild at a time fills a release's caches.
+    // One kpbuild at a time fills a release's caches; every build holds
+    // the release (shared) while it runs, so a prune leaves it alone.
+    crate::files::create_dir_all(&debian)?;
     let lock_path = debian.join(format!("{}.lock", r.name));
-    let lock = std::fs::File::create(&lock_path).at(&lock_path)?;
-    lock.lock().at(&lock_path)?;
-
-    // The source downloads and unpacks beside the packages; the two join
-    // before anything needs both.
     let get_apt = || apt.get(progress);
-    let (src, packages) = std::thread::scope(|scope| {
-        let src = scope.spawn(|| match src {
-            Some(s) => Ok(s.to_path_buf()),
-            None => source::ensure(&r, &version, &get_apt, progress),
+    let mut fetched_src = None;
+    let release_hold = crate::cache::hold(&lock_path, &base.join(packages::DONE), || {
+        crate::files::create_dir_all(&debs)?;
+        // The source downloads and unpacks beside the packages; the two
+        // join before anything needs both.
+        let (s, packages) = std::thread::scope(|scope| {
+            let s = scope.spawn(|| source_of(&r, src, &version, &get_apt, progress));
+            let packages = packages::fetch(&get_apt, &r, &base, &version, progress);
+            (s.join(), packages)
         });
-        let packages = packages::fetch(&get_apt, &r, &base, &version, progress);
-        (src.join(), packages)
-    });
-    packages?;
-    let src = src.map_err(|_| DebianError::Panicked("source"))??;
-    kernel_files(&r, &base.join("root"), src, version)
+        packages?;
+        fetched_src = Some(s.map_err(|_| DebianError::Panicked("source"))??);
+        Ok::<(), DebianError>(())
+    })?;
+    let src = match fetched_src {
+        Some(s) => s,
+        None => source_of(&r, src, &version, &get_apt, progress)?,
+    };
+    let mut holds = vec![release_hold];
+    if src.starts_with(source::source_dir(&version)) {
+        holds.push(source::hold(&version)?);
+    }
+    kernel_files(&r, &base.join("root"), src, version, holds)
+}
+
+/// The caller's source tree, else the release's own, downloaded and
+/// unpacked when missing.
+fn source_of(
+    r: &Release,
+    src: Option<&std::path::Path>,
+    version: &str,
+    apt: &dyn Fn() -> Result<Apt, DebianError>,
+    progress: &dyn Fn(&str),
+) -> Result<PathBuf, DebianError> {
+    match src {
+        Some(s) => Ok(s.to_path_buf()),
+        None => source::ensure(r, version, apt, progress),
+    }
 }
 
 /// The files of an extracted release, each checked to exist.
@@ -286,6 +312,7 @@ fn kernel_files(
     root: &std::path::Path,
     src: PathBuf,
     version: String,
+    holds: Vec<crate::cache::Hold>,
 ) -> Result<DebianKernel, DebianError> {
     let release = &r.name;
     let need = |p: PathBuf| {
@@ -304,5 +331,6 @@ fn kernel_files(
         modules: need(root.join(r.suite.modules_dir()).join(release))?,
         version,
         suite: r.suite,
+        holds,
     })
 }

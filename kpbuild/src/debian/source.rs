@@ -26,6 +26,25 @@ pub fn source_dir(version: &str) -> PathBuf {
         .join(format!("source-{}", version.replace('~', "_")))
 }
 
+/// `CACHE/debian/source-VERSION.lock`. Not `with_extension`: the
+/// version's dots would cut the name short.
+fn lock_of(base: &Path) -> PathBuf {
+    base.with_file_name(format!(
+        "{}.lock",
+        base.file_name().unwrap_or_default().to_string_lossy()
+    ))
+}
+
+/// Holds the finished source of `version` for a build (see
+/// [`crate::cache::hold`]); a source a prune removed since it was looked
+/// at is an error naming it.
+pub fn hold(version: &str) -> Result<crate::cache::Hold, DebianError> {
+    let base = source_dir(version);
+    crate::cache::hold(&lock_of(&base), &base.join(DONE), || {
+        Err(DebianError::Missing(base.clone()))
+    })
+}
+
 /// The unpacked source tree of `release` at `version`, if a finished one is
 /// in the cache.
 pub fn cached(release: &Release, version: &str) -> Option<PathBuf> {
@@ -50,11 +69,7 @@ pub fn ensure(
         return Ok(tree);
     }
     crate::files::create_dir_all(base.parent().expect("under the cache"))?;
-    // Not `with_extension`: the version's dots would cut the name short.
-    let lock_path = base.with_file_name(format!(
-        "{}.lock",
-        base.file_name().unwrap_or_default().to_string_lossy()
-    ));
+    let lock_path = lock_of(&base);
     let lock = std::fs::File::create(&lock_path).at(&lock_path)?;
     lock.lock().at(&lock_path)?;
     if base.join(DONE).exists() {
