@@ -147,6 +147,34 @@ pub fn debian_other_releases() -> Result<(String, String), String> {
         .clone()
 }
 
+/// The Debian 13 cloud release the suite proves and `bench debian` times:
+/// the newest `6.12.N+deb13-cloud-amd64` the private trixie apt knows whose
+/// version `linux-source-6.12` also has. Chosen once per run.
+pub fn debian13_release() -> Result<String, String> {
+    static CHOICE: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    CHOICE
+        .get_or_init(|| {
+            use kpbuild::debian::{archive, release::Suite};
+            let known = archive::known_kernels_in("6.12", Suite::Trixie, &|m| progress(m))
+                .map_err(|e| e.to_string())?;
+            let sources = archive::Apt::for_suite(Suite::Trixie, &|m| progress(m))
+                .and_then(|apt| apt.versions("linux-source-6.12"))
+                .map_err(|e| e.to_string())?;
+            known
+                .into_iter()
+                .rev()
+                .find(|k| k.flavour == "cloud-amd64" && sources.contains(&k.version))
+                .map(|k| k.release)
+                .ok_or_else(|| {
+                    format!(
+                        "the trixie archive has no 6.12 cloud kernel whose version linux-source-6.12 has ([{}])",
+                        sources.join(", ")
+                    )
+                })
+        })
+        .clone()
+}
+
 /// Installs missing packages, then builds or reuses the test kernel
 /// ([`KernelSpec::test_kernel`], the one the tests find).
 pub fn kernel() -> Result<KernelBuild, String> {

@@ -78,21 +78,106 @@ pub(super) fn bench_debian() -> Result<(), String> {
         estimate,
         caches: caches.dirs,
     };
-    // The older releases: the oldest 6.12 and the newest 6.1 in the archive.
+    // The older releases: the oldest 6.12 and the newest 6.1 in the archive;
+    // and Debian 13's, after its build root (made once per Debian release).
     let (oldest, newest_61) = crate::debian_other_releases()?;
-    let others: Vec<OtherRelease> = [oldest, newest_61]
+    let buildroot = BuildRootFigures::measure();
+    let mut others: Vec<OtherRelease> = [oldest, newest_61]
         .into_iter()
         .map(|r| OtherRelease::measure(r, &out, jobs))
         .collect();
+    others.push(OtherRelease::measure(
+        crate::debian13_release()?,
+        &out,
+        jobs,
+    ));
     let mut json = report_json(&release, jobs, load, &m);
     json["other_releases"] = Value::Array(others.iter().map(OtherRelease::json).collect());
+    json["buildroot"] = buildroot.json();
     let path = write_json("debian", &json)?;
     print_runs_table(&release, jobs, &m);
     print_comparison(jobs, &m);
     print_others(&others);
+    buildroot.print();
     print_load(load);
     println!("  wrote {}", path.display());
     Ok(())
+}
+
+/// `bench debian13`: only the Debian 13 release (cold and warm, the cold
+/// run excluding its build root) and the build root, reported apart.
+pub(super) fn bench_debian13() -> Result<(), String> {
+    let load = load_average();
+    let jobs = cores();
+    let out = bench_dir().join("debian-out");
+    let buildroot = BuildRootFigures::measure();
+    let others = vec![OtherRelease::measure(
+        crate::debian13_release()?,
+        &out,
+        jobs,
+    )];
+    let json = json!({
+        "jobs": jobs,
+        "machine": machine(load),
+        "buildroot": buildroot.json(),
+        "other_releases": others.iter().map(OtherRelease::json).collect::<Vec<_>>(),
+    });
+    let path = write_json("debian13", &json)?;
+    print_others(&others);
+    buildroot.print();
+    print_load(load);
+    println!("  wrote {}", path.display());
+    Ok(())
+}
+
+/// The build root Debian 13's kernels compile in: made once per Debian
+/// release, so timed apart from the cold runs (which keep it).
+struct BuildRootFigures {
+    /// The root, and the seconds `BuildRoot::for_suite` took in this run
+    /// (about zero when it was already made).
+    made: Result<(PathBuf, f64), String>,
+    /// Its size on disk.
+    bytes: Option<u64>,
+}
+
+impl BuildRootFigures {
+    fn measure() -> BuildRootFigures {
+        let made =
+            crate::buildroot(crate::BUILDROOT_SUITE).map(|(root, s)| (root.dir().to_path_buf(), s));
+        let bytes = made.as_ref().ok().and_then(|(dir, _)| {
+            let out = Command::new("du").arg("-sb").arg(dir).output().ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        });
+        BuildRootFigures { made, bytes }
+    }
+
+    fn json(&self) -> Value {
+        match &self.made {
+            Ok((dir, s)) => json!({
+                "suite": crate::BUILDROOT_SUITE,
+                "dir": dir,
+                "seconds_this_run": s,
+                "bytes": self.bytes,
+            }),
+            Err(e) => json!({ "error": e }),
+        }
+    }
+
+    fn print(&self) {
+        match &self.made {
+            Ok((dir, s)) => println!(
+                "  {} build root {}: {:.0} MB; {s:.1} s in this run (made once per Debian release, not in the cold figures; near 0 when it was already made)",
+                crate::BUILDROOT_SUITE,
+                dir.display(),
+                self.bytes.unwrap_or(0) as f64 / 1e6
+            ),
+            Err(e) => println!("  build root: FAILED: {e}"),
+        }
+    }
 }
 
 /// Cold and warm runs of a release other than the main one.

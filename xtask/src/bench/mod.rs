@@ -50,9 +50,10 @@ pub fn run(what: Option<&str>) -> Result<(), String> {
         Some("diff") => &["diff"],
         Some("build") => &["build"],
         Some("debian") => &["debian"],
+        Some("debian13") => &["debian13"],
         Some(other) => {
             return Err(format!(
-                "unknown benchmark `{other}`: expected `diff`, `build` or `debian`"
+                "unknown benchmark `{other}`: expected `diff`, `build`, `debian` or `debian13`"
             ));
         }
     };
@@ -79,6 +80,7 @@ pub fn run(what: Option<&str>) -> Result<(), String> {
         match *name {
             "diff" => diff::bench_diff()?,
             "debian" => debian::bench_debian()?,
+            "debian13" => debian::bench_debian13()?,
             _ => build::bench_build()?,
         }
     }

@@ -237,7 +237,7 @@ pub(super) fn debian_newest_6_1_cloud(ctx: &Ctx) -> Result<(), String> {
 /// Builds [`PROC_CMDLINE_STRING`] and [`NEW_HELPER`] with `--debian
 /// RELEASE`, then loads, checks, disables and unloads each in turn in one
 /// boot of the release's vmlinuz.
-fn both_lifecycles(ctx: &Ctx, release: &str, tag: &str) -> Result<(), String> {
+pub(super) fn both_lifecycles(ctx: &Ctx, release: &str, tag: &str) -> Result<(), String> {
     let start = Instant::now();
     let mut script = GuestScript::default();
     for (case, what) in [(&PROC_CMDLINE_STRING, "string"), (&NEW_HELPER, "helper")] {

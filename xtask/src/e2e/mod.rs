@@ -3,6 +3,7 @@
 
 mod bundles;
 mod debian;
+mod debian13;
 mod demo;
 mod harness;
 mod sections;
@@ -141,6 +142,10 @@ const CASES: &[Case] = &[
     Case {
         name: "debian_newest_6_1_cloud_string_and_helper",
         run: debian::debian_newest_6_1_cloud,
+    },
+    Case {
+        name: "debian13_cloud_string_and_helper_in_build_root",
+        run: debian13::debian13_cloud,
     },
     Case {
         name: "debian_unknown_release_lists_known",
