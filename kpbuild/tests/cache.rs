@@ -106,6 +106,9 @@ fn fake_cache(root: &Path) {
     );
     write(root, ".trash-1-2/3-prepared/x", "left over");
     write(root, "buildroot/trixie/etc/os-release", "trixie");
+    write(root, "buildroot/trixie/.kpbuild-buildroot", "trixie\n");
+    write(root, "buildroot/forky/etc/os-release", "forky");
+    write(root, "apt/trixie/lists/x", "lists");
 }
 
 fn names(entries: &Value, kind: &str) -> Vec<String> {
@@ -163,7 +166,8 @@ fn list_shows_every_entry_with_its_links() {
     );
     assert_eq!(names(entries, "target-modules"), ["target-modules"]);
     assert_eq!(names(entries, "trash"), [".trash-1-2"]);
-    assert_eq!(names(entries, "other"), ["buildroot", "debian/notes.txt"]);
+    assert_eq!(names(entries, "build-root"), ["forky", "trixie"]);
+    assert_eq!(names(entries, "other"), ["apt", "debian/notes.txt"]);
 
     let unfinished = entry(&listing, "debian-release", "6.12.111+deb12-cloud-amd64");
     assert_eq!(unfinished["complete"], false);
@@ -270,6 +274,7 @@ fn prune_keep_newest_one_keeps_exactly_the_newest_of_each_group() {
             "debian-release 6.12.107+deb12-cloud-amd64 not-newest",
             "debian-release 6.12.111+deb12-cloud-amd64 incomplete",
             "debian-release 6.12.115+deb12-cloud-amd64 not-newest",
+            "build-root forky incomplete",
             "trash .trash-1-2 trash",
             "debian-source 6.1.27-1 no-release",
             "prepared 0000aaaa source-removed",
@@ -306,6 +311,7 @@ fn prune_keep_newest_one_keeps_exactly_the_newest_of_each_group() {
     assert_eq!(
         tree(&cache, ""),
         [
+            "apt",
             "buildroot",
             "debian",
             "kernels",
@@ -313,6 +319,7 @@ fn prune_keep_newest_one_keeps_exactly_the_newest_of_each_group() {
             "target-modules"
         ]
     );
+    assert_eq!(tree(&cache, "buildroot"), ["forky.lock", "trixie"]);
     assert_eq!(tree(&cache, "kernels"), ["6.12.118-1_deb12u1-2e0a5a3673f5"]);
     assert!(
         cache
@@ -486,4 +493,65 @@ fn targets_debian_shows_what_of_each_kernel_is_cached() {
         text.contains(&format!("{} kernels, 1 of them cached", kernels.len())),
         "{text}"
     );
+}
+
+/// A release whose lock this test holds, as a running build would, stays
+/// with the source it needs, and the prune says so.
+#[test]
+fn prune_skips_what_a_running_build_holds() {
+    let s = Scratch::new("cache-held");
+    let cache = s.dir("cache");
+    fake_cache(&cache);
+    let held = "6.12.107+deb12-cloud-amd64";
+    let lock = std::fs::File::open(cache.join(format!("debian/{held}.lock"))).unwrap();
+    lock.lock_shared().unwrap();
+    let listing = json(&cache, &["cache", "list", "--json"]);
+    assert_eq!(entry(&listing, "debian-release", held)["held"], true);
+    assert_eq!(
+        entry(&listing, "debian-release", "6.1.0-9-cloud-amd64")["held"],
+        false
+    );
+    let report = json(&cache, &["cache", "prune", "--keep-newest", "1", "--json"]);
+    let skipped: Vec<String> = report["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["entry"]["name"].as_str().unwrap(),
+                s["why"]["why"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            "6.12.107+deb12-cloud-amd64 held",
+            "6.12.107-1~deb12u1 used-by",
+            "0000aaaa source-stays"
+        ]
+    );
+    assert!(
+        cache
+            .join(format!("debian/{held}/root/boot/vmlinuz-{held}"))
+            .is_file()
+    );
+    assert!(
+        cache
+            .join("debian/source-6.12.107-1_deb12u1/.kpbuild-extracted")
+            .is_file()
+    );
+    assert!(cache.join("prepared/0000aaaa/.kpbuild-prepared").is_file());
+    assert!(!cache.join("debian/6.12.115+deb12-cloud-amd64").exists());
+    let (_, text, _) = kpbuild(&cache, &["cache", "prune", "--keep-newest", "1"]);
+    assert!(
+        text.contains(&format!("kept debian-release {held}")),
+        "{text}"
+    );
+    assert!(text.contains("but a running build holds it"), "{text}");
+    drop(lock);
+    let report = json(&cache, &["cache", "prune", "--keep-newest", "1", "--json"]);
+    assert_eq!(report["removed"].as_array().unwrap().len(), 3, "{report:#}");
+    assert!(!cache.join(format!("debian/{held}")).exists());
 }

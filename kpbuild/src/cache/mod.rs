@@ -12,6 +12,9 @@
 //!   compiler) (`.kpbuild-prepared`, `prepared/KEY.lock`); it uses the
 //!   source recorded in `.kpbuild-source` (or kbuild's `source` link).
 //! - `kernels/KEY`: a test kernel of the test bed (`.stamp-built`).
+//! - `buildroot/SUITE`: the build root of a Debian release
+//!   (`.kpbuild-buildroot`, `buildroot/SUITE.lock`); a prune removes only an
+//!   unfinished one.
 //! - `target-modules`: decompressed modules of targets (no lock).
 //! - `.trash-*`: what an interrupted prune left.
 //!
@@ -86,6 +89,9 @@ pub enum Kind {
     Prepared,
     /// `kernels/KEY`: a test kernel of the test bed.
     TestKernel,
+    /// `buildroot/SUITE`: a Debian release's build root (removed by a
+    /// prune only when unfinished).
+    BuildRoot,
     /// `target-modules`: decompressed modules of targets.
     TargetModules,
     /// `.trash-*`: left by an interrupted prune.
@@ -102,6 +108,7 @@ impl Kind {
             Kind::DebianSource => "debian-source",
             Kind::Prepared => "prepared",
             Kind::TestKernel => "test-kernel",
+            Kind::BuildRoot => "build-root",
             Kind::TargetModules => "target-modules",
             Kind::Trash => "trash",
             Kind::Other => "other",

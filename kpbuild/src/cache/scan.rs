@@ -18,6 +18,8 @@ pub const PREPARED_SOURCE: &str = ".kpbuild-source";
 pub const PREPARED_CONFIG: &str = ".kpbuild-config";
 /// The marker of a finished test kernel.
 const KERNEL_DONE: &str = ".stamp-built";
+/// The marker of a finished build root.
+const BUILDROOT_DONE: &str = ".kpbuild-buildroot";
 /// The prefix of a prune's trash directory.
 pub(super) const TRASH_PREFIX: &str = ".trash-";
 
@@ -147,6 +149,7 @@ pub(super) fn entries(root: &Path) -> Result<Vec<Entry>, CacheError> {
             "debian" => debian(&path, &mut out)?,
             "prepared" => prepared(&path, &mut out)?,
             "kernels" => kernels(&path, &mut out)?,
+            "buildroot" => buildroots(&path, &mut out)?,
             "target-modules" => {
                 let mut e = entry(Kind::TargetModules, name, path);
                 e.complete = true;
@@ -250,6 +253,20 @@ fn kernels(dir: &Path, out: &mut Vec<Entry>) -> Result<(), CacheError> {
         if !e.locks.contains(&own) {
             e.locks.push(own);
         }
+        out.push(e);
+    }
+    Ok(())
+}
+
+fn buildroots(dir: &Path, out: &mut Vec<Entry>) -> Result<(), CacheError> {
+    for name in names(dir)? {
+        let path = dir.join(&name);
+        if !is_entry_dir(&path, &name, out, "buildroot") {
+            continue;
+        }
+        let mut e = entry(Kind::BuildRoot, name, path.clone());
+        e.complete = path.join(BUILDROOT_DONE).is_file();
+        e.locks = vec![lock_beside(&path)];
         out.push(e);
     }
     Ok(())
