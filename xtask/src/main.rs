@@ -16,6 +16,8 @@
 //!                       rebuild estimate, then cold and warm for the oldest
 //!                       6.12 and the newest 6.1 cloud release (only when
 //!                       named: downloads ~500 MB per release)
+//! cargo xtask bench headers  a header patch with --debian, cold (DWARF index
+//!                       and include scan) and warm (only when named)
 //! ```
 
 mod bench;
@@ -58,7 +60,7 @@ fn main() -> ExitCode {
         }),
         _ => {
             eprintln!(
-                "usage: cargo xtask <demo|test|e2e [FILTER|--only NAME[,NAME]]|kernel|buildroot [SUITE]|bench [diff|build|debian]>\n\n\
+                "usage: cargo xtask <demo|test|e2e [FILTER|--only NAME[,NAME]]|kernel|buildroot [SUITE]|bench [diff|build|debian|headers]>\n\n\
                  demo    build the test kernel if needed, livepatch it in QEMU, show the effect\n\
                  test    cargo test --workspace, then the kernel end-to-end suite\n\
                  e2e     only the kernel end-to-end suite\n\
@@ -66,7 +68,8 @@ fn main() -> ExitCode {
                  buildroot [SUITE]  make or reuse the Debian build root (default trixie; as root)\n\
                  bench [diff|build]  benchmarks: elfdiff over the whole kernel, kpbuild build vs make\n\
                  bench debian  kpbuild build --debian cold and warm vs a full-rebuild estimate,\n\
-                               and for the oldest 6.12 and the newest 6.1 cloud release"
+                               and for the oldest 6.12 and the newest 6.1 cloud release\n\
+                 bench headers  a header patch with --debian, cold and warm"
             );
             return ExitCode::from(1);
         }

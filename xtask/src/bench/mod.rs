@@ -12,6 +12,10 @@
 //!   (the release's caches moved aside) and warm, next to an estimate of a
 //!   full rebuild of that config on this machine.
 //!
+//! - `headers` (only when named): `kpbuild build --debian` for a patch that
+//!   changes a header, cold (the release's unit index and the prepared
+//!   directory's include graph removed) and warm, with the cost of each.
+//!
 //! Each prints a table on stdout and writes `target/bench/NAME.json`. The
 //! figures only mean something from a release build, so a debug `cargo xtask`
 //! replaces itself with `cargo run --release -p xtask -- bench ...`.
@@ -19,6 +23,7 @@
 mod build;
 mod debian;
 mod diff;
+mod headers;
 
 use crate::repo_root;
 use serde_json::{Value, json};
@@ -42,8 +47,9 @@ const STEPS: &[&str] = &["check", "apply", "affected", "compile", "diff", "modul
 static PROTECTED: AtomicBool = AtomicBool::new(false);
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// `cargo xtask bench [diff|build|debian]`; diff and build when none is
-/// named (debian is slow and needs the network: only when named).
+/// `cargo xtask bench [diff|build|debian|headers]`; diff and build when
+/// none is named (debian and headers are slow and need the network: only
+/// when named).
 pub fn run(what: Option<&str>) -> Result<(), String> {
     let which: &[&str] = match what {
         None => &["diff", "build"],
@@ -51,9 +57,10 @@ pub fn run(what: Option<&str>) -> Result<(), String> {
         Some("build") => &["build"],
         Some("debian") => &["debian"],
         Some("debian13") => &["debian13"],
+        Some("headers") => &["headers"],
         Some(other) => {
             return Err(format!(
-                "unknown benchmark `{other}`: expected `diff`, `build`, `debian` or `debian13`"
+                "unknown benchmark `{other}`: expected `diff`, `build`, `debian`, `debian13` or `headers`"
             ));
         }
     };
@@ -81,6 +88,7 @@ pub fn run(what: Option<&str>) -> Result<(), String> {
             "diff" => diff::bench_diff()?,
             "debian" => debian::bench_debian()?,
             "debian13" => debian::bench_debian13()?,
+            "headers" => headers::bench_headers()?,
             _ => build::bench_build()?,
         }
     }

@@ -311,7 +311,7 @@ pub(super) fn debian_unknown_release_lists_known(ctx: &Ctx) -> Result<(), String
 }
 
 /// Boots Debian's kernel (1 GiB, 240 s at most) with `script`.
-fn debian_vm(
+pub(super) fn debian_vm(
     kernel: &kpbuild::debian::DebianKernel,
     work: &std::path::Path,
     script: &GuestScript,

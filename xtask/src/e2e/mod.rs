@@ -6,6 +6,7 @@ mod debian;
 mod debian13;
 mod demo;
 mod harness;
+mod headers;
 mod sections;
 mod signing;
 mod tree;
@@ -178,6 +179,14 @@ const CASES: &[Case] = &[
     Case {
         name: "debian_mismatched_target_files_exit_1",
         run: debian::debian_mismatched_target_files,
+    },
+    Case {
+        name: "debian_header_inline_callers",
+        run: headers::header_debian,
+    },
+    Case {
+        name: "build_header_refusals",
+        run: headers::header_refusals,
     },
     Case {
         name: "bundle_signed_cumulative_in_signing_kernel",
