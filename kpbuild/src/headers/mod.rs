@@ -439,3 +439,88 @@ pub fn check_built_tree(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(source: &str, target: &str, kind: UnitKind) -> IndexedUnit {
+        IndexedUnit {
+            source: PathBuf::from(source),
+            target: target.into(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn candidates_are_limited_and_assembly_is_refused() {
+        let dir = testbed::scratch::Scratch::new("header-candidates");
+        dir.write("src/include/linux/a.h", "#define A 1\n");
+        dir.write("src/include/linux/b.h", "#define B 1\n");
+        dir.write("src/include/linux/c.h", "#define C 1\n");
+        dir.write("src/fs/x/one.c", "#include <linux/a.h>\n");
+        dir.write("src/fs/x/two.c", "#include <linux/a.h>\n");
+        dir.write("src/arch/x86/entry/e.S", "#include <linux/b.h>\n");
+        dir.write(
+            "src/arch/x86/kernel/vmlinux.lds.S",
+            "#include <linux/c.h>\n",
+        );
+        let (src, build) = (dir.path("src"), dir.dir("build"));
+        let mut index = UnitIndex {
+            units: vec![
+                unit("fs/x/one.c", "vmlinux", UnitKind::C),
+                unit("fs/x/two.c", "m_two", UnitKind::C),
+                unit("arch/x86/entry/e.S", "vmlinux", UnitKind::Asm),
+            ],
+        };
+        index.finish();
+        let a = [PathBuf::from("include/linux/a.h")];
+        let (found, cached) = candidates(&src, &build, &index, &a, 64).unwrap();
+        assert!(!cached);
+        let sources: Vec<&Path> = found.iter().map(|u| u.source.as_path()).collect();
+        assert_eq!(sources, [Path::new("fs/x/one.c"), Path::new("fs/x/two.c")]);
+        let e = candidates(&src, &build, &index, &a, 1).unwrap_err();
+        assert!(e.is_refusal());
+        let text = e.to_string();
+        assert!(
+            text.contains("included by 2 units") && text.contains("fs/x/one.c"),
+            "{text}"
+        );
+        let b = [PathBuf::from("include/linux/b.h")];
+        let e = candidates(&src, &build, &index, &b, 64).unwrap_err();
+        assert!(e.is_refusal());
+        assert!(
+            e.to_string().contains("arch/x86/entry/e.S (assembly)"),
+            "{e}"
+        );
+        let c = [PathBuf::from("include/linux/c.h")];
+        let (e, cached) = match candidates(&src, &build, &index, &c, 64) {
+            Err(e) => (e, true),
+            Ok(_) => panic!("the linker script's header was not refused"),
+        };
+        assert!(cached);
+        assert!(
+            e.to_string().contains("vmlinux.lds.S (the linker script)"),
+            "{e}"
+        );
+        check_target(
+            Path::new("fs/x/two.o"),
+            "m_two",
+            Path::new("fs/x/two.c"),
+            &index,
+        )
+        .unwrap();
+        let e = check_target(
+            Path::new("fs/x/two.o"),
+            "vmlinux",
+            Path::new("fs/x/two.c"),
+            &index,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("builds it into vmlinux") && e.contains("m_two"),
+            "{e}"
+        );
+    }
+}
