@@ -86,7 +86,11 @@ pub struct TargetArgs {
     /// amd64 flavour (`6.12.115+deb12-cloud-amd64`, `6.1.0-57-cloud-amd64`,
     /// `6.12.118+deb13-amd64`): fetch its packages and its own
     /// linux-source-X.Y version into the cache (nothing is installed) and
-    /// build against them (tree-less mode); --src replaces its source.
+    /// build against them (tree-less mode); --src replaces its source. A
+    /// kernel whose compiler this machine lacks (Debian 13's gcc-14 on
+    /// Debian 12) compiles in a build root of its own Debian release,
+    /// ~/.cache/kpbuild/buildroot/SUITE, made once with mmdebstrap (as
+    /// root, ~450 MB) and entered with bwrap.
     #[arg(long, conflicts_with_all = ["config", "vmlinux", "headers", "modules"])]
     pub debian: Option<String>,
 }
