@@ -24,6 +24,9 @@ pub enum TargetsError {
     /// The cache cannot be read.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// Measuring the cache panicked.
+    #[error("measuring the cache panicked")]
+    Panicked,
 }
 
 /// One cached part of a kernel.
@@ -101,11 +104,19 @@ pub fn debian(
             known: release::FLAVOURS.to_vec(),
         });
     }
-    let mut known = crate::debian::archive::known_kernels(series.unwrap_or(""))?;
+    // apt's metadata and the cache's sizes are read side by side.
+    let (known, listing) = std::thread::scope(|scope| {
+        let listing = scope.spawn(|| {
+            super::list_kinds(root, &|k| {
+                matches!(k, Kind::DebianRelease | Kind::DebianSource | Kind::Prepared)
+            })
+        });
+        let known = crate::debian::archive::known_kernels(series.unwrap_or(""));
+        (known, listing.join())
+    });
+    let mut known = known?;
     known.retain(|k| flavour.is_none_or(|f| k.flavour == f));
-    let listing = super::list_kinds(root, &|k| {
-        matches!(k, Kind::DebianRelease | Kind::DebianSource | Kind::Prepared)
-    })?;
+    let listing = listing.map_err(|_| TargetsError::Panicked)??;
     Ok(Targets {
         cache: root.to_path_buf(),
         kernels: join(known, &listing),
