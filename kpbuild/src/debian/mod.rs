@@ -261,6 +261,11 @@ pub fn fetch_with_source(
         Some(deb) => packages::deb_version(&deb)?,
         None => version_in(&apt.get(progress)?, &r)?,
     };
+    // A source the archive no longer has stops here, before anything is
+    // downloaded or created.
+    if src.is_none() && source::cached(&r, &version).is_none() {
+        source::check_available(&apt.get(progress)?, &r, &version)?;
+    }
     // One kpbuild at a time fills a release's caches; every build holds
     // the release (shared) while it runs, so a prune leaves it alone.
     crate::files::create_dir_all(&debian)?;
@@ -333,4 +338,51 @@ fn kernel_files(
         suite: r.suite,
         holds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_release_names_the_known_ones() {
+        let e = DebianError::UnknownRelease {
+            release: "6.12.999+deb12-cloud-amd64".into(),
+            series: "6.12".into(),
+            suite: Suite::Bookworm.name(),
+            known: vec![
+                "6.12.107+deb12-cloud-amd64".into(),
+                "6.12.118+deb12-cloud-amd64".into(),
+            ],
+        }
+        .to_string();
+        assert_eq!(
+            e,
+            "6.12.999+deb12-cloud-amd64: apt knows no such kernel; known 6.12 releases (Debian 12): 6.12.107+deb12-cloud-amd64, 6.12.118+deb12-cloud-amd64"
+        );
+        let e = DebianError::UnknownRelease {
+            release: "6.1.0-99-amd64".into(),
+            series: "6.1".into(),
+            suite: Suite::Bookworm.name(),
+            known: Vec::new(),
+        }
+        .to_string();
+        assert!(e.contains("none (has `apt-get update` run?)"), "{e}");
+    }
+
+    #[test]
+    fn a_source_version_gone_names_package_and_versions() {
+        let e = DebianError::SourceVersionGone {
+            package: "linux-source-6.12".into(),
+            version: "6.12.117-1".into(),
+            release: "6.12.117+deb13-cloud-amd64".into(),
+            available: vec!["6.12.118-1".into()],
+        }
+        .to_string();
+        assert!(
+            e.starts_with("linux-source-6.12=6.12.117-1 (the source of 6.12.117+deb13-cloud-amd64) is no longer in the archive")
+                && e.contains("[6.12.118-1]"),
+            "{e}"
+        );
+    }
 }

@@ -54,8 +54,26 @@ pub fn cached(release: &Release, version: &str) -> Option<PathBuf> {
         .then(|| base.join(release.source_package()))
 }
 
+/// Checks that the archive still has `linux-source-X.Y=VERSION`, so a
+/// release whose source is gone stops before its packages download.
+pub fn check_available(apt: &Apt, release: &Release, version: &str) -> Result<(), DebianError> {
+    let package = release.source_package();
+    let versions = apt.versions(&package)?;
+    if !versions.iter().any(|v| v == version) {
+        return Err(DebianError::SourceVersionGone {
+            package,
+            version: version.to_string(),
+            release: release.name.clone(),
+            available: versions,
+        });
+    }
+    Ok(())
+}
+
 /// The unpacked source of `release` at `version`: downloaded and unpacked
-/// unless a finished one is cached. `apt` is only used when it must be.
+/// unless a finished one is cached ([`check_available`] first: a version
+/// the archive no longer has fails the download with apt's words only).
+/// `apt` is only used when it must be.
 pub fn ensure(
     release: &Release,
     version: &str,
@@ -78,15 +96,6 @@ pub fn ensure(
     // Whatever is here was left by an interrupted run.
     let _ = std::fs::remove_dir_all(&base);
     let apt = apt()?;
-    let versions = apt.versions(&package)?;
-    if !versions.iter().any(|v| v == version) {
-        return Err(DebianError::SourceVersionGone {
-            package,
-            version: version.to_string(),
-            release: release.name.clone(),
-            available: versions,
-        });
-    }
     let debs = base.join("download");
     crate::files::create_dir_all(&debs)?;
     let wanted = format!("{package}={version}");
