@@ -177,8 +177,9 @@ fn top_level_links(root: &Path) -> Vec<(String, PathBuf)> {
 
 /// The host paths to bind, each absolute and canonical when it exists,
 /// with paths inside another listed path left out (its parent's bind shows
-/// it) and parents first. A path under the build root's system directories
-/// is bound too: the bind then shows the host's file there.
+/// it) and parents first. A path under the build root's read-only `/usr`
+/// or `/etc` whose directory the root lacks cannot be bound (bwrap cannot
+/// make its mount point there): such a command fails naming the path.
 fn bind_list(visible: &[&Path]) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = Vec::new();
     for p in visible {
