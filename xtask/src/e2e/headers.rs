@@ -226,3 +226,131 @@ fn check_code(what: &str, want: u8, code: u8) -> Result<(), String> {
         Err(format!("{what}: exit {code}, expected {want}"))
     }
 }
+
+/// The tree-mode header fix: the `CONFIG_HUGETLB_PAGE=n` stubs of
+/// `include/linux/hugetlb.h` print a line each.
+const TREE_PATCH: &str = "hugetlb-stubs-header.patch";
+/// The header the tree-mode fix changes.
+const TREE_HEADER: &str = "include/linux/hugetlb.h";
+/// The stubs' callers in the test kernel: the unit and the function each
+/// stub is inlined into.
+const TREE_CALLERS: [(&str, &str); 2] = [
+    ("fs/proc/meminfo.o", "meminfo_proc_show"),
+    ("fs/proc/task_mmu.o", "task_mem"),
+];
+
+/// The report names the header with both callers changed, and nothing
+/// else changed: not another user of the header, not another unit.
+fn check_tree_report(report: &Value) -> Result<(), String> {
+    let entry = report["headers"]
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["header"] == TREE_HEADER))
+        .ok_or_else(|| format!("report.json's headers lack {TREE_HEADER}: {report}"))?;
+    let users: Vec<&str> = entry["users"]
+        .as_array()
+        .map(|u| u.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let changed = entry["changed"].as_array().cloned().unwrap_or_default();
+    for (object, function) in TREE_CALLERS {
+        if !users.contains(&object) {
+            return Err(format!(
+                "{object} is not among {TREE_HEADER}'s users: {users:?}"
+            ));
+        }
+        let found = changed.iter().any(|u| {
+            u["object"] == object
+                && u["functions"].as_array().is_some_and(|f| {
+                    f.iter()
+                        .filter_map(Value::as_str)
+                        .any(|f| f.starts_with(function))
+                })
+        });
+        if !found {
+            return Err(format!(
+                "{object} ({function}) is not among the changed users: {changed:?}"
+            ));
+        }
+    }
+    let changed_units: Vec<&str> = report["units"]
+        .as_array()
+        .map(|units| {
+            units
+                .iter()
+                .filter(|u| {
+                    let any = |k: &str| u[k].as_array().is_some_and(|a| !a.is_empty());
+                    any("changed") || any("new")
+                })
+                .filter_map(|u| u["object"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let expected: Vec<&str> = TREE_CALLERS.iter().map(|(o, _)| *o).collect();
+    if changed.len() != expected.len() || changed_units.len() != expected.len() {
+        return Err(format!(
+            "only {expected:?} may change; header users changed: {changed:?}, units changed: {changed_units:?}"
+        ));
+    }
+    eprintln!(
+        "  > {TREE_HEADER}: {} users, changed: {changed:?}",
+        users.len()
+    );
+    Ok(())
+}
+
+/// Both stubs' lines absent, then each seen in its caller's file while
+/// patched, then absent again.
+fn tree_script(module: &str, ko: Vec<u8>) -> GuestScript {
+    let sys = format!("/sys/kernel/livepatch/{module}");
+    let absent = "expect_lacks 'cat /proc/meminfo' KpbuildHugetlb \
+                  && expect_lacks 'cat /proc/self/status' KpbuildHugetlbUsage";
+    let mut s = GuestScript::default();
+    s.file(&format!("/modules/{module}.ko"), ko);
+    s.check("before", "neither stub prints", absent)
+        .check(
+            "load",
+            "the header fix loads",
+            format!(
+                "insmod /modules/{module}.ko && wait_value {sys}/enabled 1 5 && wait_value {sys}/transition 0 30"
+            ),
+        )
+        .check(
+            "meminfo-patched",
+            "fs/proc/meminfo.c's caller patched: /proc/meminfo shows the stub's line",
+            "expect_contains 'cat /proc/meminfo' 'KpbuildHugetlb: header-patched'",
+        )
+        .check(
+            "status-patched",
+            "fs/proc/task_mmu.c's caller patched: /proc/self/status shows the stub's line",
+            "expect_contains 'cat /proc/self/status' 'KpbuildHugetlbUsage: header-patched'",
+        )
+        .check(
+            "disable",
+            "disabled",
+            format!("echo 0 > {sys}/enabled && wait_gone {sys} 30"),
+        )
+        .check("after", "both stubs silent again", absent)
+        .check("unload", "unloaded", format!("rmmod {module}"));
+    s
+}
+
+/// Tree mode on the test kernel: the kbuild records give the header's
+/// users; both callers of the changed stubs are patched and seen patched.
+pub(super) fn header_tree(ctx: &Ctx) -> Result<(), String> {
+    let module = "kpb_header_tree";
+    let out = ctx.work.join(module);
+    let start = Instant::now();
+    let (code, result) = super::kpbuild_build(ctx, module, &[TREE_PATCH], &out);
+    let report = result.map_err(|why| format!("kpbuild build exited {code}: {why}"))?;
+    eprintln!(
+        "  > header (tree): built in {:.1} s, timings {}",
+        start.elapsed().as_secs_f64(),
+        report["timings_s"]
+    );
+    check_tree_report(&report)?;
+    let script = tree_script(module, super::read_file(&out.join(format!("{module}.ko")))?);
+    let report = ctx
+        .vm("header-tree")
+        .run(&script)
+        .map_err(|e| e.to_string())?;
+    report.verify(&script)
+}

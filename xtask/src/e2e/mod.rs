@@ -185,6 +185,10 @@ const CASES: &[Case] = &[
         run: headers::header_debian,
     },
     Case {
+        name: "build_header_inline_stub_callers",
+        run: headers::header_tree,
+    },
+    Case {
         name: "build_header_refusals",
         run: headers::header_refusals,
     },
