@@ -354,3 +354,59 @@ pub(super) fn header_tree(ctx: &Ctx) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     report.verify(&script)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_tree_report;
+    use serde_json::{Value, json};
+
+    fn report(changed: &[(&str, &str)], extra_unit: Option<&str>) -> Value {
+        let mut units: Vec<Value> = changed
+            .iter()
+            .map(|(o, f)| json!({"object": o, "changed": [f], "new": []}))
+            .collect();
+        if let Some(o) = extra_unit {
+            units.push(json!({"object": o, "changed": ["other_fn"], "new": []}));
+        }
+        json!({
+            "headers": [{
+                "header": "include/linux/hugetlb.h",
+                "users": ["fs/proc/meminfo.o", "fs/proc/task_mmu.o", "mm/memory.o"],
+                "changed": changed.iter()
+                    .map(|(o, f)| json!({"object": o, "functions": [f]}))
+                    .collect::<Vec<_>>(),
+            }],
+            "units": units,
+        })
+    }
+
+    const BOTH: [(&str, &str); 2] = [
+        ("fs/proc/meminfo.o", "meminfo_proc_show"),
+        ("fs/proc/task_mmu.o", "task_mem"),
+    ];
+
+    #[test]
+    fn both_callers_and_nothing_else_pass() {
+        check_tree_report(&report(&BOTH, None)).unwrap();
+    }
+
+    #[test]
+    fn one_caller_missing_fails() {
+        let why = check_tree_report(&report(&BOTH[..1], None)).unwrap_err();
+        assert!(why.contains("fs/proc/task_mmu.o"), "{why}");
+    }
+
+    #[test]
+    fn another_unit_changed_fails() {
+        let why = check_tree_report(&report(&BOTH, Some("kernel/sys.o"))).unwrap_err();
+        assert!(why.contains("kernel/sys.o"), "{why}");
+    }
+
+    #[test]
+    fn header_absent_fails() {
+        let mut r = report(&BOTH, None);
+        r["headers"] = json!([]);
+        let why = check_tree_report(&r).unwrap_err();
+        assert!(why.contains("include/linux/hugetlb.h"), "{why}");
+    }
+}
