@@ -32,21 +32,16 @@
 //! use kpbuild::{build, BuildRequest, ErrorKind};
 //! use kpbuild::build::{Progress, TargetSpec};
 //!
-//! let request = BuildRequest {
-//!     target: TargetSpec::Debian {
+//! let mut request = BuildRequest::new(
+//!     TargetSpec::Debian {
 //!         release: "6.12.118+deb12-cloud-amd64".into(),
 //!         src: None,
 //!     },
-//!     patches: vec!["fix-1.patch".into()],
-//!     name: "livepatch_fix".into(),
-//!     out: "out".into(),
-//!     replace: true,
-//!     jobs: None,
-//!     keep_tmp: false,
-//!     signing: None,
-//!     progress: Progress::Stderr,
-//!     max_header_users: kpbuild::headers::DEFAULT_MAX_USERS,
-//! };
+//!     vec!["fix-1.patch".into()],
+//!     "livepatch_fix",
+//!     "out",
+//! );
+//! request.progress = Progress::Stderr;
 //! match build(&request) {
 //!     Ok(report) => {
 //!         let objects = report.objects.unwrap_or_default();

@@ -31,6 +31,32 @@ pub struct BuildRequest {
     pub max_header_users: usize,
 }
 
+impl BuildRequest {
+    /// A request with `kpbuild build`'s defaults: the patch replaces earlier
+    /// livepatches, one compile job per CPU, no signing, no progress lines
+    /// and the default limit of header users. Fields are public: change what
+    /// differs.
+    pub fn new(
+        target: TargetSpec,
+        patches: Vec<PathBuf>,
+        name: impl Into<String>,
+        out: impl Into<PathBuf>,
+    ) -> Self {
+        BuildRequest {
+            target,
+            patches,
+            name: name.into(),
+            out: out.into(),
+            replace: true,
+            jobs: None,
+            keep_tmp: false,
+            signing: None,
+            progress: Progress::Quiet,
+            max_header_users: crate::headers::DEFAULT_MAX_USERS,
+        }
+    }
+}
+
 /// How the kernel to patch is described. Every form is resolved into one
 /// [`TargetTree`](crate::tree::TargetTree) before anything is compiled.
 #[derive(Debug, Clone)]

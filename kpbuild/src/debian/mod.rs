@@ -179,6 +179,12 @@ pub struct DebianKernel {
     pub suite: Suite,
 }
 
+/// The downloaded `.deb` of `package` (`NAME` or `NAME=VERSION`) in
+/// `dir`, if there is one.
+pub fn downloaded_deb(dir: &std::path::Path, package: &str) -> Option<std::path::PathBuf> {
+    packages::deb_of(dir, package)
+}
+
 /// The package version of `release` (`6.1.0-57-cloud-amd64` → `6.1.192-3`):
 /// the candidate version of its `linux-image-RELEASE-unsigned` in apt's
 /// metadata (Debian 13's from the private configuration). An unknown

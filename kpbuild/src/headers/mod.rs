@@ -201,18 +201,7 @@ impl UnitSource {
         let base = kimage::cache_root().join("debian").join(release);
         let dir = base.join("debs");
         let package = format!("linux-image-{release}-dbg");
-        let prefix = format!("{package}_");
-        let deb = std::fs::read_dir(&dir)
-            .ok()
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
-            })
+        let deb = crate::debian::downloaded_deb(&dir, &package)
             .ok_or(HeaderError::NoDebugPackage { package, dir })?;
         Ok(UnitSource::Debian {
             vmlinux: vmlinux.to_path_buf(),

@@ -102,22 +102,17 @@ fn kpbuild_runs(kb: &KernelBuild, patch: &Path, jobs: usize) -> Result<Vec<Build
     let out = bench_dir().join("build-out");
     let mut runs = Vec::new();
     for run in 1..=RUNS {
-        let args = kpbuild::BuildRequest {
-            target: kpbuild::build::TargetSpec::Tree {
+        let mut args = kpbuild::BuildRequest::new(
+            kpbuild::build::TargetSpec::Tree {
                 src: kb.src.clone(),
                 build: kb.build.clone(),
                 vmlinux: None,
             },
-            patches: vec![patch.to_path_buf()],
-            name: "kpbench_cmdline".into(),
-            out: out.clone(),
-            replace: true,
-            jobs: Some(jobs),
-            keep_tmp: false,
-            signing: None,
-            progress: kpbuild::build::Progress::Quiet,
-            max_header_users: kpbuild::headers::DEFAULT_MAX_USERS,
-        };
+            vec![patch.to_path_buf()],
+            "kpbench_cmdline",
+            out.clone(),
+        );
+        args.jobs = Some(jobs);
         let peak_reset = reset_peak_rss();
         let (wall_s, report, timings) =
             timed_build("kpbuild build", || crate::kpbuild_build(&args))?;

@@ -536,21 +536,16 @@ fn print_comparison(jobs: usize, m: &Measured) {
 
 /// One `kpbuild build --debian RELEASE` of [`BUILD_PATCH`].
 fn debian_run(release: &str, out: &Path, jobs: usize) -> Result<BuildRun, String> {
-    let args = kpbuild::BuildRequest {
-        target: kpbuild::build::TargetSpec::Debian {
+    let mut args = kpbuild::BuildRequest::new(
+        kpbuild::build::TargetSpec::Debian {
             release: release.to_string(),
             src: None,
         },
-        patches: vec![repo_root().join(BUILD_PATCH)],
-        name: "kpbench_deb_cmdline".into(),
-        out: out.to_path_buf(),
-        replace: true,
-        jobs: Some(jobs),
-        keep_tmp: false,
-        signing: None,
-        progress: kpbuild::build::Progress::Quiet,
-        max_header_users: kpbuild::headers::DEFAULT_MAX_USERS,
-    };
+        vec![repo_root().join(BUILD_PATCH)],
+        "kpbench_deb_cmdline",
+        out,
+    );
+    args.jobs = Some(jobs);
     let peak_reset = reset_peak_rss();
     let (wall_s, report, timings) =
         timed_build("kpbuild build --debian", || crate::kpbuild_build(&args))?;

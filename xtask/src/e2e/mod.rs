@@ -379,25 +379,19 @@ fn build_args(
     patches: &[&str],
     out: &std::path::Path,
 ) -> kpbuild::BuildRequest {
-    kpbuild::BuildRequest {
-        target: kpbuild::build::TargetSpec::Tree {
+    kpbuild::BuildRequest::new(
+        kpbuild::build::TargetSpec::Tree {
             src: kb.src.clone(),
             build: kb.build.clone(),
             vmlinux: None,
         },
-        patches: patches
+        patches
             .iter()
             .map(|p| crate::repo_root().join("fixtures/patches").join(p))
             .collect(),
-        name: module.to_string(),
-        out: out.to_path_buf(),
-        replace: true,
-        jobs: None,
-        keep_tmp: false,
-        signing: None,
-        progress: kpbuild::build::Progress::Quiet,
-        max_header_users: kpbuild::headers::DEFAULT_MAX_USERS,
-    }
+        module,
+        out,
+    )
 }
 
 /// The checks of an atomic replace in one boot: `first` loads and shows
