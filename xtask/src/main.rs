@@ -28,6 +28,20 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use testbed::kernel::{KernelBuild, KernelSpec};
 
+/// `cargo xtask --help`.
+const USAGE: &str = "usage: cargo xtask <demo|test|e2e [FILTER|--only NAME[,NAME]]|kernel|buildroot [SUITE]|bench [diff|build|debian|debian13|headers]>\n\n\
+     demo    build the test kernel if needed, livepatch it in QEMU, show the effect\n\
+     test    cargo test --workspace, then the kernel end-to-end suite\n\
+     e2e [FILTER]  only the kernel end-to-end cases whose name contains FILTER\n\
+     e2e --only NAME[,NAME]  only the cases named exactly\n\
+     kernel [signing]  build or reuse the cached test kernel (or its signing variant)\n\
+     buildroot [SUITE]  make or reuse the Debian build root (default trixie; as root)\n\
+     bench [diff|build]  benchmarks: elfdiff over the whole kernel, kpbuild build vs make\n\
+     bench debian  kpbuild build --debian cold and warm vs a full-rebuild estimate,\n\
+                   and for the oldest 6.12, the newest 6.1 and a Debian 13 cloud release\n\
+     bench debian13  only the Debian 13 part (its build root reported apart)\n\
+     bench headers  a header patch with --debian, cold and warm";
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -36,6 +50,13 @@ fn main() -> ExitCode {
         Some("e2e") => match (args.get(1).map(String::as_str), args.get(2)) {
             (Some("--only"), Some(names)) => e2e(e2e::Filter::Only(names)),
             (Some("--only"), None) => Err("e2e --only needs a case name".into()),
+            (Some("-h" | "--help"), _) => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            (Some(f), _) if f.starts_with('-') => {
+                Err(format!("e2e: unknown option {f} (cargo xtask --help)"))
+            }
             (Some(f), _) => e2e(e2e::Filter::Contains(f)),
             (None, _) => e2e(e2e::Filter::All),
         },
@@ -58,19 +79,12 @@ fn main() -> ExitCode {
             println!("build:  {}", kb.build.display());
             println!("image:  {}", kb.bzimage().display());
         }),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         _ => {
-            eprintln!(
-                "usage: cargo xtask <demo|test|e2e [FILTER|--only NAME[,NAME]]|kernel|buildroot [SUITE]|bench [diff|build|debian|headers]>\n\n\
-                 demo    build the test kernel if needed, livepatch it in QEMU, show the effect\n\
-                 test    cargo test --workspace, then the kernel end-to-end suite\n\
-                 e2e     only the kernel end-to-end suite\n\
-                 kernel [signing]  build or reuse the cached test kernel (or its signing variant)\n\
-                 buildroot [SUITE]  make or reuse the Debian build root (default trixie; as root)\n\
-                 bench [diff|build]  benchmarks: elfdiff over the whole kernel, kpbuild build vs make\n\
-                 bench debian  kpbuild build --debian cold and warm vs a full-rebuild estimate,\n\
-                               and for the oldest 6.12 and the newest 6.1 cloud release\n\
-                 bench headers  a header patch with --debian, cold and warm"
-            );
+            eprintln!("{USAGE}");
             return ExitCode::from(1);
         }
     };
