@@ -55,7 +55,7 @@ pub fn entries(input: &Input, options: &Options) -> Result<Entries, Error> {
                 why: format!("special section {} has no contents in the file", spec.name),
             });
         }
-        if !size.is_multiple_of(spec.entry_size as u64) {
+        if !size.is_multiple_of(spec.entry_size as u64) && !short_last_entry(size, &spec) {
             return Err(Error::EntrySize {
                 file: input.label.clone(),
                 section: spec.name.to_string(),
@@ -85,7 +85,55 @@ pub fn entries(input: &Input, options: &Options) -> Result<Entries, Error> {
         }
         out.all.insert(id, list);
     }
+    check_parallel_tables(input, options, &out)?;
     Ok(out)
+}
+
+/// Whether a special section whose size is no multiple of its entry size
+/// ends with an entry that only lacks its tail padding (the assembler emits
+/// each entry's fields, not the C struct's padding): the remainder holds the
+/// anchor and falls short of a whole entry by less than the struct's
+/// alignment, the largest power of two up to 8 that divides the entry size.
+fn short_last_entry(size: u64, spec: &SpecialSection) -> bool {
+    let rest = (size % spec.entry_size as u64) as usize;
+    let align = [8, 4, 2, 1]
+        .into_iter()
+        .find(|a| spec.entry_size.is_multiple_of(*a))
+        .unwrap_or(1);
+    rest > 0 && rest >= spec.anchor + 4 && spec.entry_size - rest < align
+}
+
+/// A table that follows another entry by entry (`.orc_unwind` beside
+/// `.orc_unwind_ip`) must hold exactly one entry per entry of the other.
+fn check_parallel_tables(input: &Input, options: &Options, entries: &Entries) -> Result<(), Error> {
+    for id in input.sections() {
+        let name = input.section_name(id);
+        let Some(lead) = crate::special::parallel_of(&name) else {
+            continue;
+        };
+        let entry_size = options
+            .entry_sizes
+            .get(&name)
+            .copied()
+            .unwrap_or(crate::special::ORC_ENTRY_SIZE);
+        let count = entries
+            .all
+            .iter()
+            .find(|(sec, _)| input.section_name(**sec) == lead.name)
+            .map_or(0, |(_, list)| list.len());
+        let size = input.section_size(id);
+        if size != (count * entry_size) as u64 {
+            return Err(Error::BadInput {
+                file: input.label.clone(),
+                why: format!(
+                    "section {name} is {size} bytes, not {count} entries of {entry_size} bytes \
+                     (one per entry of {}; set the size with --entry-size {name}=BYTES)",
+                    lead.name
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A changed function and why.
@@ -185,7 +233,8 @@ fn compare_function(sides: &Sides, of: SymbolId, pf: SymbolId) -> Option<Differe
         let ep = pe.by_owner.get(&fp).map(Vec::as_slice).unwrap_or(&[]);
         let group = |input: &Input, es: &[Entry]| {
             let mut m: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-            for e in es {
+            // Derived tables (ORC) say nothing the code does not.
+            for e in es.iter().filter(|e| is_carried(input, e.section, options)) {
                 m.entry(input.section_name(e.section))
                     .or_default()
                     .push(e.clone());
@@ -223,6 +272,12 @@ fn compare_function(sides: &Sides, of: SymbolId, pf: SymbolId) -> Option<Differe
         }
     }
     None
+}
+
+/// Whether the entries of special section `section` are compared and
+/// carried with their functions.
+pub fn is_carried(input: &Input, section: SectionId, options: &Options) -> bool {
+    special_for(input, section, options).is_some_and(|s| s.carried)
 }
 
 fn entry_range<'a>(input: &'a Input, e: &Entry, spec: &'a SpecialSection) -> Range<'a> {
@@ -654,7 +709,10 @@ impl Closure<'_, '_> {
                     if self.include.contains(&ssec) {
                         continue;
                     }
-                    if is_writable(p, ssec) {
+                    if is_copied_with_code(&p.section_name(ssec)) {
+                        // UBSAN descriptors: the new code's own copy.
+                        self.add(ssec);
+                    } else if is_writable(p, ssec) {
                         self.refusals.push(Refusal {
                             reason: "reference to writable data no symbol names".into(),
                             section: p.section_name(ssec),
@@ -707,7 +765,7 @@ impl Closure<'_, '_> {
         let (p, pe) = (self.p, self.pe);
         let mut more = false;
         for (&sec, list) in &pe.all {
-            let Some(spec) = special_for(p, sec, self.options) else {
+            let Some(spec) = special_for(p, sec, self.options).filter(|s| s.carried) else {
                 continue;
             };
             for e in list {
@@ -755,5 +813,30 @@ impl Closure<'_, '_> {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_last_entry_may_lack_only_its_tail_padding() {
+        let spec = |entry_size| SpecialSection {
+            entry_size,
+            ..*special("__jump_table").expect("in the table")
+        };
+        // Three 16-byte entries, the last without 4 bytes of padding.
+        assert!(short_last_entry(44, &spec(16)));
+        // Whole entries are no short entry; a remainder without the anchor,
+        // or missing more than padding can be, is not one either.
+        assert!(!short_last_entry(48, &spec(16)));
+        assert!(!short_last_entry(35, &spec(16)));
+        assert!(!short_last_entry(40, &spec(16)));
+        assert!(!short_last_entry(3, &spec(16)));
+        // An entry size that no alignment divides has no tail padding.
+        assert!(!short_last_entry(32, &spec(7)));
+        assert!(short_last_entry(33, &spec(12)));
+        assert!(!short_last_entry(32, &spec(12)));
     }
 }

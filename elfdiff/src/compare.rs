@@ -127,10 +127,72 @@ pub fn same_target(o: &Input, p: &Input, pairs: &Pairs, to: &Target, tp: &Target
         (Target::String(a, ba), Target::String(b, bb)) => a == b && ba == bb,
         (Target::Constant(a, ba), Target::Constant(b, bb)) => a == b && ba == bb,
         (Target::Section(so, ao), Target::Section(sp, ap)) => {
-            ao == ap && o.section_name(*so) == p.section_name(*sp)
+            let (no, np) = (o.section_name(*so), p.section_name(*sp));
+            ao == ap
+                && if crate::special::is_ubsan(&np) {
+                    // Numbered per unit (`.data..Lubsan_data12`): the same
+                    // descriptor when its contents are.
+                    canonical_section(&no) == canonical_section(&np)
+                        && same_private_section(o, p, *so, *sp, 2)
+                } else {
+                    no == np
+                }
         }
         _ => false,
     }
+}
+
+/// A section name without the label number the compiler gave it.
+fn canonical_section(name: &str) -> &str {
+    name.trim_end_matches(|c: char| c.is_ascii_digit())
+}
+
+/// Whether two sections private to their use site (UBSAN descriptors) hold
+/// the same thing: equal bytes outside source positions, and relocations
+/// to the same strings or, `depth` levels down, to equal private sections.
+fn same_private_section(o: &Input, p: &Input, so: SectionId, sp: SectionId, depth: u32) -> bool {
+    let (bo, bp) = (o.data(so), p.data(sp));
+    let (ro, rp) = (o.relocs(so), p.relocs(sp));
+    if bo.len() != bp.len() || ro.len() != rp.len() {
+        return false;
+    }
+    let ignore = crate::special::ignored_in_private_section(&p.section_name(sp), bp.len() as u64);
+    let mut mask = vec![false; bo.len()];
+    for (off, len) in ignore {
+        mask.iter_mut()
+            .skip(*off)
+            .take(*len)
+            .for_each(|m| *m = true);
+    }
+    for (a, b) in ro.iter().zip(rp) {
+        if a.r_offset != b.r_offset || a.r_type != b.r_type {
+            return false;
+        }
+        let width = reloc_width(a.r_type).unwrap_or(0);
+        mask.iter_mut()
+            .skip(a.r_offset as usize)
+            .take(width)
+            .for_each(|m| *m = true);
+        let same = match (target(o, a, 0), target(p, b, 0)) {
+            (Target::Section(to, x), Target::Section(tp, y)) => {
+                depth > 0
+                    && x == y
+                    && crate::special::is_ubsan(&p.section_name(tp))
+                    && canonical_section(&o.section_name(to))
+                        == canonical_section(&p.section_name(tp))
+                    && same_private_section(o, p, to, tp, depth - 1)
+            }
+            (Target::Symbol(..), Target::Symbol(..)) => false,
+            (to, tp) => to == tp,
+        };
+        if !same {
+            return false;
+        }
+    }
+    bo.iter()
+        .zip(bp)
+        .zip(&mask)
+        .all(|((x, y), &masked)| masked || x == y)
 }
 
 /// The first difference between two byte ranges with their relocations.

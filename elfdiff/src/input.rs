@@ -462,6 +462,53 @@ fn read_builder<'d>(label: &str, data: &'d [u8]) -> Result<Builder<'d>, Error> {
     Ok(b)
 }
 
+/// `SHT_LLVM_ADDRSIG` and the other section types LLVM reserves
+/// (`SHT_LOOS + 0xfff4c00` …): metadata for the linker, never loaded.
+const SHT_LLVM_FIRST: u32 = 0x6fff_4c00;
+/// The last section type of LLVM's range.
+const SHT_LLVM_LAST: u32 = 0x6fff_4cff;
+
+/// The object as [`Input::parse`] can read it: sections of a type the ELF
+/// builder does not know but the differ may ignore (clang's
+/// `SHT_LLVM_ADDRSIG` `.llvm_addrsig`, and LLVM's other non-allocated
+/// metadata types) are read as `SHT_PROGBITS`: ignored by name and flags,
+/// and dropped from the output (the address-significance table lists
+/// symbol indices the output renumbers). Anything else is returned as is.
+pub fn readable(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use object::read::elf::{FileHeader, SectionHeader};
+    let llvm = |s: &elf::SectionHeader64<object::Endianness>, e| {
+        (SHT_LLVM_FIRST..=SHT_LLVM_LAST).contains(&s.sh_type(e).0)
+            && s.sh_flags(e).0 & elf::SHF_ALLOC.0 == 0
+    };
+    let Ok(header) = elf::FileHeader64::<object::Endianness>::parse(data) else {
+        return data.into();
+    };
+    let Ok(endian) = header.endian() else {
+        return data.into();
+    };
+    let Ok(sections) = header.section_headers(endian, data) else {
+        return data.into();
+    };
+    if !sections.iter().any(|s| llvm(s, endian)) {
+        return data.into();
+    }
+    let mut copy = data.to_vec();
+    let base = header.e_shoff(endian) as usize;
+    let size = std::mem::size_of::<elf::SectionHeader64<object::Endianness>>();
+    for (i, s) in sections.iter().enumerate() {
+        if llvm(s, endian) {
+            // sh_type is the second u32 of a section header.
+            let at = base + i * size + 4;
+            let bytes = match endian {
+                object::Endianness::Little => elf::SHT_PROGBITS.0.to_le_bytes(),
+                object::Endianness::Big => elf::SHT_PROGBITS.0.to_be_bytes(),
+            };
+            copy[at..at + 4].copy_from_slice(&bytes);
+        }
+    }
+    copy.into()
+}
+
 /// Width in bytes of the field an x86_64 relocation type patches.
 pub fn reloc_width(r_type: elf::RelocationType) -> Option<usize> {
     Some(match r_type.0 {

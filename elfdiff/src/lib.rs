@@ -171,8 +171,9 @@ pub fn diff(
     patched: &[u8],
     options: &Options,
 ) -> Result<Diff, Error> {
-    let o = input::Input::parse(original_label, original)?;
-    let p = input::Input::parse(patched_label, patched)?;
+    let (original, patched) = (input::readable(original), input::readable(patched));
+    let o = input::Input::parse(original_label, &original)?;
+    let p = input::Input::parse(patched_label, &patched)?;
     let a = analyze::analyze(&o, &p, options)?;
     let changed: Vec<ChangedFunction> = a
         .changed
@@ -187,7 +188,7 @@ pub fn diff(
         .collect();
     let new: Vec<String> = a.new.iter().map(|&f| p.sym_name(f)).collect();
     let mut refusals = a.refusals.clone();
-    let callbacks = callbacks::read(patched, &new).unwrap_or_else(|r| {
+    let callbacks = callbacks::read(&patched, &new).unwrap_or_else(|r| {
         refusals.extend(r);
         Vec::new()
     });

@@ -4,7 +4,22 @@
 //! place in the code (a jump label site, a bug entry, an exception fixup…).
 //! An entry belongs to the function its *anchor* relocation points into; the
 //! extraction keeps exactly the entries of included functions. Entry sizes are
-//! those of Linux 6.12 on x86_64 and can be overridden per section.
+//! those of Linux 6.12 on x86_64 and can be overridden per section (the build
+//! driver reads the target's own sizes from its debug information).
+//!
+//! ORC unwind data (`.orc_unwind_ip` with its parallel `.orc_unwind`, made by
+//! objtool) is split into entries per function like the other tables, but
+//! never compared and never carried: it is derived from the code, which is
+//! compared, and kpbuild's module build regenerates it. On the kernels whose
+//! objtool runs at link time (`CONFIG_X86_KERNEL_IBT` or `CONFIG_LTO_CLANG`,
+//! Debian's and the test kernel among them) kbuild runs `objtool --link
+//! --module --orc` on the linked livepatch module, which describes every
+//! function of the module from its final code; an input that already had an
+//! `.orc_unwind` section would make objtool skip ORC generation for the whole
+//! module ("file already has .orc_unwind section"), leaving the module's own
+//! glue without unwind data. The patch objects kpbuild compiles itself never
+//! carry ORC either (objtool is not replayed), so both kinds of input reach
+//! the module build alike.
 
 /// How the differ treats one special section.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +36,9 @@ pub struct SpecialSection {
     pub ignore: &'static [(usize, usize)],
     /// What the section is, for messages and docs.
     pub what: &'static str,
+    /// Whether entries are compared with their function and carried with
+    /// it; `false` for data the module build regenerates from the code.
+    pub carried: bool,
 }
 
 /// Every special section kpbuild knows.
@@ -32,6 +50,7 @@ pub const SPECIAL_SECTIONS: &[SpecialSection] = &[
         // struct bug_entry { s32 bug_addr_disp; s32 file_disp; u16 line; u16 flags; }
         ignore: &[(8, 2)],
         what: "BUG()/WARN() sites (CONFIG_DEBUG_BUGVERBOSE layout)",
+        carried: true,
     },
     SpecialSection {
         name: "__jump_table",
@@ -39,6 +58,7 @@ pub const SPECIAL_SECTIONS: &[SpecialSection] = &[
         anchor: 0,
         ignore: &[],
         what: "static key jump label sites (struct jump_entry)",
+        carried: true,
     },
     SpecialSection {
         name: "__ex_table",
@@ -46,6 +66,7 @@ pub const SPECIAL_SECTIONS: &[SpecialSection] = &[
         anchor: 0,
         ignore: &[],
         what: "exception table (struct exception_table_entry)",
+        carried: true,
     },
     SpecialSection {
         name: ".altinstructions",
@@ -53,6 +74,7 @@ pub const SPECIAL_SECTIONS: &[SpecialSection] = &[
         anchor: 0,
         ignore: &[],
         what: "alternatives (struct alt_instr)",
+        carried: true,
     },
     SpecialSection {
         name: ".static_call_sites",
@@ -60,6 +82,7 @@ pub const SPECIAL_SECTIONS: &[SpecialSection] = &[
         anchor: 0,
         ignore: &[],
         what: "static call sites (struct static_call_site)",
+        carried: true,
     },
     SpecialSection {
         name: ".retpoline_sites",
@@ -67,6 +90,7 @@ pub const SPECIAL_SECTIONS: &[SpecialSection] = &[
         anchor: 0,
         ignore: &[],
         what: "retpoline call sites",
+        carried: true,
     },
     SpecialSection {
         name: ".return_sites",
@@ -74,6 +98,7 @@ pub const SPECIAL_SECTIONS: &[SpecialSection] = &[
         anchor: 0,
         ignore: &[],
         what: "return thunk sites",
+        carried: true,
     },
     SpecialSection {
         name: ".call_sites",
@@ -81,6 +106,7 @@ pub const SPECIAL_SECTIONS: &[SpecialSection] = &[
         anchor: 0,
         ignore: &[],
         what: "call depth tracking sites",
+        carried: true,
     },
     SpecialSection {
         name: ".ibt_endbr_seal",
@@ -88,6 +114,7 @@ pub const SPECIAL_SECTIONS: &[SpecialSection] = &[
         anchor: 0,
         ignore: &[],
         what: "ENDBR instructions to seal",
+        carried: true,
     },
     SpecialSection {
         name: ".smp_locks",
@@ -95,6 +122,7 @@ pub const SPECIAL_SECTIONS: &[SpecialSection] = &[
         anchor: 0,
         ignore: &[],
         what: "LOCK prefixes patched on uniprocessor",
+        carried: true,
     },
     SpecialSection {
         name: ".parainstructions",
@@ -102,6 +130,7 @@ pub const SPECIAL_SECTIONS: &[SpecialSection] = &[
         anchor: 0,
         ignore: &[],
         what: "paravirt patch sites (struct paravirt_patch_site)",
+        carried: true,
     },
     SpecialSection {
         name: "__mcount_loc",
@@ -109,6 +138,7 @@ pub const SPECIAL_SECTIONS: &[SpecialSection] = &[
         anchor: 0,
         ignore: &[],
         what: "ftrace call sites",
+        carried: true,
     },
     SpecialSection {
         name: "__patchable_function_entries",
@@ -116,13 +146,15 @@ pub const SPECIAL_SECTIONS: &[SpecialSection] = &[
         anchor: 0,
         ignore: &[],
         what: "patchable function entries",
+        carried: true,
     },
     SpecialSection {
         name: ".orc_unwind_ip",
         entry_size: 4,
         anchor: 0,
         ignore: &[],
-        what: "ORC unwind table addresses",
+        what: "ORC unwind table addresses (regenerated by objtool at the module link)",
+        carried: false,
     },
 ];
 
@@ -146,32 +178,82 @@ pub fn is_ignored(name: &str) -> bool {
         || name.starts_with(crate::callbacks::SECTION_PREFIX)
 }
 
-/// `struct _ddebug` (include/linux/dynamic_debug.h, 6.12): four pointers,
-/// then `lineno:18, class_id:6, flags:8` in one `u32` at 0x20. The low two
-/// bytes hold the line number (of files under 65536 lines).
+/// `struct _ddebug` (include/linux/dynamic_debug.h, 6.1 and 6.12): four
+/// pointers, then `lineno:18, class_id:6, flags:8` in one `u32` at 0x20. The
+/// low two bytes hold the line number (of files under 65536 lines).
 const DYNDBG_LINENO: (usize, usize) = (0x20, 2);
 
+/// The sections of dynamic-debug descriptors: `__dyndbg`, and `__verbose`
+/// as kernels before the rename call it.
+pub const DYNDBG_SECTIONS: &[&str] = &["__dyndbg", "__verbose"];
+
+/// Whether a section holds dynamic-debug descriptors.
+pub fn is_dyndbg(section: &str) -> bool {
+    DYNDBG_SECTIONS.contains(&section)
+}
+
+/// Whether a section holds UBSAN data (`CONFIG_UBSAN`): the per-check
+/// descriptors (`.data..Lubsan_data*`: a `struct source_location`, then
+/// pointers to type descriptors) and the type descriptors
+/// (`.data..Lubsan_type*`) the compiler emits for each checked operation,
+/// one section each with `-fdata-sections`, named by assembler labels only.
+pub fn is_ubsan(section: &str) -> bool {
+    section.starts_with(".data..Lubsan_data") || section.starts_with(".data..Lubsan_type")
+}
+
+/// `struct source_location` at the start of every UBSAN check descriptor:
+/// the file name pointer, then `u32 line, u32 column` (the kernel sets the
+/// line's top bit once reported).
+const UBSAN_LINE_COLUMN: (usize, usize) = (8, 8);
+
 /// Byte ranges `(offset, len)` of a data symbol of `section` that compare as
-/// equal whatever they hold: the line number of a `__dyndbg` descriptor,
+/// equal whatever they hold: the line number of a dynamic-debug descriptor,
 /// which moves when lines are added above a `pr_debug()` (the running
 /// kernel's descriptor keeps serving the unchanged code).
 pub fn ignored_in_data(section: &str, size: u64) -> &'static [(usize, usize)] {
     let (offset, _) = DYNDBG_LINENO;
-    if section == "__dyndbg" && size >= (offset + 4) as u64 {
+    if is_dyndbg(section) && size >= (offset + 4) as u64 {
         std::slice::from_ref(&DYNDBG_LINENO)
     } else {
         &[]
     }
 }
 
-/// Data private to the code that references it, one object per use site:
-/// the dynamic-debug descriptors of `pr_debug()` (`__dyndbg`). Changed code
-/// gets its own copy of the section (the running code keeps the kernel's),
-/// so a changed descriptor is no refusal as long as only changed code uses
-/// it, and the copy's static keys are the module's own.
-pub fn is_copied_with_code(section: &str) -> bool {
-    section == "__dyndbg"
+/// Byte ranges of a whole section, private to its use site and named by no
+/// symbol, that compare as equal whatever they hold: the line and column of
+/// a UBSAN check descriptor.
+pub fn ignored_in_private_section(section: &str, size: u64) -> &'static [(usize, usize)] {
+    let (offset, len) = UBSAN_LINE_COLUMN;
+    if section.starts_with(".data..Lubsan_data") && size >= (offset + len) as u64 {
+        std::slice::from_ref(&UBSAN_LINE_COLUMN)
+    } else {
+        &[]
+    }
 }
+
+/// Data private to the code that references it, one object per use site:
+/// the dynamic-debug descriptors of `pr_debug()` (`__dyndbg`, `__verbose`)
+/// and UBSAN's check and type descriptors. Changed code gets its own copy
+/// of the section (the running code keeps the kernel's), so a changed
+/// descriptor is no refusal as long as only changed code uses it, and the
+/// copy's static keys are the module's own.
+pub fn is_copied_with_code(section: &str) -> bool {
+    is_dyndbg(section) || is_ubsan(section)
+}
+
+/// The section whose entries a parallel table without relocations follows,
+/// entry by entry: `.orc_unwind` (one `struct orc_entry` per address of
+/// `.orc_unwind_ip`).
+pub fn parallel_of(name: &str) -> Option<&'static SpecialSection> {
+    (name == ORC_UNWIND).then(|| special(".orc_unwind_ip").expect("in the table"))
+}
+
+/// The ORC entries section.
+pub const ORC_UNWIND: &str = ".orc_unwind";
+
+/// `sizeof(struct orc_entry)` on x86_64 (6.12: two `s16` offsets and a
+/// `u16` of bit fields, packed).
+pub const ORC_ENTRY_SIZE: usize = 6;
 
 /// Sections whose code or data the kernel frees after boot: any change there
 /// is refused.
@@ -200,7 +282,7 @@ pub enum SectionRule {
     /// Executable, with symbols: compared function by function.
     Code,
     /// Allocated data with symbols (compared symbol by symbol), or a merge
-    /// section (compared by contents where it is used).
+    /// section or UBSAN data (compared by contents where it is used).
     Data,
     /// Allocated, without symbols and without a rule: compared as a whole,
     /// and refused by name if it differs.
@@ -254,11 +336,15 @@ pub fn rule(name: &str, flags: u64, has_symbols: bool, is_merge: bool) -> Sectio
             SectionRule::Data
         };
     }
-    if is_merge {
+    if is_merge || is_ubsan(name) {
+        // UBSAN data is compared by contents where code uses it.
         return SectionRule::Data;
     }
     if name == ".altinstr_replacement" {
         return SectionRule::Special(special(".altinstructions").expect("in the table"));
+    }
+    if let Some(s) = parallel_of(name) {
+        return SectionRule::Special(s);
     }
     SectionRule::ComparedWhole
 }
@@ -314,7 +400,10 @@ mod tests {
             ("__ex_table", A, false, false, sp("__ex_table")),
             ("__bug_table", AW, false, false, sp("__bug_table")),
             (".orc_unwind_ip", A, false, false, sp(".orc_unwind_ip")),
-            (".orc_unwind", A, false, false, SectionRule::ComparedWhole),
+            (".orc_unwind", A, false, false, sp(".orc_unwind_ip")),
+            (".data..Lubsan_data3", AW, false, false, SectionRule::Data),
+            (".data..Lubsan_type0", AW, false, false, SectionRule::Data),
+            ("__verbose", AW, true, false, SectionRule::Data),
             (".orc_header", A, true, false, SectionRule::Data),
             ("__mcount_loc", A, false, false, sp("__mcount_loc")),
             (".smp_locks", A, false, false, sp(".smp_locks")),

@@ -13,17 +13,85 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/elfdiff")
 }
 
-/// Compiles `case/source` as `unit.c` in its own directory, as a kernel build
-/// compiles the original and the patched file under one name.
-fn compile(case: &Path, source: &str, out: &Path) -> Result<Vec<u8>, String> {
+/// What a case needs beyond gcc: another compiler, objtool, a second unit.
+#[derive(Default)]
+struct Tools {
+    /// `clang` for a case with a `compiler` file saying so.
+    clang: Option<PathBuf>,
+    /// The test kernel's objtool, for a case with an `objtool` file.
+    objtool: Option<PathBuf>,
+}
+
+/// The tools `case` needs, each found through its oracle; `None` when one
+/// is missing (the case is skipped, or fails under the oracle variable).
+fn tools(case: &Path) -> Option<Tools> {
+    let mut t = Tools::default();
+    let compiler = std::fs::read_to_string(case.join("compiler")).unwrap_or_default();
+    if compiler.trim() == "clang" {
+        t.clang = Some(testbed::oracle::tool("clang", "clang")?);
+    }
+    if case.join("objtool").exists() {
+        let kernel = testbed::oracle::test_kernel()?;
+        let objtool = kernel.build.join("tools/objtool/objtool");
+        t.objtool = Some(testbed::oracle::need(
+            &format!("{}", objtool.display()),
+            "run `cargo xtask kernel`",
+            objtool.is_file().then_some(objtool.clone()),
+        )?);
+    }
+    Some(t)
+}
+
+/// Compiles `case/source` (and `case/source2`'s second unit, linked with
+/// `ld -r` after it, for a case with one) as the object `out`.
+fn compile(case: &Path, source: &str, out: &Path, tools: &Tools) -> Result<Vec<u8>, String> {
+    let second = source.replace(".c", "2.c");
+    if !case.join(&second).exists() {
+        return compile_unit(case, source, out, tools);
+    }
+    let first = out.with_extension("1.o");
+    let other = out.with_extension("2.o");
+    compile_unit(case, source, &first, tools)?;
+    compile_unit(case, &second, &other, tools)?;
+    // A composite object, as kbuild links the parts of a multi-unit object.
+    let output = Command::new("ld")
+        .args(["-m", "elf_x86_64", "-r", "-o"])
+        .arg(out)
+        .arg(&first)
+        .arg(&other)
+        .output()
+        .map_err(|e| format!("cannot run ld: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "ld -r failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    std::fs::read(out).map_err(|e| e.to_string())
+}
+
+/// Compiles one source of a case as `src/unit.c` beside `out`, as a kernel
+/// build compiles the original and the patched file under one path (which
+/// UBSAN descriptors record), then runs objtool on it if the case asks.
+fn compile_unit(case: &Path, source: &str, out: &Path, tools: &Tools) -> Result<Vec<u8>, String> {
     let root = fixtures();
-    let dir = out.with_extension("src");
+    let dir = out.parent().expect("output in a directory").join("src");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let unit = dir.join("unit.c");
+    let unit = dir.join(if source.contains('2') {
+        "unit2.c"
+    } else {
+        "unit.c"
+    });
     std::fs::copy(case.join(source), &unit).map_err(|e| format!("{source}: {e}"))?;
-    let cflags = std::fs::read_to_string(root.join("CFLAGS")).map_err(|e| e.to_string())?;
+    let (cc, cflags_file) = match &tools.clang {
+        Some(clang) => (clang.display().to_string(), "CFLAGS.clang"),
+        None => (
+            std::env::var("CC").unwrap_or_else(|_| "gcc".into()),
+            "CFLAGS",
+        ),
+    };
+    let cflags = std::fs::read_to_string(root.join(cflags_file)).map_err(|e| e.to_string())?;
     let extra = std::fs::read_to_string(case.join("flags")).unwrap_or_default();
-    let cc = std::env::var("CC").unwrap_or_else(|_| "gcc".into());
     let output = Command::new(&cc)
         .args(cflags.split_whitespace())
         .args(extra.split_whitespace())
@@ -42,6 +110,22 @@ fn compile(case: &Path, source: &str, out: &Path) -> Result<Vec<u8>, String> {
             "{cc} failed on {source}:\n{}",
             String::from_utf8_lossy(&output.stderr)
         ));
+    }
+    if let Some(objtool) = &tools.objtool {
+        // As kbuild runs it on a module's object (the arguments are the
+        // case's `objtool` file).
+        let args = std::fs::read_to_string(case.join("objtool")).map_err(|e| e.to_string())?;
+        let output = Command::new(objtool)
+            .args(args.split_whitespace())
+            .arg(out)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", objtool.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "objtool failed on {source}:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
     }
     std::fs::read(out).map_err(|e| e.to_string())
 }
@@ -92,7 +176,7 @@ fn expected(case: &Path) -> Result<BTreeSet<String>, String> {
 
 /// What every written object must satisfy.
 fn check_output(object: &[u8], dir: &Path) -> Result<(), String> {
-    use object::{Object, ObjectSymbol};
+    use object::{Object, ObjectSection, ObjectSymbol};
     let file =
         object::File::parse(object).map_err(|e| format!("object cannot read the output: {e}"))?;
     // Assembler labels name places in this object: the running kernel has
@@ -106,6 +190,14 @@ fn check_output(object: &[u8], dir: &Path) -> Result<(), String> {
         return Err(format!(
             "the output references assembler label {label} as an external symbol"
         ));
+    }
+    // The module build regenerates ORC for all of the module's code.
+    if let Some(orc) = file
+        .sections()
+        .filter_map(|s| s.name().ok())
+        .find(|n| n.starts_with(".orc_unwind"))
+    {
+        return Err(format!("the output carries {orc}"));
     }
     goblin::elf::Elf::parse(object).map_err(|e| format!("goblin cannot read the output: {e}"))?;
     let path = dir.join("out.o");
@@ -128,10 +220,10 @@ fn check_output(object: &[u8], dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn run_case(case: &Path, work: &Path) -> Result<(), String> {
+fn run_case(case: &Path, work: &Path, tools: &Tools) -> Result<(), String> {
     std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
-    let orig = compile(case, "orig.c", &work.join("orig.o"))?;
-    let patched = compile(case, "patched.c", &work.join("patched.o"))?;
+    let orig = compile(case, "orig.c", &work.join("orig.o"), tools)?;
+    let patched = compile(case, "patched.c", &work.join("patched.o"), tools)?;
     let diff = elfdiff::diff(
         "orig.o",
         &orig,
@@ -192,8 +284,12 @@ fn fixture_cases() {
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
             continue;
         }
+        let Some(tools) = tools(case) else {
+            eprintln!("SKIP: case {name}");
+            continue;
+        };
         ran += 1;
-        if let Err(e) = run_case(case, &work.join(&name)) {
+        if let Err(e) = run_case(case, &work.join(&name), &tools) {
             failures.push(format!("case {name}: {e}"));
         }
     }

@@ -173,7 +173,8 @@ impl FunctionImage {
 
 /// Every defined function of an original object with its masked ranges.
 pub fn function_images(label: &str, object: &[u8]) -> Result<Vec<FunctionImage>, elfdiff::Error> {
-    let input = Input::parse(label, object)?;
+    let object = elfdiff::input::readable(object);
+    let input = Input::parse(label, &object)?;
     // Jump-label code sites: (section, offset) of each `__jump_table` entry's code field.
     let mut jump_sites: HashMap<usize, Vec<u64>> = HashMap::new();
     for sec in input.sections() {

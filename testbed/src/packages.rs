@@ -27,6 +27,8 @@ pub const TESTBED_PACKAGES: &[&str] = &[
     // release: made with mmdebstrap, entered with bwrap.
     "mmdebstrap",
     "bubblewrap",
+    // elfdiff's fixtures of clang-built objects.
+    "clang",
 ];
 
 /// Which of `packages` are not installed.
