@@ -176,6 +176,12 @@ fn cold_parts(input: &Input, func: SymbolId) -> Vec<SymbolId> {
         .symbols()
         .filter(|&s| input.kind(s) == SymKind::Func)
         .filter(|&s| cold_parent(&input.sym_name(s)) == Some(name.as_str()))
+        // A static function's parts are in its own unit's group.
+        .filter(|&s| {
+            input
+                .file_group(func)
+                .is_none_or(|g| input.file_group(s) == Some(g))
+        })
         .collect()
 }
 

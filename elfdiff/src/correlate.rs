@@ -66,6 +66,19 @@ struct Correlation<'a, 'd> {
     p_groups: Groups,
 }
 
+/// The group a symbol correlates in: its canonical name, with its
+/// `STT_FILE` group for a local of an object of several units (so that
+/// same-named statics of two units never pair across them), and whether it
+/// is a function.
+fn group_key(input: &Input, id: SymbolId, name: &str) -> (String, bool) {
+    let mut key = canonical(name);
+    if let Some(file) = input.file_group(id) {
+        key.push('\0');
+        key.push_str(file);
+    }
+    (key, input.kind(id) == SymKind::Func)
+}
+
 /// The pairable symbols of the original object by canonical name.
 fn original_groups(o: &Input) -> Groups {
     let mut o_groups: Groups = HashMap::new();
@@ -77,7 +90,7 @@ fn original_groups(o: &Input) -> Groups {
         }
         let name = o.sym_name(id);
         o_groups
-            .entry((canonical(&name), kind == SymKind::Func))
+            .entry(group_key(o, id, &name))
             .or_default()
             .push(id);
     }
@@ -96,7 +109,7 @@ impl Correlation<'_, '_> {
                 continue;
             }
             let name = p.sym_name(id);
-            let key = (canonical(&name), kind == SymKind::Func);
+            let key = group_key(p, id, &name);
             if !is_generated(&name) {
                 // Plain names pair by name (kind must agree on definedness).
                 if let Some(&oid) = self
@@ -166,7 +179,7 @@ impl Correlation<'_, '_> {
                 continue;
             }
             let (no, np) = (o.sym_name(so), p.sym_name(sp));
-            if canonical(&no) == canonical(&np) && is_generated(&np) {
+            if group_key(o, so, &no) == group_key(p, sp, &np) && is_generated(&np) {
                 self.pairs.add(so, sp);
                 added += 1;
             }

@@ -18,6 +18,11 @@ pub struct Extracted {
     pub object: Vec<u8>,
     /// Symbols the object references without defining, with original names.
     pub references: Vec<Reference>,
+    /// Referenced locals of another unit than the first of a composite
+    /// object (`ld -r` of several units): (section, name) in the patched
+    /// object. The target's locals are found in the group of the object's
+    /// first `STT_FILE` only, so these cannot be resolved safely.
+    pub other_unit_locals: Vec<(String, String)>,
 }
 
 /// Builds the output object from the patched input.
@@ -35,6 +40,14 @@ pub fn extract(o: &Input, p: Input, a: &Analysis, options: &Options) -> Result<E
         renames,
         delete,
     } = plan_symbols(o, &p, a, &keep, &referenced)?;
+    let other_unit_locals = renames
+        .iter()
+        .filter(|(id, _)| is_other_unit_local(&p, *id))
+        .map(|(id, _)| {
+            let section = p.sym_section(*id).map(|s| p.section_name(s));
+            (section.unwrap_or_default(), p.sym_name(*id))
+        })
+        .collect();
     let edits = Edits {
         renames: renames
             .into_iter()
@@ -67,7 +80,16 @@ pub fn extract(o: &Input, p: Input, a: &Analysis, options: &Options) -> Result<E
     Ok(Extracted {
         object: out,
         references,
+        other_unit_locals,
     })
+}
+
+/// Whether a symbol is a local of a composite object's unit other than the
+/// first (whose `STT_FILE` name the target's locals are looked up under).
+pub fn is_other_unit_local(p: &Input, id: SymbolId) -> bool {
+    p.is_local(id)
+        && p.file_group(id)
+            .is_some_and(|g| Some(g) != p.file_name.as_deref())
 }
 
 /// Gives the output its own section name table when the input had none:

@@ -46,6 +46,10 @@ pub struct Input<'d> {
     by_name: HashMap<String, SymbolId>,
     /// The source file named by the first `STT_FILE` symbol.
     pub file_name: Option<String>,
+    /// The `STT_FILE` group of each local symbol, when the object has
+    /// several (`ld -r` of several units): the file's name, with `#N` after
+    /// the N-th (from 1) repeat of a name.
+    file_group: HashMap<SymbolId, String>,
     /// Builder ids by index.
     sec_ids: Vec<object::build::elf::SectionId>,
     sym_ids: Vec<object::build::elf::SymbolId>,
@@ -80,6 +84,7 @@ impl<'d> Input<'d> {
             section_symbol: HashMap::new(),
             by_name: HashMap::new(),
             file_name: None,
+            file_group: HashMap::new(),
             sec_ids: Vec::new(),
             sym_ids: Vec::new(),
         };
@@ -137,15 +142,28 @@ impl<'d> Input<'d> {
     /// names, and notes the source file; refuses section symbols without a
     /// section and symbols outside their section.
     fn index_symbols(&mut self) -> Result<(), Error> {
+        let mut groups: HashMap<String, usize> = HashMap::new();
+        let mut group: Option<String> = None;
         for symbol in self.b.symbols.iter() {
             let name = String::from_utf8_lossy(&symbol.name).into_owned();
             if symbol.st_type() == elf::STT_FILE {
                 if self.file_name.is_none() {
-                    self.file_name = Some(name);
+                    self.file_name = Some(name.clone());
                 }
+                let seen = groups.entry(name.clone()).or_insert(0);
+                group = Some(match *seen {
+                    0 => name,
+                    n => format!("{name}#{n}"),
+                });
+                *seen += 1;
                 continue;
             }
             let id = SymbolId::of(symbol.id());
+            if let Some(g) = &group
+                && symbol.st_bind() == elf::STB_LOCAL
+            {
+                self.file_group.insert(id, g.clone());
+            }
             if symbol.st_type() == elf::STT_SECTION && symbol.section.is_none() {
                 return Err(self.bad(format!(
                     "a section symbol (STT_SECTION) has no section (st_shndx {:#x})",
@@ -166,6 +184,10 @@ impl<'d> Input<'d> {
             if !name.is_empty() {
                 self.by_name.entry(name).or_insert(id);
             }
+        }
+        if groups.values().sum::<usize>() < 2 {
+            // One unit: every local is in the one group.
+            self.file_group.clear();
         }
         for symbols in self.in_section.values_mut() {
             symbols.sort_by_key(|id| (self.b.symbols.get(self.sym_ids[id.0]).st_value, id.0));
@@ -338,6 +360,13 @@ impl<'d> Input<'d> {
     /// The section symbol of a section.
     pub fn section_symbol(&self, id: SectionId) -> Option<SymbolId> {
         self.section_symbol.get(&id).copied()
+    }
+
+    /// The `STT_FILE` group of a local symbol in an object of several units
+    /// (`None` for globals and in an object of one unit): two locals of one
+    /// name in two groups are different things.
+    pub fn file_group(&self, id: SymbolId) -> Option<&str> {
+        self.file_group.get(&id).map(String::as_str)
     }
 
     /// A symbol by name.

@@ -163,6 +163,21 @@ pub struct Diff {
     pub object: Option<Vec<u8>>,
 }
 
+/// Why a local of a composite object's second or later unit is refused.
+const OTHER_UNIT_LOCAL: &str = "local symbol of another unit than the first of this composite object (several STT_FILE groups): the running kernel's locals are looked up in the first unit's group only";
+
+/// The refusal of a changed local function of a later unit.
+fn other_unit_refusal(p: &input::Input, func: input::SymbolId) -> Refusal {
+    Refusal {
+        reason: OTHER_UNIT_LOCAL.into(),
+        section: p
+            .sym_section(func)
+            .map(|s| p.section_name(s))
+            .unwrap_or_default(),
+        symbol: p.sym_name(func),
+    }
+}
+
 /// Diffs an original and a patched object.
 pub fn diff(
     original_label: &str,
@@ -230,7 +245,31 @@ pub fn diff(
         .map(|s| p.sym_name(s))
         .collect();
     included.sort();
+    let other_unit_functions: Vec<Refusal> = a
+        .changed
+        .iter()
+        .filter(|c| extract::is_other_unit_local(&p, c.func))
+        .map(|c| other_unit_refusal(&p, c.func))
+        .collect();
     let extracted = extract::extract(&o, p, &a, options)?;
+    let mut other_unit: Vec<Refusal> = other_unit_functions;
+    other_unit.extend(
+        extracted
+            .other_unit_locals
+            .iter()
+            .map(|(section, symbol)| Refusal {
+                reason: OTHER_UNIT_LOCAL.into(),
+                section: section.clone(),
+                symbol: symbol.clone(),
+            }),
+    );
+    if !other_unit.is_empty() {
+        other_unit.sort_by(|a, b| (&a.section, &a.symbol).cmp(&(&b.section, &b.symbol)));
+        other_unit.dedup();
+        result.refusals = other_unit;
+        result.outcome = Outcome::Refused;
+        return Ok(result);
+    }
     result.included = included;
     result.references = extracted.references;
     result.object = Some(extracted.object);
