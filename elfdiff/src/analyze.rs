@@ -463,7 +463,12 @@ impl Sides<'_, '_> {
             return;
         }
         if pairs.ambiguous.contains(&pid) {
-            f.refuse(p, pid, "cannot correlate this function with one of the original object (several candidates)".into());
+            let note = pairs.candidates_note(pid);
+            f.refuse(
+                p,
+                pid,
+                format!("cannot correlate this function with one of the original object (several candidates){note}"),
+            );
             return;
         }
         let Some(&oid) = pairs.p2o.get(&pid) else {
@@ -522,7 +527,12 @@ impl Sides<'_, '_> {
     fn judge_object(&self, pid: SymbolId, section: SectionId, sec_name: &str, f: &mut Findings) {
         let p = self.p;
         if self.pairs.ambiguous.contains(&pid) {
-            f.refuse(p, pid, "cannot correlate this variable with one of the original object (several candidates)".into());
+            let note = self.pairs.candidates_note(pid);
+            f.refuse(
+                p,
+                pid,
+                format!("cannot correlate this variable with one of the original object (several candidates){note}"),
+            );
             return;
         }
         let Some(&oid) = self.pairs.p2o.get(&pid) else {
@@ -748,7 +758,10 @@ impl Closure<'_, '_> {
             self.add(ssec);
         } else if pairs.ambiguous.contains(&s) {
             self.refusals.push(Refusal {
-                reason: "referenced symbol cannot be correlated with the original object".into(),
+                reason: format!(
+                    "referenced symbol cannot be correlated with the original object{}",
+                    pairs.candidates_note(s)
+                ),
                 section: p.section_name(ssec),
                 symbol: name,
             });

@@ -6,6 +6,15 @@
 //! 3. The rest pair through the relocations of already paired functions: the
 //!    n-th reference of `f` in one object and of `f` in the other point at the
 //!    same thing when both are numbered names of one canonical form.
+//! 4. Numbered static locals still open (`__key.418` of a `spin_lock_init`
+//!    in a changed function, `_rs.7`, `__func__.3`, `descriptor.12`) pair by
+//!    their place among the references of the paired functions that use
+//!    them: the k-th distinct not yet paired `__key` that original `f`
+//!    references is the k-th one patched `f` references (kpatch-build's
+//!    rule). Every user must agree; a local that is k-th where the original
+//!    function has fewer, or that only new functions use, is new data of the
+//!    patch. Disagreeing users leave it ambiguous, with the candidates they
+//!    named.
 //!
 //! Numbers alone never decide a match.
 
@@ -14,7 +23,36 @@ use crate::input::{Input, SymKind, SymbolId};
 use crate::names::{canonical, is_generated};
 /// What correlation produces (defined apart so that comparison needs no correlation).
 pub use crate::pairs::Pairs;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// The numbered static locals (local data objects with a compiler-made
+/// number) that function `f` references and `paired` does not hold yet, by
+/// canonical name, each once, in the order of their first reference.
+fn open_locals(
+    input: &Input,
+    f: SymbolId,
+    paired: &HashMap<SymbolId, SymbolId>,
+) -> HashMap<String, Vec<SymbolId>> {
+    let range = Range::of_symbol(input, f);
+    let mut out: HashMap<String, Vec<SymbolId>> = HashMap::new();
+    for r in &range.relocs {
+        let Target::Symbol(s, _) = target(input, r, range.bias(r)) else {
+            continue;
+        };
+        if input.kind(s) != SymKind::Object || !input.is_local(s) || paired.contains_key(&s) {
+            continue;
+        }
+        let name = input.sym_name(s);
+        if !is_generated(&name) {
+            continue;
+        }
+        let list = out.entry(canonical(&name)).or_default();
+        if !list.contains(&s) {
+            list.push(s);
+        }
+    }
+    out
+}
 
 fn pairable(kind: SymKind) -> bool {
     matches!(
@@ -50,6 +88,7 @@ pub fn correlate(o: &Input, p: &Input) -> Pairs {
     c.pair_plain_names();
     c.pair_unique_canonical_forms();
     c.propagate_through_relocations();
+    c.pair_static_locals_by_place();
     c.pair_unmoved_leftovers();
     c.mark_ambiguous();
     c.pairs
@@ -187,7 +226,75 @@ impl Correlation<'_, '_> {
         added
     }
 
-    /// Step 4, the last resort for what nothing paired reaches (linker
+    /// Step 4: numbered static locals by their place among the references
+    /// of the paired functions that use them.
+    fn pair_static_locals_by_place(&mut self) {
+        let (o, p) = (self.o, self.p);
+        let mut votes: BTreeMap<SymbolId, BTreeSet<Option<SymbolId>>> = BTreeMap::new();
+        let paired_funcs: Vec<(SymbolId, SymbolId)> = self
+            .pairs
+            .p2o
+            .iter()
+            .filter(|(pid, _)| p.kind(**pid) == SymKind::Func)
+            .map(|(&pid, &oid)| (oid, pid))
+            .collect();
+        for (fo, fp) in paired_funcs {
+            let lo = open_locals(o, fo, &self.pairs.o2p);
+            for (key, ps) in open_locals(p, fp, &self.pairs.p2o) {
+                let os = lo.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+                for (k, sp) in ps.into_iter().enumerate() {
+                    votes.entry(sp).or_default().insert(os.get(k).copied());
+                }
+            }
+        }
+        let mut claimed: HashMap<SymbolId, Vec<SymbolId>> = HashMap::new();
+        for (&sp, v) in &votes {
+            let named: Vec<SymbolId> = v.iter().flatten().copied().collect();
+            match named.as_slice() {
+                [] => self.pairs.new_locals.push(sp),
+                [so] => claimed.entry(*so).or_default().push(sp),
+                _ => {
+                    let names = named.iter().map(|&so| o.sym_name(so)).collect();
+                    self.pairs.candidates.insert(sp, names);
+                }
+            }
+        }
+        for (so, sps) in claimed {
+            if let [sp] = sps[..]
+                && o.kind(so) == p.kind(sp)
+            {
+                self.pairs.add(so, sp);
+            } else {
+                for sp in sps {
+                    self.pairs.candidates.insert(sp, vec![o.sym_name(so)]);
+                }
+            }
+        }
+        self.mark_locals_of_new_code_new(&votes);
+    }
+
+    /// A numbered static local that no paired function references but new
+    /// functions do belongs to the new code.
+    fn mark_locals_of_new_code_new(
+        &mut self,
+        voted: &BTreeMap<SymbolId, BTreeSet<Option<SymbolId>>>,
+    ) {
+        let p = self.p;
+        for f in p.symbols().filter(|&f| p.kind(f) == SymKind::Func) {
+            if self.pairs.p2o.contains_key(&f) {
+                continue;
+            }
+            for (_, locals) in open_locals(p, f, &self.pairs.p2o) {
+                for s in locals {
+                    if !voted.contains_key(&s) && !self.pairs.new_locals.contains(&s) {
+                        self.pairs.new_locals.push(s);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Step 5, the last resort for what nothing paired reaches (linker
     /// tables, constants only data points at): inside one canonical group,
     /// when the leftover names are the same on both sides and each
     /// same-named pair has equal contents, the numbering did not move.
@@ -236,18 +343,21 @@ impl Correlation<'_, '_> {
         (matched.len() == left_p.len()).then_some(matched)
     }
 
-    /// Step 5: whatever is still unpaired but has unpaired same-canonical
+    /// Step 6: whatever is still unpaired but has unpaired same-canonical
     /// candidates in the original cannot be called new.
     fn mark_ambiguous(&mut self) {
         for (key, ps) in &self.p_groups {
-            let unpaired_o = self
-                .o_groups
-                .get(key)
-                .map(|v| v.iter().filter(|x| !self.pairs.o2p.contains_key(x)).count())
-                .unwrap_or(0);
+            let unpaired_o = unpaired_original(&self.o_groups, key, &self.pairs);
             for &pid in ps {
-                if !self.pairs.p2o.contains_key(&pid) && unpaired_o > 0 {
+                if !self.pairs.p2o.contains_key(&pid)
+                    && !unpaired_o.is_empty()
+                    && !self.pairs.new_locals.contains(&pid)
+                {
                     self.pairs.ambiguous.push(pid);
+                    if !self.pairs.candidates.contains_key(&pid) {
+                        let names = unpaired_o.iter().map(|&so| self.o.sym_name(so)).collect();
+                        self.pairs.candidates.insert(pid, names);
+                    }
                 }
             }
         }

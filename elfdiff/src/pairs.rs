@@ -15,6 +15,12 @@ pub struct Pairs {
     /// Patched symbols whose canonical name has several unpaired candidates
     /// in the original: neither new nor paired.
     pub ambiguous: Vec<SymbolId>,
+    /// For each ambiguous symbol: the names, in the original object, of the
+    /// candidates that remained.
+    pub candidates: HashMap<SymbolId, Vec<String>>,
+    /// Numbered static locals that only new code, or references past the
+    /// end of the original function's own, reach: new data of the patch.
+    pub new_locals: Vec<SymbolId>,
 }
 
 impl Pairs {
@@ -22,5 +28,15 @@ impl Pairs {
     pub(crate) fn add(&mut self, o: SymbolId, p: SymbolId) {
         self.p2o.insert(p, o);
         self.o2p.insert(o, p);
+    }
+
+    /// Why a patched symbol is ambiguous: the candidates that remained.
+    pub fn candidates_note(&self, p: SymbolId) -> String {
+        match self.candidates.get(&p) {
+            Some(names) if !names.is_empty() => {
+                format!(" (candidates in the original: {})", names.join(", "))
+            }
+            _ => String::new(),
+        }
     }
 }
