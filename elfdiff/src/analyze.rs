@@ -1,7 +1,7 @@
 //! The decisions: what changed, what is new, what is refused, and what the
 //! livepatch must include.
 
-use crate::compare::{CodeBias, Difference, Range, Target, compare, target};
+use crate::compare::{CodeBias, Difference, Range, Target, compare_judged, target};
 use crate::correlate::correlate;
 use crate::input::{Input, SectionId, SymKind, SymbolId};
 use crate::names::cold_parent;
@@ -159,6 +159,9 @@ pub struct Analysis {
     pub include: BTreeSet<SectionId>,
     /// Special-section entries of the patched object.
     pub p_entries: Entries,
+    /// Unchanged symbols (patched ids) that differ only where a source line
+    /// number is written, with what was judged.
+    pub line_only: Vec<(SymbolId, Vec<String>)>,
 }
 
 fn is_exec(input: &Input, section: SectionId) -> bool {
@@ -196,19 +199,18 @@ struct Sides<'a, 'd> {
 }
 
 /// Compares a function with its counterpart: body, `.cold` parts and
-/// special-section entries.
-fn compare_function(sides: &Sides, of: SymbolId, pf: SymbolId) -> Option<Difference> {
-    let Sides {
-        o,
-        p,
-        pairs,
-        oe,
-        pe,
-        options,
-    } = *sides;
+/// special-section entries. What it judged a moved line only goes to
+/// `judged`.
+fn compare_function(
+    sides: &Sides,
+    of: SymbolId,
+    pf: SymbolId,
+    judged: &mut Vec<String>,
+) -> Option<Difference> {
+    let Sides { o, p, pairs, .. } = *sides;
     let ro = Range::of_symbol(o, of);
     let rp = Range::of_symbol(p, pf);
-    if let Some(d) = compare(o, p, pairs, &ro, &rp) {
+    if let Some(d) = compare_judged(o, p, pairs, &ro, &rp, judged) {
         return Some(d);
     }
     // Cold parts belong to the function.
@@ -220,12 +222,13 @@ fn compare_function(sides: &Sides, of: SymbolId, pf: SymbolId) -> Option<Differe
         });
     }
     for (a, b) in co.iter().zip(&cp) {
-        if let Some(d) = compare(
+        if let Some(d) = compare_judged(
             o,
             p,
             pairs,
             &Range::of_symbol(o, *a),
             &Range::of_symbol(p, *b),
+            judged,
         ) {
             return Some(Difference {
                 offset: d.offset,
@@ -233,48 +236,73 @@ fn compare_function(sides: &Sides, of: SymbolId, pf: SymbolId) -> Option<Differe
             });
         }
     }
-    // Special-section entries: same sections, same count, same contents.
-    for (fo, fp) in std::iter::once((of, pf)).chain(co.iter().copied().zip(cp.iter().copied())) {
-        let eo = oe.by_owner.get(&fo).map(Vec::as_slice).unwrap_or(&[]);
-        let ep = pe.by_owner.get(&fp).map(Vec::as_slice).unwrap_or(&[]);
-        let group = |input: &Input, es: &[Entry]| {
-            let mut m: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-            // Derived tables (ORC) say nothing the code does not.
-            for e in es.iter().filter(|e| is_carried(input, e.section, options)) {
-                m.entry(input.section_name(e.section))
-                    .or_default()
-                    .push(e.clone());
-            }
-            for v in m.values_mut() {
-                v.sort_by_key(|e| e.owner.map(|x| x.1));
-            }
-            m
-        };
-        let (go, gp) = (group(o, eo), group(p, ep));
-        for name in go.keys().chain(gp.keys()).collect::<BTreeSet<_>>() {
-            let (lo, lp) = (go.get(name), gp.get(name));
-            let (lo, lp) = (
-                lo.map(Vec::as_slice).unwrap_or(&[]),
-                lp.map(Vec::as_slice).unwrap_or(&[]),
-            );
-            if lo.len() != lp.len() {
+    std::iter::once((of, pf))
+        .chain(co.iter().copied().zip(cp.iter().copied()))
+        .find_map(|(fo, fp)| compare_entries(sides, fo, fp, judged))
+}
+
+/// Compares the special-section entries of a function (or `.cold` part)
+/// with its counterpart's: same sections, same count, same contents.
+fn compare_entries(
+    sides: &Sides,
+    fo: SymbolId,
+    fp: SymbolId,
+    judged: &mut Vec<String>,
+) -> Option<Difference> {
+    let Sides {
+        o,
+        p,
+        pairs,
+        oe,
+        pe,
+        options,
+    } = *sides;
+    let eo = oe.by_owner.get(&fo).map(Vec::as_slice).unwrap_or(&[]);
+    let ep = pe.by_owner.get(&fp).map(Vec::as_slice).unwrap_or(&[]);
+    let group = |input: &Input, es: &[Entry]| {
+        let mut m: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+        // Derived tables (ORC) say nothing the code does not.
+        for e in es.iter().filter(|e| is_carried(input, e.section, options)) {
+            m.entry(input.section_name(e.section))
+                .or_default()
+                .push(e.clone());
+        }
+        for v in m.values_mut() {
+            v.sort_by_key(|e| e.owner.map(|x| x.1));
+        }
+        m
+    };
+    let (go, gp) = (group(o, eo), group(p, ep));
+    for name in go.keys().chain(gp.keys()).collect::<BTreeSet<_>>() {
+        let (lo, lp) = (go.get(name), gp.get(name));
+        let (lo, lp) = (
+            lo.map(Vec::as_slice).unwrap_or(&[]),
+            lp.map(Vec::as_slice).unwrap_or(&[]),
+        );
+        if lo.len() != lp.len() {
+            return Some(Difference {
+                offset: 0,
+                what: format!("{name} entries differ ({} vs {})", lo.len(), lp.len()),
+            });
+        }
+        for (a, b) in lo.iter().zip(lp) {
+            let spec = special_for(o, a.section, options).expect("special");
+            let ra = entry_range(o, a, &spec);
+            let rb = entry_range(p, b, &spec);
+            let mut notes = Vec::new();
+            if let Some(d) = compare_judged(o, p, pairs, &ra, &rb, &mut notes) {
+                let at = b.owner.map_or(0, |x| x.1);
                 return Some(Difference {
-                    offset: 0,
-                    what: format!("{name} entries differ ({} vs {})", lo.len(), lp.len()),
+                    offset: at.max(0) as u64,
+                    what: format!("{name} entry differs ({})", d.what),
                 });
             }
-            for (a, b) in lo.iter().zip(lp) {
-                let spec = special_for(o, a.section, options).expect("special");
-                let ra = entry_range(o, a, &spec);
-                let rb = entry_range(p, b, &spec);
-                if let Some(d) = compare(o, p, pairs, &ra, &rb) {
-                    let at = b.owner.map_or(0, |x| x.1);
-                    return Some(Difference {
-                        offset: at.max(0) as u64,
-                        what: format!("{name} entry differs ({})", d.what),
-                    });
-                }
-            }
+            let at = b.owner.map_or(0, |x| x.1);
+            judged.extend(
+                notes
+                    .into_iter()
+                    .map(|n| format!("{name} entry at +{at:#x}: {n}")),
+            );
         }
     }
     None
@@ -349,12 +377,14 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
         changed,
         new,
         mut refusals,
+        line_only,
         ..
     } = found;
     refusals.sort_by(|a, b| (&a.section, &a.symbol).cmp(&(&b.section, &b.symbol)));
     refusals
         .dedup_by(|a, b| a.section == b.section && a.symbol == b.symbol && a.reason == b.reason);
     Ok(Analysis {
+        line_only,
         pairs,
         changed,
         new,
@@ -399,6 +429,8 @@ struct Findings {
     refusals: Vec<Refusal>,
     /// Changed symbols of sections copied with the code that uses them.
     copied_changed: Vec<(SymbolId, Difference)>,
+    /// Unchanged symbols that differ only in source line numbers.
+    line_only: Vec<(SymbolId, Vec<String>)>,
 }
 
 impl Findings {
@@ -483,7 +515,11 @@ impl Sides<'_, '_> {
             }
             return;
         };
-        let Some(difference) = compare_function(self, oid, pid) else {
+        let mut judged = Vec::new();
+        let Some(difference) = compare_function(self, oid, pid, &mut judged) else {
+            if !judged.is_empty() {
+                f.line_only.push((pid, judged));
+            }
             return;
         };
         // A refused function is still reported as changed.
@@ -538,7 +574,11 @@ impl Sides<'_, '_> {
         let Some(&oid) = self.pairs.p2o.get(&pid) else {
             return;
         };
-        let Some(d) = self.compare_object(oid, pid, section, sec_name) else {
+        let mut judged = Vec::new();
+        let Some(d) = self.compare_object(oid, pid, section, sec_name, &mut judged) else {
+            if !judged.is_empty() {
+                f.line_only.push((pid, judged));
+            }
             return;
         };
         if is_init(sec_name) {
@@ -570,6 +610,7 @@ impl Sides<'_, '_> {
         pid: SymbolId,
         section: SectionId,
         sec_name: &str,
+        judged: &mut Vec<String>,
     ) -> Option<Difference> {
         let (o, p) = (self.o, self.p);
         let s = p.sym(pid);
@@ -586,7 +627,7 @@ impl Sides<'_, '_> {
             let mut pr = Range::of_symbol(p, pid);
             or.ignore = ignore;
             pr.ignore = ignore;
-            compare(o, p, self.pairs, &or, &pr)
+            compare_judged(o, p, self.pairs, &or, &pr, judged)
         }
     }
 }

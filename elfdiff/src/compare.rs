@@ -4,6 +4,19 @@
 //! fields and each pair of relocations has the same offset and type and
 //! points at the same thing: paired symbols with equal addends, or strings
 //! with equal contents, or anonymous constants with equal bytes.
+//!
+//! Moved source lines are no change. A line number is recognised only where
+//! the kernel writes one: the line field of a special-section entry or
+//! descriptor (the caller's ignored ranges: `__bug_table`, `__dyndbg`), the
+//! number after `file.c:` or `file.h:` in a string (`FILE_LINE`), and the
+//! 32-bit immediate of a `mov $imm, %reg` that loads an argument of the
+//! next call (or tail call), between 1 and 2^20 on both sides, when the
+//! callee is a known line taker (`LINE_TAKERS`: any such argument;
+//! `LINE_ARGUMENTS`: that argument) or the argument directly follows one
+//! that the same call gets `__func__.N` or a source file name in (the
+//! `func, line` / `file, line` pairs of `__ext4_error`, `__might_sleep`,
+//! `__btrfs_handle_fs_error`, `gfs2_consist_i`). Everything judged so is
+//! noted for the report; any other differing byte is a change.
 
 use crate::input::{Input, SectionId, SymKind, SymbolId, is_pc_relative, reloc_width};
 use crate::pairs::Pairs;
@@ -245,6 +258,19 @@ impl<'a> Range<'a> {
 
 /// Compares two ranges; `None` when equal.
 pub fn compare(o: &Input, p: &Input, pairs: &Pairs, ro: &Range, rp: &Range) -> Option<Difference> {
+    compare_judged(o, p, pairs, ro, rp, &mut Vec::new())
+}
+
+/// As [`compare`], and notes in `judged` each difference it judged to be a
+/// moved source line only (an argument `__LINE__`, a `file.c:LINE` string).
+pub fn compare_judged(
+    o: &Input,
+    p: &Input,
+    pairs: &Pairs,
+    ro: &Range,
+    rp: &Range,
+    judged: &mut Vec<String>,
+) -> Option<Difference> {
     let mut mask = vec![false; ro.bytes.len().max(rp.bytes.len())];
     for (off, len) in ro.ignore {
         for m in mask.iter_mut().skip(*off).take(*len) {
@@ -270,7 +296,11 @@ pub fn compare(o: &Input, p: &Input, pairs: &Pairs, ro: &Range, rp: &Range) -> O
         }
         let ta = target(o, a, ro.bias(a));
         let tb = target(p, b, rp.bias(b));
-        if !same_target(o, p, pairs, &ta, &tb) && !same_replacement(o, p, pairs, ro, rp, &ta, &tb) {
+        if let Some(note) = line_only_strings(&ta, &tb) {
+            judged.push(note);
+        } else if !same_target(o, p, pairs, &ta, &tb)
+            && !same_replacement(o, p, pairs, ro, rp, &ta, &tb)
+        {
             note(Difference {
                 offset: oa,
                 what: format!(
@@ -294,11 +324,12 @@ pub fn compare(o: &Input, p: &Input, pairs: &Pairs, ro: &Range, rp: &Range) -> O
         });
     }
     let len = ro.bytes.len().min(rp.bytes.len());
+    note_ignored_fields(ro, rp, judged);
     let differing: Vec<usize> = (0..len)
         .filter(|&i| !mask[i] && ro.bytes[i] != rp.bytes[i])
         .collect();
     if let Some(&i) = differing.first()
-        && !(ro.bytes.len() == rp.bytes.len() && only_line_numbers(p, rp, &differing))
+        && !(ro.bytes.len() == rp.bytes.len() && only_line_numbers(p, ro, rp, &differing, judged))
     {
         note(Difference {
             offset: i as u64,
@@ -312,6 +343,25 @@ pub fn compare(o: &Input, p: &Input, pairs: &Pairs, ro: &Range, rp: &Range) -> O
         });
     }
     first
+}
+
+/// Notes each ignored field (a line number: `__bug_table`'s, a
+/// dynamic-debug descriptor's) that differs between the two ranges.
+fn note_ignored_fields(ro: &Range, rp: &Range, judged: &mut Vec<String>) {
+    for &(off, len) in ro.ignore {
+        let (Some(a), Some(b)) = (ro.bytes.get(off..off + len), rp.bytes.get(off..off + len))
+        else {
+            continue;
+        };
+        if a != b {
+            let value = |x: &[u8]| x.iter().rev().fold(0u64, |v, &byte| (v << 8) | byte as u64);
+            judged.push(format!(
+                "line field at +{off:#x}: {} → {}",
+                value(a),
+                value(b)
+            ));
+        }
+    }
 }
 
 /// Human-readable form of a target.
@@ -335,42 +385,199 @@ const LINE_TAKERS: &[&str] = &[
     "__cant_migrate",
     "lockdep_rcu_suspicious",
     "__warn_printk",
+    "lockdep_init_map_type",
+    "lockdep_init_map_waits",
 ];
 
-/// Whether every differing byte lies in the immediate of a `mov $imm, %reg`
-/// that loads an argument of a call to a [`LINE_TAKERS`] function made
-/// within the next few instructions.
-fn only_line_numbers(p: &Input, rp: &Range, differing: &[usize]) -> bool {
-    use iced_x86::{Mnemonic, OpKind};
+/// Functions whose argument N (from 0) is the caller's `__LINE__` with no
+/// `__func__` or file name passed just before it (from the 6.12 headers).
+const LINE_ARGUMENTS: &[(&str, usize)] = &[
+    ("__ext4_journal_start_sb", 2),
+    ("__ext4_journal_start_reserved", 1),
+];
+
+/// The registers of the first six integer arguments (System V x86-64).
+const ARGUMENT_REGISTERS: [iced_x86::Register; 6] = [
+    iced_x86::Register::RDI,
+    iced_x86::Register::RSI,
+    iced_x86::Register::RDX,
+    iced_x86::Register::RCX,
+    iced_x86::Register::R8,
+    iced_x86::Register::R9,
+];
+
+/// The argument index of a register, when it passes one.
+fn argument_index(r: iced_x86::Register) -> Option<usize> {
+    use iced_x86::Register as R;
+    let full = match r {
+        R::EDI => R::RDI,
+        R::ESI => R::RSI,
+        R::EDX => R::RDX,
+        R::ECX => R::RCX,
+        R::R8D => R::R8,
+        R::R9D => R::R9,
+        other => other,
+    };
+    ARGUMENT_REGISTERS.iter().position(|&x| x == full)
+}
+
+/// The largest value taken for a source line number.
+const MAX_LINE: u32 = 1 << 20;
+
+/// Whether every differing byte lies in the 32-bit immediate of a
+/// `mov $imm, %reg` that loads an argument of the next call, the immediate
+/// is a plausible line number on both sides, and that argument is a
+/// `__LINE__`: the callee is one of [`LINE_TAKERS`] (any argument) or
+/// [`LINE_ARGUMENTS`] (that argument), or the argument comes right after
+/// one that the same call gets `__func__` or a source file's name in
+/// (`__ext4_error(sb, __func__, __LINE__, …)`, `__might_sleep(__FILE__,
+/// __LINE__)`, `gfs2_consist_i(sdp, __func__, __FILE__, __LINE__)`). Each
+/// judged immediate is noted in `judged`.
+fn only_line_numbers(
+    p: &Input,
+    ro: &Range,
+    rp: &Range,
+    differing: &[usize],
+    judged: &mut Vec<String>,
+) -> bool {
     if rp.code.is_none() {
         return false;
     }
     let mut decoder = Decoder::with_ip(64, rp.bytes, rp.base, DecoderOptions::NONE);
     let insns: Vec<iced_x86::Instruction> =
         std::iter::from_fn(|| decoder.can_decode().then(|| decoder.decode())).collect();
-    let calls_line_taker = |insn: &iced_x86::Instruction| {
-        insn.mnemonic() == Mnemonic::Call
-            && rp.relocs.iter().any(|r| {
-                r.r_offset > insn.ip()
-                    && r.r_offset < insn.next_ip()
-                    && LINE_TAKERS.contains(&p.sym_name(p.reloc_sym(r)).as_str())
-            })
-    };
-    differing.iter().all(|&at| {
+    let mut notes = Vec::new();
+    let all = differing.iter().all(|&at| {
         let at = rp.base + at as u64;
-        let Some(i) = insns.iter().position(|x| x.ip() <= at && at < x.next_ip()) else {
-            return false;
-        };
-        let insn = &insns[i];
-        let is_line_load = insn.mnemonic() == Mnemonic::Mov
-            && insn.op_count() == 2
-            && insn.op0_kind() == OpKind::Register
-            && matches!(
-                insn.op1_kind(),
-                OpKind::Immediate32 | OpKind::Immediate32to64
-            )
-            && at >= insn.next_ip() - 4;
-        is_line_load && insns[i + 1..].iter().take(6).any(calls_line_taker)
+        insns
+            .iter()
+            .position(|x| x.ip() <= at && at < x.next_ip())
+            .and_then(|i| line_argument(p, ro, rp, &insns, i, at))
+            .map(|note| notes.push(note))
+            .is_some()
+    });
+    if all {
+        notes.dedup();
+        judged.extend(notes);
+    }
+    all
+}
+
+/// When instruction `i` (holding differing byte `at`) loads a `__LINE__`
+/// argument of the next call (see [`only_line_numbers`]): a note saying so.
+fn line_argument(
+    p: &Input,
+    ro: &Range,
+    rp: &Range,
+    insns: &[iced_x86::Instruction],
+    i: usize,
+    at: u64,
+) -> Option<String> {
+    use iced_x86::{Mnemonic, OpKind};
+    let insn = &insns[i];
+    let is_line_load = insn.mnemonic() == Mnemonic::Mov
+        && insn.op_count() == 2
+        && insn.op0_kind() == OpKind::Register
+        && matches!(
+            insn.op1_kind(),
+            OpKind::Immediate32 | OpKind::Immediate32to64
+        )
+        && at >= insn.next_ip() - 4;
+    if !is_line_load {
+        return None;
+    }
+    let field = (insn.next_ip() - 4 - rp.base) as usize;
+    let value = |b: &[u8]| {
+        b.get(field..field + 4)
+            .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    let (old, new) = (value(ro.bytes)?, value(rp.bytes)?);
+    if !(1..MAX_LINE).contains(&old) || !(1..MAX_LINE).contains(&new) {
+        return None;
+    }
+    // A call, or a tail call: a jump to a symbol.
+    let is_call = |x: &iced_x86::Instruction| {
+        x.mnemonic() == Mnemonic::Call
+            || x.mnemonic() == Mnemonic::Jmp
+                && rp
+                    .relocs
+                    .iter()
+                    .any(|r| r.r_offset >= x.ip() && r.r_offset < x.next_ip())
+    };
+    let call = i + 1 + insns[i + 1..].iter().position(is_call)?;
+    let names = |insn: &iced_x86::Instruction| -> Vec<String> {
+        rp.relocs
+            .iter()
+            .filter(|r| r.r_offset >= insn.ip() && r.r_offset < insn.next_ip())
+            .map(|r| line_evidence_name(p, rp, r))
+            .collect()
+    };
+    let callee = names(&insns[call]).pop().unwrap_or_default();
+    let arg = argument_index(insn.op0_register());
+    let first = insns[..call].iter().rposition(is_call).map_or(0, |k| k + 1);
+    let after_name = insns[first..call].iter().any(|x| {
+        x.op0_kind() == OpKind::Register
+            && arg.is_some_and(|a| argument_index(x.op0_register()) == Some(a.wrapping_sub(1)))
+            && names(x)
+                .iter()
+                .any(|n| n.starts_with("__func__") || is_source_file_name(n))
+    });
+    let evidence = LINE_TAKERS.contains(&callee.as_str())
+        || LINE_ARGUMENTS
+            .iter()
+            .any(|&(f, n)| f == callee && arg == Some(n))
+        || after_name;
+    evidence.then(|| format!("line argument of {callee}: {old} → {new}"))
+}
+
+/// What a relocation of `range` names, for the evidence that a call takes
+/// a line: the symbol's name, or the string it points at.
+fn line_evidence_name(p: &Input, range: &Range, r: &Relocation) -> String {
+    match target(p, r, range.bias(r)) {
+        Target::Symbol(s, _) => p.sym_name(s),
+        Target::String(bytes, _) => String::from_utf8_lossy(&bytes).into_owned(),
+        Target::Constant(..) | Target::Section(..) => String::new(),
+    }
+}
+
+/// Whether a string is a C source or header path (`fs/ext4/super.c`).
+fn is_source_file_name(s: &str) -> bool {
+    (s.ends_with(".c") || s.ends_with(".h")) && !s.contains(char::is_whitespace)
+}
+
+/// `file.c:LINE` in a string (`FILE_LINE` of fortify's warnings) with
+/// every line number made `#`.
+fn without_line_numbers(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        out.push(s[i]);
+        i += 1;
+        let after_file = out.len() >= 3
+            && out.ends_with(b":")
+            && matches!(&out[out.len() - 3..out.len() - 1], b".c" | b".h");
+        if after_file && s.get(i).is_some_and(u8::is_ascii_digit) {
+            out.push(b'#');
+            while s.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Two strings that differ only in the line numbers after source file names
+/// (`"field \"x\" at arch/x86/kvm/x86.c:8364"`): a note saying so.
+fn line_only_strings(ta: &Target, tb: &Target) -> Option<String> {
+    let (Target::String(a, ba), Target::String(b, bb)) = (ta, tb) else {
+        return None;
+    };
+    (a != b && ba == bb && without_line_numbers(a) == without_line_numbers(b)).then(|| {
+        format!(
+            "string \"{}\" → \"{}\"",
+            String::from_utf8_lossy(a).escape_default(),
+            String::from_utf8_lossy(b).escape_default()
+        )
     })
 }
 

@@ -125,6 +125,18 @@ pub struct ChangedFunction {
     pub what: String,
 }
 
+/// An unchanged function or variable that differs from its original only
+/// where a source line number is written: judged no change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineOnly {
+    /// Name in the patched object.
+    pub symbol: String,
+    /// Each line-dependent construct judged (`line argument of
+    /// __might_sleep: 120 → 121`, `__bug_table entry at +0x1a: line field
+    /// at +0x8: 40 → 41`, a `file.c:LINE` string).
+    pub what: Vec<String>,
+}
+
 /// A symbol the extracted object references but does not carry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reference {
@@ -149,6 +161,8 @@ pub struct Diff {
     pub callbacks: Vec<callbacks::Callback>,
     /// What cannot be live patched.
     pub refusals: Vec<Refusal>,
+    /// Unchanged symbols whose only differences are moved source lines.
+    pub line_only: Vec<LineOnly>,
     /// Symbols defined in the output object.
     pub included: Vec<String>,
     /// Symbols referenced but not carried.
@@ -176,6 +190,17 @@ fn other_unit_refusal(p: &input::Input, func: input::SymbolId) -> Refusal {
             .unwrap_or_default(),
         symbol: p.sym_name(func),
     }
+}
+
+/// The unchanged symbols judged to differ in line numbers only, by name.
+fn line_only(p: &input::Input, a: &analyze::Analysis) -> Vec<LineOnly> {
+    a.line_only
+        .iter()
+        .map(|(s, what)| LineOnly {
+            symbol: p.sym_name(*s),
+            what: what.clone(),
+        })
+        .collect()
 }
 
 /// Diffs an original and a patched object.
@@ -220,6 +245,7 @@ pub fn diff(
         new,
         callbacks,
         refusals,
+        line_only: line_only(&p, &a),
         included: Vec::new(),
         references: Vec::new(),
         file_name: p.file_name.clone(),

@@ -172,6 +172,7 @@ fn run_inner(args: &DiffArgs) -> Result<u8, DiffError> {
             "new": diff.new,
             "refusals": diff.refusals,
             "included": diff.included,
+            "line_only": diff.line_only,
             "details": {
                 "changed": diff.changed,
                 "references": diff.references,
@@ -216,6 +217,13 @@ pub fn human(diff: &elfdiff::Diff) -> String {
     }
     for n in &diff.new {
         out.push_str(&format!("new function: {n}\n"));
+    }
+    for l in &diff.line_only {
+        out.push_str(&format!(
+            "line numbers only: {}: {}\n",
+            l.symbol,
+            l.what.join("; ")
+        ));
     }
     for r in &diff.refusals {
         let sym = if r.symbol.is_empty() {

@@ -56,6 +56,7 @@ pub fn diff(pairs: &CompiledPairs<'_>, pool: &rayon::ThreadPool) -> Result<Diffs
             object: u.cmd.object.clone(),
             outcome: d.outcome,
             target: u.target.clone(),
+            line_only: d.line_only.clone(),
         });
         out.refusals
             .extend(d.refusals.iter().map(|r| RefusalReport {

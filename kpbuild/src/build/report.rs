@@ -142,6 +142,10 @@ pub struct UnitReport {
     pub outcome: elfdiff::Outcome,
     /// `vmlinux` or the module it is linked into.
     pub target: String,
+    /// Functions and variables judged unchanged although a source line
+    /// number written in them moved (`__LINE__` arguments, `__bug_table`
+    /// and dynamic-debug line fields, `file.c:LINE` strings).
+    pub line_only: Vec<elfdiff::LineOnly>,
 }
 
 /// One reason a change cannot be live patched.
