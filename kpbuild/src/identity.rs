@@ -183,7 +183,7 @@ const NT_LINUX_BUILD_SALT: object::elf::NoteType = object::elf::NoteType(0x100);
 
 /// Reads the identity of the vmlinux at `path`.
 pub fn read_vmlinux(path: &Path) -> Result<VmlinuxIdentity, IdentityError> {
-    let data = crate::files::read(path)?;
+    let data = crate::files::read_elf_without_dwarf(path)?;
     vmlinux_identity(&data).map_err(|source| IdentityError::Vmlinux {
         path: path.to_path_buf(),
         source,

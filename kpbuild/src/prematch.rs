@@ -442,7 +442,7 @@ pub fn verify_units(
     targets.dedup();
     for t in targets {
         let path = tree.target_file(t)?;
-        let data = crate::files::read(path)?;
+        let data = crate::files::read_elf_without_dwarf(path)?;
         let code = TargetCode::new(&data).map_err(|source| PrematchError::Target {
             path: path.to_path_buf(),
             source,

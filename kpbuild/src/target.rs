@@ -70,7 +70,7 @@ impl TargetFiles {
         vmlinux: Option<&Path>,
         symvers: Option<&Path>,
     ) -> Result<Self, LoadError> {
-        let read = |p: &Path| crate::files::read(p);
+        let read = |p: &Path| crate::files::read_elf_without_dwarf(p);
         let data = read(symbols)?;
         let objname = name.replace('-', "_");
         let target = TargetSymbols::from_elf(&objname, kind_of(&data), &data)

@@ -284,7 +284,7 @@ impl TargetTree {
             .next()
             .unwrap_or("")
             .to_string();
-        let data = crate::files::read(&self.vmlinux)?;
+        let data = crate::files::read_elf_without_dwarf(&self.vmlinux)?;
         let file = object::read::elf::ElfFile64::<object::Endianness>::parse(&*data).map_err(
             |source| TreeError::Elf {
                 path: self.vmlinux.clone(),
