@@ -62,6 +62,7 @@ pub mod cli;
 pub mod compiler;
 pub mod debian;
 pub mod diff;
+pub mod entry_sizes;
 pub mod exit;
 pub mod files;
 pub mod headers;

@@ -23,8 +23,13 @@ pub struct Diffs {
     pub per_target: PerTarget,
 }
 
-/// Diffs every unit's original and patched object.
-pub fn diff(pairs: &CompiledPairs<'_>, pool: &rayon::ThreadPool) -> Result<Diffs, BuildError> {
+/// Diffs every unit's original and patched object, with the target's
+/// special-section entry sizes in `options`.
+pub fn diff(
+    pairs: &CompiledPairs<'_>,
+    options: &elfdiff::Options,
+    pool: &rayon::ThreadPool,
+) -> Result<Diffs, BuildError> {
     let diffs: Vec<Result<elfdiff::Diff, BuildError>> = pool.install(|| {
         pairs
             .units
@@ -38,7 +43,7 @@ pub fn diff(pairs: &CompiledPairs<'_>, pool: &rayon::ThreadPool) -> Result<Diffs
                     &o,
                     &format!("{label} (patched)"),
                     &p,
-                    &elfdiff::Options::default(),
+                    options,
                 )?)
             })
             .collect()

@@ -84,6 +84,9 @@ pub enum BuildError {
     /// A changed header's users cannot be found, or are refused.
     #[error(transparent)]
     Headers(Box<crate::headers::HeaderError>),
+    /// The target's special-section entry sizes cannot be read.
+    #[error(transparent)]
+    EntrySizes(Box<crate::entry_sizes::EntrySizeError>),
     /// An affected unit is not kernel text.
     #[error(
         "{} is affected but is not kernel text (boot, real-mode or vDSO code): it cannot be live patched",
@@ -205,6 +208,7 @@ boxed_from!(
     Module(ModuleError),
     Kbuild(crate::kbuild::KbuildError),
     Headers(crate::headers::HeaderError),
+    EntrySizes(crate::entry_sizes::EntrySizeError),
 );
 
 impl BuildError {

@@ -90,9 +90,17 @@ fn run_stages(req: &BuildRequest, work: &Path) -> Result<BuildReport, BuildError
     clock.lap("compile");
 
     req.progress.step(5, "diffing and relocating");
-    let diffs = diffs::diff(&pairs, &pool)?;
+    let sizes = crate::entry_sizes::of_vmlinux(&tree.vmlinux, &kimage::cache_root())?;
+    let diffs = diffs::diff(&pairs, &sizes.options(), &pool)?;
     let mut report = partial_report(req, tree, &patches, &diffs);
     report.warnings = target.warnings.clone();
+    if sizes.source == crate::entry_sizes::SizeSource::Table {
+        report.warnings.push(format!(
+            "{} has no DWARF: special-section entry sizes are kpbuild's built-in Linux 6.12 table",
+            tree.vmlinux.display()
+        ));
+    }
+    report.entry_sizes = Some(sizes);
     let mut report = diffs::verdict(report, &diffs)?;
     report.prematch = Some(relocate::prematch(tree, &pairs, &diffs.per_target)?);
     let relocated = relocate::relocate(tree, &pairs, &diffs.per_target, work)?;
@@ -127,6 +135,7 @@ fn partial_report(
 ) -> BuildReport {
     let headers = crate::headers::changed_headers(patches);
     BuildReport {
+        entry_sizes: None,
         headers: HeaderReport::all(tree, &headers, &diffs.units),
         inputs: Inputs {
             build: tree.build.clone(),

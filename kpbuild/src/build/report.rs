@@ -12,6 +12,10 @@ use std::path::PathBuf;
 /// (no module, objects, pre-match, signature or timings).
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildReport {
+    /// The special-section entry sizes the diffs used: from the target's
+    /// DWARF, or the built-in table (`source`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry_sizes: Option<crate::entry_sizes::EntrySizes>,
     /// Each header the patches change: the units that include it, and
     /// which of them changed (empty when no header changed).
     pub headers: Vec<HeaderReport>,
