@@ -157,6 +157,10 @@ pub struct Diff {
     pub changed: Vec<ChangedFunction>,
     /// New functions (patched names).
     pub new: Vec<String>,
+    /// New functions and variables of global binding the output object
+    /// defines: other units of the same patch may use them, and then reach
+    /// this definition inside the livepatch module.
+    pub new_globals: Vec<String>,
     /// Livepatch callbacks the patch declares (`kpbuild-macros.h`).
     pub callbacks: Vec<callbacks::Callback>,
     /// What cannot be live patched.
@@ -203,6 +207,22 @@ fn line_only(p: &input::Input, a: &analyze::Analysis) -> Vec<LineOnly> {
         .collect()
 }
 
+/// The new (unpaired) functions and variables of global binding the
+/// livepatch carries, sorted.
+fn new_globals(p: &input::Input, a: &analyze::Analysis) -> Vec<String> {
+    let mut out: Vec<String> = p
+        .symbols()
+        .filter(|&s| matches!(p.kind(s), input::SymKind::Func | input::SymKind::Object))
+        .filter(|&s| !p.is_local(s) && !a.pairs.p2o.contains_key(&s))
+        .filter(|&s| p.sym_section(s).is_some_and(|sec| a.include.contains(&sec)))
+        .map(|s| p.sym_name(s))
+        .filter(|n| !n.is_empty() && !n.starts_with("__pfx_"))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Diffs an original and a patched object.
 pub fn diff(
     original_label: &str,
@@ -243,6 +263,7 @@ pub fn diff(
         outcome,
         changed,
         new,
+        new_globals: Vec::new(),
         callbacks,
         refusals,
         line_only: line_only(&p, &a),
@@ -277,6 +298,7 @@ pub fn diff(
         .filter(|c| extract::is_other_unit_local(&p, c.func))
         .map(|c| other_unit_refusal(&p, c.func))
         .collect();
+    result.new_globals = new_globals(&p, &a);
     let extracted = extract::extract(&o, p, &a, options)?;
     let mut other_unit: Vec<Refusal> = other_unit_functions;
     other_unit.extend(

@@ -144,6 +144,9 @@ fn findings(diff: &elfdiff::Diff) -> BTreeSet<String> {
     for n in &diff.new {
         set.insert(format!("new: {n}"));
     }
+    for n in &diff.new_globals {
+        set.insert(format!("new-global: {n}"));
+    }
     for c in &diff.callbacks {
         set.insert(format!("callback: {} {}", c.kind, c.function));
     }

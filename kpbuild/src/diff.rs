@@ -144,7 +144,7 @@ fn run_inner(args: &DiffArgs) -> Result<u8, DiffError> {
             args.vmlinux.as_deref(),
             args.symvers.as_deref(),
         )?;
-        let r = match target.relocate(&diff, object, "kpb_new_") {
+        let r = match target.relocate(&diff, object, "kpb_new_", &Default::default()) {
             Ok(r) => r,
             Err(e) if matches!(*e, relocator::Error::Unsupported { .. }) => {
                 eprintln!("kpbuild diff: refused: {}: {e}", args.patched.display());
@@ -170,6 +170,7 @@ fn run_inner(args: &DiffArgs) -> Result<u8, DiffError> {
             "outcome": diff.outcome,
             "changed": diff.changed.iter().map(|c| &c.name).collect::<Vec<_>>(),
             "new": diff.new,
+            "new_globals": diff.new_globals,
             "refusals": diff.refusals,
             "included": diff.included,
             "line_only": diff.line_only,

@@ -118,6 +118,7 @@ impl TargetFiles {
         diff: &elfdiff::Diff,
         object: &[u8],
         alias_prefix: &str,
+        internal: &std::collections::BTreeSet<String>,
     ) -> Result<Relocated, Box<relocator::Error>> {
         let input = PatchInput {
             object,
@@ -146,6 +147,7 @@ impl TargetFiles {
                 .iter()
                 .map(|c| (c.kind.clone(), c.function.clone()))
                 .collect(),
+            internal,
         };
         let target = Target {
             symbols: &self.symbols,
@@ -190,6 +192,10 @@ pub fn human(r: &Relocated) -> String {
         match &res.how {
             How::Exported => out.push_str(&format!("exported symbol: {}\n", res.name)),
             How::Livepatch(s) => out.push_str(&format!("livepatch symbol: {} → {s}\n", res.name)),
+            How::Internal => out.push_str(&format!(
+                "symbol of the patch: {} (defined by another unit)\n",
+                res.name
+            )),
         }
     }
     out
@@ -217,6 +223,7 @@ pub fn resolutions_json(resolutions: &[Resolution]) -> serde_json::Value {
             How::Livepatch(s) => {
                 serde_json::json!({"name": r.name, "kind": "livepatch", "symbol": s})
             }
+            How::Internal => serde_json::json!({"name": r.name, "kind": "internal"}),
         })
         .collect()
 }

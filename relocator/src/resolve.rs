@@ -4,7 +4,11 @@
 //! - a normal reference, when vmlinux exports it (the module loader resolves it);
 //! - a livepatch symbol `.klp.sym.OBJ.NAME,POS`, resolved by the livepatch
 //!   core by name and position, for everything else (static functions and
-//!   variables, unexported globals, anything in a target module).
+//!   variables, unexported globals, anything in a target module);
+//! - a plain reference inside the livepatch module, for a global another
+//!   unit of the same patch defines as new: the module carries that
+//!   definition, whichever target object either unit patches, and the
+//!   running kernel has no such symbol to look up.
 //!
 //! The object is written in *pre-link* form: livepatch symbols are plain
 //! undefined globals, so the module can be linked by kbuild; the module's
@@ -60,6 +64,10 @@ pub struct PatchInput<'a> {
     /// Livepatch callbacks: (kind, function in the extracted object), each
     /// given a global alias `PREFIXcb_KIND` for the glue.
     pub callbacks: Vec<(String, String)>,
+    /// New globals that units of the same patch define (their extracted
+    /// objects are linked into the same module): a reference to one of them
+    /// is [`How::Internal`], never looked up in the target.
+    pub internal: &'a std::collections::BTreeSet<String>,
 }
 
 /// The running target.
@@ -81,6 +89,9 @@ pub enum How {
     Exported,
     /// A livepatch relocation against this symbol.
     Livepatch(String),
+    /// Defined by another unit of the patch: a plain relocation the
+    /// module's link resolves.
+    Internal,
 }
 
 /// One resolved reference.
@@ -177,7 +188,9 @@ pub fn relocate(input: &PatchInput, target: Target) -> Result<Relocated, Error> 
 
     let mut resolutions = Vec::new();
     for r in &input.references {
-        let how = if r.local {
+        let how = if !r.local && input.internal.contains(&r.name) {
+            How::Internal
+        } else if r.local {
             let id = target
                 .symbols
                 .resolve_local(group.expect("locals need a group"), &r.name)?;
@@ -259,7 +272,7 @@ fn write(
         .iter()
         .filter_map(|r| match &r.how {
             How::Livepatch(s) => Some((r.name.as_str(), s.as_str())),
-            How::Exported => None,
+            How::Exported | How::Internal => None,
         })
         .collect();
     let mut defined: HashMap<String, object::build::elf::SymbolId> = HashMap::new();
@@ -372,7 +385,7 @@ fn check_code_patching_sites(object: &[u8], resolutions: &[Resolution]) -> Resul
             How::Livepatch(s) => crate::klp::parse_klp_symbol_name(s)
                 .filter(|(obj, _, _)| *obj != "vmlinux")
                 .map(|(obj, _, _)| (r.name.as_str(), obj)),
-            How::Exported => None,
+            How::Exported | How::Internal => None,
         })
         .collect();
     if into_module.is_empty() {

@@ -22,6 +22,7 @@ use relocator::target::{Exports, TargetKind, TargetSymbols};
 const PLT32: u32 = elf::R_X86_64_PLT32.0;
 const PC32: u32 = elf::R_X86_64_PC32.0;
 const PREFIX: &str = "__kpbuild_new_";
+static NO_INTERNAL: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
 
 // ---------------------------------------------------------------------------
 // Building target images (vmlinux and modules).
@@ -265,6 +266,7 @@ fn input<'a>(
         original_locals: original_locals.iter().map(|s| s.to_string()).collect(),
         alias_prefix: PREFIX,
         callbacks: Vec::new(),
+        internal: &NO_INTERNAL,
     }
 }
 
@@ -320,7 +322,7 @@ fn renamed(relocs: &[Reloc], resolutions: &[Resolution]) -> Vec<(u64, String, u3
         .map(|&(offset, name, r_type, addend)| {
             let r = resolutions.iter().find(|r| r.name == name).unwrap();
             let name = match &r.how {
-                How::Exported => name.to_string(),
+                How::Exported | How::Internal => name.to_string(),
                 How::Livepatch(s) => s.clone(),
             };
             (offset, name, r_type, addend)
@@ -821,6 +823,83 @@ fn module_target_resolves_in_module_then_vmlinux() {
             if object == "vmlinux" && name == "nowhere"),
         "{err}"
     );
+}
+
+/// Globals another unit of the patch defines as new resolve inside the
+/// module: a plain undefined reference under their own name, for a vmlinux
+/// target and for a module target alike, never looked up in either (the
+/// running kernel has no such symbol), and even when the target has a
+/// global of that name. Without them in `internal`, the lookup fails.
+#[test]
+fn new_globals_of_other_units_stay_inside_the_module() {
+    let (v, ex) = (vmlinux(), exports());
+    let vm = vmlinux_for_modules();
+    let m = module_image().module("mymod");
+    let internal: std::collections::BTreeSet<String> =
+        ["kpb_shared_tag", "kpb_shared_count", "mod_only"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let relocs: &[Reloc] = &[
+        (0x10, "kpb_shared_tag", PLT32, -4),
+        (0x18, "kpb_shared_count", PC32, -4),
+        (0x20, "printk", PLT32, -4),
+        (0x28, "mod_only", PLT32, -4),
+    ];
+    let refs = || {
+        vec![
+            global("kpb_shared_tag"),
+            global("kpb_shared_count"),
+            global("printk"),
+            global("mod_only"),
+        ]
+    };
+    let internal_ref = |name: &str| Resolution {
+        name: name.to_string(),
+        how: How::Internal,
+    };
+    let want = vec![
+        internal_ref("kpb_shared_tag"),
+        internal_ref("kpb_shared_count"),
+        exported("printk"),
+        internal_ref("mod_only"),
+    ];
+    let module_target = Target {
+        symbols: &m,
+        exports: &ex,
+        vmlinux: Some(&vm),
+    };
+    let vmlinux_target = Target {
+        symbols: &v,
+        exports: &ex,
+        vmlinux: None,
+    };
+    for (file, target) in [("a.c", vmlinux_target), ("m.c", module_target)] {
+        let obj = Extracted::new(file, "bar", false).relocs(relocs).bytes();
+        let mut inp = input(&obj, refs(), vec![], &[]);
+        inp.file_name = Some(file);
+        inp.internal = &internal;
+        let out = resolve::relocate(&inp, target).unwrap();
+        assert_eq!(out.resolutions, want, "{file}");
+        // Plain undefined globals under their own names: the module's link
+        // binds them to the defining unit's object.
+        assert_eq!(output_relocs(&out.object), renamed(relocs, &want), "{file}");
+        assert!(
+            !symbol_names(&out.object)
+                .iter()
+                .any(|(n, _)| n.starts_with(".klp.sym.") && n.contains("kpb_shared")),
+            "{file}"
+        );
+
+        // Not known as new: looked up in the target, where it is missing.
+        let mut inp = input(&obj, refs(), vec![], &[]);
+        inp.file_name = Some(file);
+        let err = resolve::relocate(&inp, target).unwrap_err();
+        assert!(
+            matches!(&err, Error::GlobalNotFound { name, .. } if name == "kpb_shared_tag"),
+            "{file}: {err}"
+        );
+    }
 }
 
 /// The patched module is not loaded (it is only a `.ko` on disk; vmlinux

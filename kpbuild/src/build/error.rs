@@ -147,6 +147,20 @@ pub enum BuildError {
         /// The cause.
         source: Box<relocator::Error>,
     },
+    /// Two units of the patch define the same new global.
+    #[error(
+        "new global {name} is defined by two units of the patch, {} and {}: the module can carry only one",
+        first.display(),
+        second.display()
+    )]
+    DuplicateNewSymbol {
+        /// The symbol.
+        name: String,
+        /// The unit of the first definition.
+        first: PathBuf,
+        /// The unit of the second.
+        second: PathBuf,
+    },
     /// Two callbacks of one kind for one target object.
     #[error(
         "two {kind} callbacks for {target}, in {} and {}: the livepatch core takes one of each kind per object",

@@ -25,6 +25,7 @@ pub mod relocate;
 pub mod report;
 pub mod request;
 pub mod resolve;
+pub mod shared;
 pub mod units;
 
 pub use error::{BuildError, ErrorKind};
@@ -105,6 +106,7 @@ fn run_stages(req: &BuildRequest, work: &Path) -> Result<BuildReport, BuildError
     report.prematch = Some(relocate::prematch(tree, &pairs, &diffs.per_target)?);
     let relocated = relocate::relocate(tree, &pairs, &diffs.per_target, work)?;
     report.objects = Some(relocated.reports.clone());
+    report.shared_symbols = relocated.shared.clone();
     clock.lap("diff");
 
     req.progress.step(6, "building the livepatch module");
@@ -157,6 +159,7 @@ fn partial_report(
         prematch: None,
         refusals: diffs.refusals.clone(),
         replace: req.replace,
+        shared_symbols: Vec::new(),
         signature: None,
         timings_s: None,
         units: diffs.units.clone(),

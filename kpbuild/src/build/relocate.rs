@@ -4,7 +4,7 @@
 
 use super::diffs::PerTarget;
 use super::error::BuildError;
-use super::report::{CallbackReport, FunctionReport, ObjectReport};
+use super::report::{CallbackReport, FunctionReport, ObjectReport, SharedSymbolReport};
 use super::units::CompiledPairs;
 use crate::files::PathContext;
 use crate::module::{PatchedFunc, PatchedObject};
@@ -12,6 +12,7 @@ use crate::prematch::{PrematchReport, UnitToCheck};
 use crate::target::TargetFiles;
 use crate::tree::TargetTree;
 use relocator::target::Exports;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Pre-matches every changed unit against its target object.
@@ -44,6 +45,8 @@ pub struct Relocated {
     pub reports: Vec<ObjectReport>,
     /// vmlinux's exports: the module may use only these by name.
     pub exports: Exports,
+    /// The new globals units share, for the report.
+    pub shared: Vec<SharedSymbolReport>,
 }
 
 /// Relocates every changed unit against its target object.
@@ -53,12 +56,24 @@ pub fn relocate(
     per_target: &PerTarget,
     work: &Path,
 ) -> Result<Relocated, BuildError> {
+    let mut units: Vec<(usize, &elfdiff::Diff)> = per_target
+        .values()
+        .flatten()
+        .map(|(i, d)| (*i, d))
+        .collect();
+    units.sort_by_key(|(i, _)| *i);
+    let units: Vec<(&Path, &elfdiff::Diff)> = units
+        .into_iter()
+        .map(|(i, d)| (pairs.units[i].cmd.object.as_path(), d))
+        .collect();
+    let shared = super::shared::SharedSymbols::of(&units)?;
     let vmlinux = TargetFiles::load("vmlinux", &tree.vmlinux, None, Some(&tree.symvers))?;
     let mut out = Relocated {
         objects: Vec::new(),
         patch_objects: Vec::new(),
         reports: Vec::new(),
         exports: Exports::default(),
+        shared: shared.reports.clone(),
     };
     for (target, list) in per_target {
         let module_files;
@@ -69,7 +84,7 @@ pub fn relocate(
             module_files = TargetFiles::load(target, ko, Some(&tree.vmlinux), Some(&tree.symvers))?;
             &module_files
         };
-        relocate_target(files, target, list, pairs, work, &mut out)?;
+        relocate_target(files, target, list, pairs, work, &shared.names, &mut out)?;
     }
     out.exports = vmlinux.exports;
     Ok(out)
@@ -82,6 +97,7 @@ fn relocate_target(
     list: &[(usize, elfdiff::Diff)],
     pairs: &CompiledPairs<'_>,
     work: &Path,
+    internal: &BTreeSet<String>,
     out: &mut Relocated,
 ) -> Result<(), BuildError> {
     let units = &pairs.units;
@@ -92,7 +108,7 @@ fn relocate_target(
     for (i, d) in list {
         let object = d.object.as_deref().expect("patch outcome has an object");
         let r = files
-            .relocate(d, object, &format!("kpb_u{i}_"))
+            .relocate(d, object, &format!("kpb_u{i}_"), internal)
             .map_err(|source| BuildError::Relocate {
                 object: units[*i].cmd.object.clone(),
                 source,

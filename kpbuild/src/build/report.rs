@@ -38,6 +38,9 @@ pub struct BuildReport {
     pub refusals: Vec<RefusalReport>,
     /// Whether the patch replaces earlier livepatches.
     pub replace: bool,
+    /// Each new global one unit of the patch defines and others use: it
+    /// resolves inside the module (empty when none).
+    pub shared_symbols: Vec<SharedSymbolReport>,
     /// How the module was signed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<SignatureReport>,
@@ -163,6 +166,17 @@ pub struct RefusalReport {
     pub section: String,
     /// The symbol concerned, empty when none.
     pub symbol: String,
+}
+
+/// A new global of the patch that other units use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SharedSymbolReport {
+    /// The unit defining it (its object).
+    pub defined_in: PathBuf,
+    /// Its name.
+    pub name: String,
+    /// The other units referencing it, in the tree's order.
+    pub used_by: Vec<PathBuf>,
 }
 
 /// One patched object.
