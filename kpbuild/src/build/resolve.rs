@@ -38,7 +38,9 @@ pub fn resolve(
     let mut laps = Vec::new();
     let mut warnings = Vec::new();
     let mut holds = Vec::new();
-    let tree = match spec {
+    // A Debian release, fetched, outlives the files that borrow from it.
+    let fetched;
+    let (src, files) = match spec {
         TargetSpec::Tree {
             src,
             build,
@@ -52,7 +54,7 @@ pub fn resolve(
             if !headers.is_empty() {
                 crate::headers::check_built_tree(&tree, &headers, max_header_users)?;
             }
-            tree
+            return checked(tree, laps, warnings, holds, progress);
         }
         TargetSpec::Treeless {
             src,
@@ -60,50 +62,55 @@ pub fn resolve(
             vmlinux,
             headers,
             modules,
-        } => {
-            let files = TreelessFiles {
+        } => (
+            src.as_path(),
+            TreelessFiles {
                 config,
                 vmlinux,
                 headers,
                 modules: modules.as_deref(),
                 debian_release: None,
                 max_header_users,
-            };
-            crate::treeless::prepared_tree(
-                src,
-                &files,
-                patches,
-                &note,
-                &mut laps,
-                &mut warnings,
-                &mut holds,
-            )?
-        }
+            },
+        ),
         TargetSpec::Debian { release, src } => {
             let start = Instant::now();
-            let k = crate::debian::fetch_with_source(release, src.as_deref(), &note)?;
+            fetched = crate::debian::fetch_with_source(release, src.as_deref(), &note)?;
             laps.push(("fetch", start.elapsed().as_secs_f64()));
-            holds.extend(k.holds.iter().cloned());
-            let files = TreelessFiles {
-                config: &k.config,
-                vmlinux: &k.vmlinux,
-                headers: &k.headers,
-                modules: Some(&k.modules),
-                debian_release: Some(release),
-                max_header_users,
-            };
-            let src = src.as_ref().unwrap_or(&k.src);
-            crate::treeless::prepared_tree(
-                src,
-                &files,
-                patches,
-                &note,
-                &mut laps,
-                &mut warnings,
-                &mut holds,
-            )?
+            holds.extend(fetched.holds.iter().cloned());
+            (
+                src.as_deref().unwrap_or(fetched.src.as_path()),
+                TreelessFiles {
+                    config: &fetched.config,
+                    vmlinux: &fetched.vmlinux,
+                    headers: &fetched.headers,
+                    modules: Some(&fetched.modules),
+                    debian_release: Some(release),
+                    max_header_users,
+                },
+            )
         }
     };
+    let tree = crate::treeless::prepared_tree(
+        src,
+        &files,
+        patches,
+        &note,
+        &mut laps,
+        &mut warnings,
+        &mut holds,
+    )?;
+    checked(tree, laps, warnings, holds, progress)
+}
+
+/// The resolved target, once its compiler is checked against its vmlinux.
+fn checked(
+    tree: TargetTree,
+    laps: Vec<(&'static str, f64)>,
+    mut warnings: Vec<String>,
+    holds: Vec<crate::cache::Hold>,
+    progress: &Progress,
+) -> Result<Resolved, BuildError> {
     if let Some(w) = tree.check_compiler()?
         && !warnings.contains(&w)
     {

@@ -56,14 +56,8 @@ impl UnitIndex {
 
     /// Reads [`UnitIndex::to_text`]'s format; `path` is for messages.
     pub fn from_text(path: &Path, text: &str) -> Result<Self, HeaderError> {
-        let bad = |line: &str| HeaderError::BadIndex {
-            path: path.to_path_buf(),
-            line: line.to_string(),
-        };
-        let mut lines = text.lines();
-        if lines.next() != Some(INDEX_MAGIC) {
-            return Err(bad(text.lines().next().unwrap_or("")));
-        }
+        let bad = |line: &str| super::bad_index(path, line);
+        let lines = super::cached_lines(path, text, INDEX_MAGIC)?;
         let mut units = Vec::new();
         for line in lines {
             let mut parts = line.splitn(3, '\t');

@@ -429,6 +429,28 @@ pub fn check_built_tree(
     Ok(())
 }
 
+/// The lines of the cached file `path` after its first line, which must be
+/// `magic`; the error names the file and the line that is wrong.
+pub(crate) fn cached_lines<'t>(
+    path: &Path,
+    text: &'t str,
+    magic: &str,
+) -> Result<std::str::Lines<'t>, HeaderError> {
+    let mut lines = text.lines();
+    match lines.next() {
+        Some(first) if first == magic => Ok(lines),
+        first => Err(bad_index(path, first.unwrap_or(""))),
+    }
+}
+
+/// A malformed cached index: `line` is the first wrong line.
+pub(crate) fn bad_index(path: &Path, line: &str) -> HeaderError {
+    HeaderError::BadIndex {
+        path: path.to_path_buf(),
+        line: line.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

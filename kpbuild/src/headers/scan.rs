@@ -246,14 +246,8 @@ impl IncludeGraph {
 
     /// Reads [`IncludeGraph::to_text`]'s format (`path` for messages).
     pub fn from_text(path: &Path, text: &str) -> Result<Self, HeaderError> {
-        let bad = |line: &str| HeaderError::BadIndex {
-            path: path.to_path_buf(),
-            line: line.to_string(),
-        };
-        let mut lines = text.lines();
-        if lines.next() != Some("kpbuild-includes 1") {
-            return Err(bad(text.lines().next().unwrap_or("")));
-        }
+        let bad = |line: &str| super::bad_index(path, line);
+        let mut lines = super::cached_lines(path, text, "kpbuild-includes 1")?;
         let first = lines.next().unwrap_or("");
         let units = first
             .strip_prefix("units ")
