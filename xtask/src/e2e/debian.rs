@@ -323,7 +323,7 @@ pub(super) fn debian_vm(
 }
 
 /// Debian's shipped `binfmt_misc.ko`, decompressed, to load in the guest.
-fn binfmt_misc_ko(kernel: &kpbuild::debian::DebianKernel) -> Result<Vec<u8>, String> {
+pub(super) fn binfmt_misc_ko(kernel: &kpbuild::debian::DebianKernel) -> Result<Vec<u8>, String> {
     let shipped = kernel.modules.join("kernel/fs/binfmt_misc.ko.xz");
     kpbuild::process::run(std::process::Command::new("xz").arg("-dc").arg(&shipped))
         .map(|o| o.stdout)

@@ -8,6 +8,7 @@ mod demo;
 mod harness;
 mod headers;
 mod sections;
+mod shared;
 mod signing;
 mod tree;
 
@@ -101,6 +102,10 @@ const CASES: &[Case] = &[
         run: tree::build_fork_copy_process,
     },
     Case {
+        name: "build_new_function_shared_by_vmlinux_and_module_units",
+        run: shared::shared_new_function_tree,
+    },
+    Case {
         name: "build_refuses_init_code_change",
         run: |ctx| tree::refusal_case(ctx, "proc-cmdline-init-refused.patch", 2, "__init"),
     },
@@ -171,6 +176,10 @@ const CASES: &[Case] = &[
     Case {
         name: "debian_module_target_binfmt_misc",
         run: debian::debian_module_target,
+    },
+    Case {
+        name: "debian_new_function_shared_by_vmlinux_and_module_units",
+        run: shared::shared_new_function_debian,
     },
     Case {
         name: "debian_pr_debug_changed_in_module",
