@@ -7,6 +7,7 @@ mod debian13;
 mod demo;
 mod harness;
 mod headers;
+mod locals;
 mod sections;
 mod shared;
 mod signing;
@@ -204,6 +205,14 @@ const CASES: &[Case] = &[
     Case {
         name: "bundle_signed_cumulative_in_signing_kernel",
         run: bundles::bundle_signed_cumulative,
+    },
+    Case {
+        name: "build_mutex_init_new_key_and_blank_line_no_change",
+        run: locals::test_kernel,
+    },
+    Case {
+        name: "debian_mutex_init_new_key_and_blank_line_no_change",
+        run: locals::debian,
     },
 ];
 
