@@ -8,6 +8,7 @@ mod demo;
 mod harness;
 mod headers;
 mod locals;
+mod objtool;
 mod sections;
 mod shared;
 mod signing;
@@ -213,6 +214,10 @@ const CASES: &[Case] = &[
     Case {
         name: "debian_mutex_init_new_key_and_blank_line_no_change",
         run: locals::debian,
+    },
+    Case {
+        name: "diff_objtool_processed_module_object",
+        run: objtool::diff_objtool_processed_module_object,
     },
 ];
 
