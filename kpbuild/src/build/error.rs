@@ -161,6 +161,26 @@ pub enum BuildError {
         /// The unit of the second.
         second: PathBuf,
     },
+    /// A module's unit defines a new global another target object uses.
+    #[error(
+        "new global {name} is defined by {} (module {module}) and used by {} ({user_target}): \
+         the livepatch core resolves {module}'s part only when {module} is loaded, so the caller \
+         could run it unresolved; define it in a vmlinux unit",
+        defined_in.display(),
+        user.display()
+    )]
+    NewSymbolOutsideModule {
+        /// The symbol.
+        name: String,
+        /// The unit that defines it.
+        defined_in: PathBuf,
+        /// That unit's module.
+        module: String,
+        /// A unit that uses it.
+        user: PathBuf,
+        /// That unit's target object.
+        user_target: String,
+    },
     /// Two callbacks of one kind for one target object.
     #[error(
         "two {kind} callbacks for {target}, in {} and {}: the livepatch core takes one of each kind per object",
@@ -239,7 +259,8 @@ impl BuildError {
             }
             BuildError::NotKernelText(_)
             | BuildError::Refused { .. }
-            | BuildError::DuplicateCallback { .. } => ErrorKind::Refused,
+            | BuildError::DuplicateCallback { .. }
+            | BuildError::NewSymbolOutsideModule { .. } => ErrorKind::Refused,
             BuildError::NoAffectedUnit | BuildError::NoChange { .. } => ErrorKind::NoChange,
             _ => ErrorKind::Error,
         }

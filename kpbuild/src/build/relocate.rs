@@ -56,15 +56,14 @@ pub fn relocate(
     per_target: &PerTarget,
     work: &Path,
 ) -> Result<Relocated, BuildError> {
-    let mut units: Vec<(usize, &elfdiff::Diff)> = per_target
-        .values()
-        .flatten()
-        .map(|(i, d)| (*i, d))
+    let mut units: Vec<(usize, &str, &elfdiff::Diff)> = per_target
+        .iter()
+        .flat_map(|(target, list)| list.iter().map(move |(i, d)| (*i, target.as_str(), d)))
         .collect();
-    units.sort_by_key(|(i, _)| *i);
-    let units: Vec<(&Path, &elfdiff::Diff)> = units
+    units.sort_by_key(|(i, _, _)| *i);
+    let units: Vec<(&Path, &str, &elfdiff::Diff)> = units
         .into_iter()
-        .map(|(i, d)| (pairs.units[i].cmd.object.as_path(), d))
+        .map(|(i, t, d)| (pairs.units[i].cmd.object.as_path(), t, d))
         .collect();
     let shared = super::shared::SharedSymbols::of(&units)?;
     let vmlinux = TargetFiles::load("vmlinux", &tree.vmlinux, None, Some(&tree.symvers))?;

@@ -4,6 +4,13 @@
 //! a plain relocation inside the module, whichever target object (vmlinux
 //! or a module) either unit patches; the running kernel has no such symbol
 //! to look up.
+//!
+//! One direction is refused: a new global defined by a unit of a module and
+//! used by a unit of another target object (vmlinux or another module). The
+//! livepatch core applies the relocations of a module's object only when
+//! that module is loaded, so a caller elsewhere could run the new code
+//! before its references are resolved. Defined in a vmlinux unit, a new
+//! global is safe to use from anywhere.
 
 use super::error::BuildError;
 use super::report::SharedSymbolReport;
@@ -23,11 +30,12 @@ pub struct SharedSymbols {
 
 impl SharedSymbols {
     /// From the diffs of the units that patch something, `(unit object,
-    /// diff)` in the tree's order. One name defined as new by two units is
-    /// an error naming both.
-    pub fn of(units: &[(&Path, &elfdiff::Diff)]) -> Result<Self, BuildError> {
+    /// target object, diff)` in the tree's order. One name defined as new
+    /// by two units is an error naming both; one a module's unit defines
+    /// and another target object's unit uses is refused.
+    pub fn of(units: &[(&Path, &str, &elfdiff::Diff)]) -> Result<Self, BuildError> {
         let mut defined: BTreeMap<&str, usize> = BTreeMap::new();
-        for (i, (object, d)) in units.iter().enumerate() {
+        for (i, (object, _, d)) in units.iter().enumerate() {
             for name in &d.new_globals {
                 if let Some(&first) = defined.get(name.as_str()) {
                     return Err(BuildError::DuplicateNewSymbol {
@@ -40,11 +48,25 @@ impl SharedSymbols {
             }
         }
         let mut used: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
-        for (i, (_, d)) in units.iter().enumerate() {
+        for (i, (object, target, d)) in units.iter().enumerate() {
             for r in d.references.iter().filter(|r| !r.local) {
-                if defined.get(r.name.as_str()).is_some_and(|&def| def != i) {
-                    used.entry(r.name.as_str()).or_default().insert(i);
+                let Some(&def) = defined.get(r.name.as_str()) else {
+                    continue;
+                };
+                if def == i {
+                    continue;
                 }
+                let (home, owner) = (units[def].1, units[def].0);
+                if home != "vmlinux" && home != *target {
+                    return Err(BuildError::NewSymbolOutsideModule {
+                        name: r.name.clone(),
+                        defined_in: owner.to_path_buf(),
+                        module: home.to_string(),
+                        user: object.to_path_buf(),
+                        user_target: target.to_string(),
+                    });
+                }
+                used.entry(r.name.as_str()).or_default().insert(i);
             }
         }
         let reports = used
@@ -105,11 +127,15 @@ mod tests {
         let kobject = diff(&[], &[("tag", false), ("sysfs_emit", false)]);
         // A static of the same name in another unit is its own symbol.
         let other = diff(&[], &[("tag_calls", true)]);
-        let units: Vec<(&Path, &elfdiff::Diff)> = vec![
-            (Path::new("fs/proc/cmdline.o"), &cmdline),
-            (Path::new("fs/proc/meminfo.o"), &meminfo),
-            (Path::new("samples/kobject/kobject-example.o"), &kobject),
-            (Path::new("fs/other.o"), &other),
+        let units: Vec<(&Path, &str, &elfdiff::Diff)> = vec![
+            (Path::new("fs/proc/cmdline.o"), "vmlinux", &cmdline),
+            (Path::new("fs/proc/meminfo.o"), "vmlinux", &meminfo),
+            (
+                Path::new("samples/kobject/kobject-example.o"),
+                "kobject_example",
+                &kobject,
+            ),
+            (Path::new("fs/other.o"), "vmlinux", &other),
         ];
         let shared = SharedSymbols::of(&units).unwrap();
         assert_eq!(
@@ -138,10 +164,10 @@ mod tests {
         let a = diff(&["tag"], &[]);
         let b = diff(&["other"], &[]);
         let c = diff(&["tag"], &[]);
-        let units: Vec<(&Path, &elfdiff::Diff)> = vec![
-            (Path::new("fs/proc/cmdline.o"), &a),
-            (Path::new("fs/proc/meminfo.o"), &b),
-            (Path::new("net/netlink/af_netlink.o"), &c),
+        let units: Vec<(&Path, &str, &elfdiff::Diff)> = vec![
+            (Path::new("fs/proc/cmdline.o"), "vmlinux", &a),
+            (Path::new("fs/proc/meminfo.o"), "vmlinux", &b),
+            (Path::new("net/netlink/af_netlink.o"), "vmlinux", &c),
         ];
         let err = SharedSymbols::of(&units).unwrap_err();
         assert!(
@@ -159,7 +185,34 @@ mod tests {
         assert_eq!(err.kind(), crate::build::ErrorKind::Error);
         // No new global at all: nothing internal, nothing reported.
         let none = diff(&[], &[("printk", false)]);
-        let shared = SharedSymbols::of(&[(Path::new("a.o"), &none)]).unwrap();
+        let shared = SharedSymbols::of(&[(Path::new("a.o"), "vmlinux", &none)]).unwrap();
         assert_eq!(shared, SharedSymbols::default());
+    }
+
+    #[test]
+    fn a_module_units_new_global_used_elsewhere_is_refused() {
+        let defines = diff(&["tag"], &[]);
+        let same_module = diff(&[], &[("tag", false)]);
+        let vmlinux_user = diff(&[], &[("tag", false)]);
+        let module = (Path::new("fs/xfs/xfs_stats.o"), "xfs", &defines);
+        // Used inside its own module: one klp_object, relocated together.
+        let units = [
+            module,
+            (Path::new("fs/xfs/xfs_super.o"), "xfs", &same_module),
+        ];
+        let shared = SharedSymbols::of(&units).unwrap();
+        assert_eq!(shared.reports.len(), 1);
+        for (user, target) in [
+            ("fs/proc/meminfo.o", "vmlinux"),
+            ("fs/ext4/super.o", "ext4"),
+        ] {
+            let units = [module, (Path::new(user), target, &vmlinux_user)];
+            let err = SharedSymbols::of(&units).unwrap_err();
+            assert_eq!(err.kind(), crate::build::ErrorKind::Refused, "{err}");
+            let message = err.to_string();
+            for part in ["tag", "fs/xfs/xfs_stats.o", "xfs", user, target] {
+                assert!(message.contains(part), "{part}: {message}");
+            }
+        }
     }
 }
