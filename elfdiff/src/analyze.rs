@@ -162,6 +162,8 @@ pub struct Analysis {
     /// Unchanged symbols (patched ids) that differ only where a source line
     /// number is written, with what was judged.
     pub line_only: Vec<(SymbolId, Vec<String>)>,
+    /// What kpatch's macros marked in the patched object.
+    pub marks: crate::kpatch::Marks,
 }
 
 fn is_exec(input: &Input, section: SectionId) -> bool {
@@ -196,6 +198,7 @@ struct Sides<'a, 'd> {
     oe: &'a Entries,
     pe: &'a Entries,
     options: &'a Options,
+    marks: &'a crate::kpatch::Marks,
 }
 
 /// Compares a function with its counterpart: body, `.cold` parts and
@@ -256,6 +259,7 @@ fn compare_entries(
         oe,
         pe,
         options,
+        ..
     } = *sides;
     let eo = oe.by_owner.get(&fo).map(Vec::as_slice).unwrap_or(&[]);
     let ep = pe.by_owner.get(&fp).map(Vec::as_slice).unwrap_or(&[]);
@@ -351,6 +355,7 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
     check_shared_function(o, p, &pairs)?;
     let oe = entries(o, options)?;
     let pe = entries(p, options)?;
+    let (marks, mark_refusals) = crate::kpatch::read(p);
     let sides = Sides {
         o,
         p,
@@ -358,19 +363,25 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
         oe: &oe,
         pe: &pe,
         options,
+        marks: &marks,
     };
-    let mut found = Findings::default();
+    let mut found = Findings {
+        refusals: mark_refusals,
+        ..Findings::default()
+    };
     for pid in p.symbols() {
         sides.judge_symbol(pid, &mut found);
     }
-    found.refusals.extend(uncovered_section_changes(o, p));
+    found
+        .refusals
+        .extend(uncovered_section_changes(o, p, &marks));
     let roots: Vec<SymbolId> = found
         .changed
         .iter()
         .map(|c| c.func)
         .chain(found.new.iter().copied())
         .collect();
-    let (include, closure_refusals) = closure(p, &pairs, &pe, &roots, options);
+    let (include, closure_refusals) = closure(p, &pairs, &pe, &roots, options, &marks);
     found.refusals.extend(closure_refusals);
     found.refuse_copied_data_unchanged_code_uses(p, &include);
     let Findings {
@@ -391,6 +402,7 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
         refusals,
         include,
         p_entries: pe,
+        marks,
     })
 }
 
@@ -477,7 +489,10 @@ impl Sides<'_, '_> {
             return;
         };
         let sec_name = self.p.section_name(section);
-        if is_ignored(&sec_name) || special(&sec_name).is_some() {
+        if is_ignored(&sec_name)
+            || special(&sec_name).is_some()
+            || self.marks.ignores_section(&sec_name)
+        {
             return;
         }
         match self.p.kind(pid) {
@@ -501,6 +516,19 @@ impl Sides<'_, '_> {
                 pid,
                 format!("cannot correlate this function with one of the original object (several candidates){note}"),
             );
+            return;
+        }
+        if self.marks.ignores_function(&name) {
+            // KPATCH_IGNORE_FUNCTION: the running copy stays, whatever
+            // changed; a function the original lacks has no running copy.
+            if !pairs.p2o.contains_key(&pid) {
+                f.refuse(
+                    p,
+                    pid,
+                    "KPATCH_IGNORE_FUNCTION names a function the original object does not have"
+                        .into(),
+                );
+            }
             return;
         }
         let Some(&oid) = pairs.p2o.get(&pid) else {
@@ -541,6 +569,13 @@ impl Sides<'_, '_> {
                 p,
                 pid,
                 "changed function has no ftrace entry (__fentry__ call): it cannot be redirected"
+                    .into(),
+            );
+        } else if !has_fentry(self.o, oid) {
+            f.refuse(
+                p,
+                pid,
+                "the original function has no ftrace entry (notrace, e.g. the `inline` body of a SYSCALL_DEFINE; KPATCH_SYSCALL_DEFINE inlines it into its traced wrappers): it cannot be redirected"
                     .into(),
             );
         } else if p.symbols_in(section).iter().any(|&other| {
@@ -633,11 +668,14 @@ impl Sides<'_, '_> {
 }
 
 /// Sections that no rule covers must not differ: a refusal for each that does.
-fn uncovered_section_changes(o: &Input, p: &Input) -> Vec<Refusal> {
+fn uncovered_section_changes(o: &Input, p: &Input, marks: &crate::kpatch::Marks) -> Vec<Refusal> {
     let mut refusals = Vec::new();
     for id in p.sections() {
         let section = p.section(id);
         let name = p.section_name(id);
+        if marks.ignores_section(&name) {
+            continue;
+        }
         // Non-allocated, ignored and special sections, sections compared
         // symbol by symbol or by contents where used, and
         // .altinstr_replacement (compared through .altinstructions entries)
@@ -694,12 +732,14 @@ fn closure(
     pe: &Entries,
     roots: &[SymbolId],
     options: &Options,
+    marks: &crate::kpatch::Marks,
 ) -> (BTreeSet<SectionId>, Vec<Refusal>) {
     let mut c = Closure {
         p,
         pairs,
         pe,
         options,
+        marks,
         include: BTreeSet::new(),
         work: Vec::new(),
         kept_entries: BTreeSet::new(),
@@ -733,6 +773,7 @@ struct Closure<'a, 'd> {
     pairs: &'a Pairs,
     pe: &'a Entries,
     options: &'a Options,
+    marks: &'a crate::kpatch::Marks,
     /// Sections carried so far.
     include: BTreeSet<SectionId>,
     /// Carried sections whose relocations are not followed yet.
@@ -795,7 +836,15 @@ impl Closure<'_, '_> {
         }
         let name = p.sym_name(s);
         let kind = p.kind(s);
-        if kind == SymKind::Func && cold_parent(&name).is_some() {
+        if self.marks.ignores_section(&p.section_name(ssec)) && !pairs.p2o.contains_key(&s) {
+            // Never copied, and the running kernel has no such symbol.
+            self.refusals.push(Refusal {
+                reason: "patched code uses a new symbol of a section KPATCH_IGNORE_SECTION names"
+                    .into(),
+                section: p.section_name(ssec),
+                symbol: name,
+            });
+        } else if kind == SymKind::Func && cold_parent(&name).is_some() {
             self.add(ssec);
         } else if pairs.ambiguous.contains(&s) {
             self.refusals.push(Refusal {

@@ -1,8 +1,12 @@
 //! Livepatch callbacks a patch declares with `kpbuild-macros.h`: each
 //! `KPBUILD_*_CALLBACK(fn)` puts one pointer to `fn` in a section
-//! `.kpbuild.callbacks.KIND`. The sections themselves never reach the output
-//! (they are ignored like `.discard`); this module reads which function each
-//! pointer names, so the module glue can hand it to the livepatch core.
+//! `.kpbuild.callbacks.KIND`. kpatch's `KPATCH_*_CALLBACK(fn)` (its own
+//! `kpatch-macros.h` or kpbuild's) put a record `{ fn, objname }` in
+//! `.kpatch.callbacks.KIND`; `objname` is NULL there (no relocation), so
+//! both read the same: every relocation of the section names one callback.
+//! The sections themselves never reach the output (they are ignored like
+//! `.discard`); this module reads which function each pointer names, so the
+//! module glue can hand it to the livepatch core.
 
 use crate::Refusal;
 use object::{Object, ObjectSection, ObjectSymbol};
@@ -10,6 +14,8 @@ use serde::Serialize;
 
 /// Prefix of the callback sections.
 pub const SECTION_PREFIX: &str = ".kpbuild.callbacks.";
+/// Prefix of the callback sections of kpatch's macros.
+pub const KPATCH_SECTION_PREFIX: &str = ".kpatch.callbacks.";
 
 /// The kinds, as `struct klp_callbacks` names its members.
 pub const KINDS: [&str; 4] = ["pre_patch", "post_patch", "pre_unpatch", "post_unpatch"];
@@ -32,9 +38,15 @@ pub fn read(patched: &[u8], new: &[String]) -> Result<Vec<Callback>, Vec<Refusal
     };
     let mut callbacks = Vec::new();
     let mut refusals = Vec::new();
+    // (kind, its sections, their functions): one kind may come from both
+    // macro families, and the livepatch core takes one of each.
+    let mut by_kind: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
     for section in file.sections() {
         let name = section.name().unwrap_or("");
-        let Some(kind) = name.strip_prefix(SECTION_PREFIX) else {
+        let Some(kind) = name
+            .strip_prefix(SECTION_PREFIX)
+            .or_else(|| name.strip_prefix(KPATCH_SECTION_PREFIX))
+        else {
             continue;
         };
         if !KINDS.contains(&kind) {
@@ -48,18 +60,28 @@ pub fn read(patched: &[u8], new: &[String]) -> Result<Vec<Callback>, Vec<Refusal
             ));
             continue;
         }
-        let mut functions = Vec::new();
+        let at = match by_kind.iter().position(|(k, _, _)| k == kind) {
+            Some(at) => at,
+            None => {
+                by_kind.push((kind.to_string(), Vec::new(), Vec::new()));
+                by_kind.len() - 1
+            }
+        };
+        by_kind[at].1.push(name.to_string());
         for (offset, reloc) in section.relocations() {
             match entry_function(&file, offset, &reloc) {
-                Ok(function) => functions.push(function),
+                Ok(function) => by_kind[at].2.push(function),
                 Err((symbol, reason)) => refusals.push(refuse(name, &symbol, reason)),
             }
         }
+    }
+    for (kind, sections, mut functions) in by_kind {
         functions.sort();
+        let section = sections.join(" ");
         for function in &functions {
-            match judge(kind, function, &functions, new) {
+            match judge(&kind, function, &functions, new) {
                 Ok(callback) => callbacks.push(callback),
-                Err(reason) => refusals.push(refuse(name, function, reason)),
+                Err(reason) => refusals.push(refuse(&section, function, reason)),
             }
         }
     }

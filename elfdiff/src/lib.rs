@@ -16,6 +16,8 @@
 //! - [`correlate`]: pairs symbols of the two objects (comparing where names
 //!   alone cannot decide).
 //! - [`callbacks`]: the livepatch callbacks a patch declares.
+//! - [`kpatch`]: the other marks of kpatch's patch-author macros (ignored
+//!   functions and sections, forced functions).
 //! - [`special`]: the kernel's special sections, one table entry each (the
 //!   callbacks' sections among them).
 //! - [`analyze`]: changed / new / refused / included.
@@ -29,6 +31,7 @@ pub mod compare;
 pub mod correlate;
 pub mod extract;
 pub mod input;
+pub mod kpatch;
 pub mod names;
 pub mod pairs;
 pub mod special;
@@ -161,8 +164,13 @@ pub struct Diff {
     /// defines: other units of the same patch may use them, and then reach
     /// this definition inside the livepatch module.
     pub new_globals: Vec<String>,
-    /// Livepatch callbacks the patch declares (`kpbuild-macros.h`).
+    /// Livepatch callbacks the patch declares (`kpbuild-macros.h` or
+    /// `kpatch-macros.h`).
     pub callbacks: Vec<callbacks::Callback>,
+    /// What `KPATCH_IGNORE_FUNCTION`, `KPATCH_IGNORE_SECTION` and
+    /// `KPATCH_FORCE_UNSAFE` said (serialized as three fields of their own).
+    #[serde(flatten)]
+    pub marks: kpatch::Marks,
     /// What cannot be live patched.
     pub refusals: Vec<Refusal>,
     /// Unchanged symbols whose only differences are moved source lines.
@@ -265,6 +273,7 @@ pub fn diff(
         new,
         new_globals: Vec::new(),
         callbacks,
+        marks: a.marks.clone(),
         refusals,
         line_only: line_only(&p, &a),
         included: Vec::new(),

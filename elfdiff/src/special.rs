@@ -174,8 +174,9 @@ pub fn is_ignored(name: &str) -> bool {
         || name.starts_with(".llvm")
         || name == ".modinfo"
         || name.starts_with(".gnu.")
-        // Read by [`crate::callbacks`], never copied.
+        // Read by [`crate::callbacks`] and [`crate::kpatch`], never copied.
         || name.starts_with(crate::callbacks::SECTION_PREFIX)
+        || name.starts_with(crate::kpatch::PREFIX)
 }
 
 /// `struct _ddebug` (include/linux/dynamic_debug.h, 6.1 and 6.12): four

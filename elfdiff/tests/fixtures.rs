@@ -97,7 +97,8 @@ fn compile_unit(case: &Path, source: &str, out: &Path, tools: &Tools) -> Result<
         .args(extra.split_whitespace())
         .arg("-I")
         .arg(root.join("include"))
-        // kpbuild-macros.h, as kpbuild puts it on every unit's include path.
+        // kpbuild-macros.h and kpatch-macros.h, as kpbuild puts them on
+        // every unit's include path.
         .arg("-I")
         .arg(root.join("../../kmod-template"))
         .arg(&unit)
@@ -149,6 +150,15 @@ fn findings(diff: &elfdiff::Diff) -> BTreeSet<String> {
     }
     for c in &diff.callbacks {
         set.insert(format!("callback: {} {}", c.kind, c.function));
+    }
+    for f in &diff.marks.ignored_functions {
+        set.insert(format!("ignored-function: {f}"));
+    }
+    for s in &diff.marks.ignored_sections {
+        set.insert(format!("ignored-section: {s}"));
+    }
+    for f in &diff.marks.forced_functions {
+        set.insert(format!("forced: {f}"));
     }
     for r in &diff.refusals {
         set.insert(

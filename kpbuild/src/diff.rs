@@ -166,22 +166,7 @@ fn run_inner(args: &DiffArgs) -> Result<u8, DiffError> {
         relocated = Some(r);
     }
     if args.json {
-        let json = serde_json::json!({
-            "outcome": diff.outcome,
-            "changed": diff.changed.iter().map(|c| &c.name).collect::<Vec<_>>(),
-            "new": diff.new,
-            "new_globals": diff.new_globals,
-            "refusals": diff.refusals,
-            "included": diff.included,
-            "line_only": diff.line_only,
-            "details": {
-                "changed": diff.changed,
-                "references": diff.references,
-                "file": diff.file_name,
-            },
-            "functions": relocated.as_ref().map(|r| crate::target::functions_json(&r.functions)),
-            "relocations": relocated.as_ref().map(|r| crate::target::resolutions_json(&r.resolutions)),
-        });
+        let json = json(&diff, relocated.as_ref());
         crate::outln!("{}", serde_json::to_string_pretty(&json).expect("json"));
     } else {
         print!("{}", human(&diff));
@@ -207,6 +192,33 @@ fn run_inner(args: &DiffArgs) -> Result<u8, DiffError> {
     Ok(code)
 }
 
+/// The `--json` object of a diff (and its relocation, for a patch).
+fn json(
+    diff: &elfdiff::Diff,
+    relocated: Option<&relocator::resolve::Relocated>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "outcome": diff.outcome,
+        "changed": diff.changed.iter().map(|c| &c.name).collect::<Vec<_>>(),
+        "new": diff.new,
+        "new_globals": diff.new_globals,
+        "refusals": diff.refusals,
+        "included": diff.included,
+        "line_only": diff.line_only,
+        "callbacks": diff.callbacks,
+        "ignored_functions": diff.marks.ignored_functions,
+        "ignored_sections": diff.marks.ignored_sections,
+        "forced_functions": diff.marks.forced_functions,
+        "details": {
+            "changed": diff.changed,
+            "references": diff.references,
+            "file": diff.file_name,
+        },
+        "functions": relocated.map(|r| crate::target::functions_json(&r.functions)),
+        "relocations": relocated.map(|r| crate::target::resolutions_json(&r.resolutions)),
+    })
+}
+
 /// One line per finding, in the form the fixture expectations use.
 pub fn human(diff: &elfdiff::Diff) -> String {
     let mut out = String::new();
@@ -218,6 +230,20 @@ pub fn human(diff: &elfdiff::Diff) -> String {
     }
     for n in &diff.new {
         out.push_str(&format!("new function: {n}\n"));
+    }
+    for c in &diff.callbacks {
+        out.push_str(&format!("callback: {} {}\n", c.kind, c.function));
+    }
+    for f in &diff.marks.ignored_functions {
+        out.push_str(&format!("ignored function (KPATCH_IGNORE_FUNCTION): {f}\n"));
+    }
+    for s in &diff.marks.ignored_sections {
+        out.push_str(&format!("ignored section (KPATCH_IGNORE_SECTION): {s}\n"));
+    }
+    for f in &diff.marks.forced_functions {
+        out.push_str(&format!(
+            "forced function (KPATCH_FORCE_UNSAFE, reported only): {f}\n"
+        ));
     }
     for l in &diff.line_only {
         out.push_str(&format!(

@@ -29,6 +29,11 @@ pub const GLUE_TEMPLATE: &str = include_str!("../../kmod-template/livepatch.c.tm
 /// `kpbuild-macros.h`: what a patch's source can say to kpbuild (livepatch
 /// callbacks); on the include path of every unit kpbuild compiles.
 pub const MACROS_HEADER: &str = include_str!("../../kmod-template/kpbuild-macros.h");
+/// kpbuild's `kpatch-macros.h`: kpatch's patch-author macros, so patches
+/// written for kpatch-build build unchanged; on the same include path.
+pub const KPATCH_MACROS_HEADER: &str = include_str!("../../kmod-template/kpatch-macros.h");
+/// kpbuild's `kpatch-syscall.h`: `KPATCH_SYSCALL_DEFINE0..6`.
+pub const KPATCH_SYSCALL_HEADER: &str = include_str!("../../kmod-template/kpatch-syscall.h");
 
 /// File name of the rendered glue in the work directory.
 pub const GLUE_SOURCE: &str = "kpb_glue.c";

@@ -62,6 +62,7 @@ pub fn diff(
             outcome: d.outcome,
             target: u.target.clone(),
             line_only: d.line_only.clone(),
+            marks: d.marks.clone(),
         });
         out.refusals
             .extend(d.refusals.iter().map(|r| RefusalReport {

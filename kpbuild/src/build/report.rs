@@ -153,6 +153,11 @@ pub struct UnitReport {
     /// number written in them moved (`__LINE__` arguments, `__bug_table`
     /// and dynamic-debug line fields, `file.c:LINE` strings).
     pub line_only: Vec<elfdiff::LineOnly>,
+    /// What kpatch's macros marked in the unit: `ignored_functions`,
+    /// `ignored_sections` and `forced_functions` (`KPATCH_FORCE_UNSAFE`,
+    /// reported only), as fields of the unit.
+    #[serde(flatten)]
+    pub marks: elfdiff::kpatch::Marks,
 }
 
 /// One reason a change cannot be live patched.

@@ -96,7 +96,8 @@ fn affected_units<'a>(
 }
 
 /// Compiles every unit from the pristine source and from the patched copy
-/// at `patched_src`, with [`DIFF_FLAGS`] and kpbuild-macros.h on the
+/// at `patched_src`, with [`DIFF_FLAGS`] and the patch-author headers
+/// (kpbuild-macros.h, kpatch-macros.h, kpatch-syscall.h) on the
 /// include path. Under `make -jN`, each compile holds one of make's slots.
 pub fn compile<'t>(
     tree: &TargetTree,
@@ -105,14 +106,17 @@ pub fn compile<'t>(
     work: &Path,
     pool: &rayon::ThreadPool,
 ) -> Result<CompiledPairs<'t>, BuildError> {
-    // kpbuild-macros.h on both sides: an include directory changes no code.
+    // The patch-author headers on both sides: an include directory changes
+    // no code.
     let include = work.join("kpbuild-include");
     crate::files::create_dir_all(&include)?;
-    std::fs::write(
-        include.join("kpbuild-macros.h"),
-        crate::module::MACROS_HEADER,
-    )
-    .at(&include)?;
+    for (name, text) in [
+        ("kpbuild-macros.h", crate::module::MACROS_HEADER),
+        ("kpatch-macros.h", crate::module::KPATCH_MACROS_HEADER),
+        ("kpatch-syscall.h", crate::module::KPATCH_SYSCALL_HEADER),
+    ] {
+        std::fs::write(include.join(name), text).at(&include)?;
+    }
     let include_flag = format!("-I{}", include.display());
     let flags: Vec<&str> = DIFF_FLAGS
         .iter()

@@ -7,6 +7,7 @@ mod debian13;
 mod demo;
 mod harness;
 mod headers;
+mod kpmacros;
 mod locals;
 mod objtool;
 mod sections;
@@ -202,6 +203,14 @@ const CASES: &[Case] = &[
     Case {
         name: "build_header_refusals",
         run: headers::header_refusals,
+    },
+    Case {
+        name: "build_kpatch_macros_syscall_and_callbacks",
+        run: kpmacros::kpatch_macros_tree,
+    },
+    Case {
+        name: "debian_kpatch_macros_syscall_and_callbacks",
+        run: kpmacros::kpatch_macros_debian,
     },
     Case {
         name: "bundle_signed_cumulative_in_signing_kernel",
