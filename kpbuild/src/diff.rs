@@ -267,3 +267,60 @@ pub fn human(diff: &elfdiff::Diff) -> String {
     });
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A patch diff with a callback and each kind of kpatch mark.
+    fn marked() -> elfdiff::Diff {
+        elfdiff::Diff {
+            outcome: elfdiff::Outcome::Patch,
+            changed: vec![],
+            new: vec!["setup".into()],
+            new_globals: vec![],
+            callbacks: vec![elfdiff::callbacks::Callback {
+                kind: "pre_patch".into(),
+                function: "setup".into(),
+            }],
+            marks: elfdiff::kpatch::Marks {
+                ignored_functions: vec!["warns".into()],
+                ignored_sections: vec![".data.stats".into()],
+                forced_functions: vec!["busy_loop".into()],
+            },
+            refusals: vec![],
+            line_only: vec![],
+            included: vec![],
+            references: vec![],
+            file_name: None,
+            original_locals: vec![],
+            object: None,
+        }
+    }
+
+    #[test]
+    fn human_lists_callbacks_and_kpatch_marks() {
+        let text = human(&marked());
+        for line in [
+            "callback: pre_patch setup",
+            "ignored function (KPATCH_IGNORE_FUNCTION): warns",
+            "ignored section (KPATCH_IGNORE_SECTION): .data.stats",
+            "forced function (KPATCH_FORCE_UNSAFE, reported only): busy_loop",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_lists_callbacks_and_kpatch_marks() {
+        let v = json(&marked(), None);
+        assert_eq!(v["callbacks"][0]["kind"], "pre_patch");
+        assert_eq!(v["callbacks"][0]["function"], "setup");
+        assert_eq!(v["ignored_functions"], serde_json::json!(["warns"]));
+        assert_eq!(v["ignored_sections"], serde_json::json!([".data.stats"]));
+        assert_eq!(v["forced_functions"], serde_json::json!(["busy_loop"]));
+    }
+}

@@ -258,3 +258,33 @@ impl BuildReport {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_report_carries_kpatch_marks_as_fields() {
+        let unit = UnitReport {
+            changed: vec!["__x64_sys_newuname".into()],
+            new: vec![],
+            object: "kernel/sys.o".into(),
+            outcome: elfdiff::Outcome::Patch,
+            target: "vmlinux".into(),
+            line_only: vec![],
+            marks: elfdiff::kpatch::Marks {
+                ignored_functions: vec![],
+                ignored_sections: vec![],
+                forced_functions: vec!["__x64_sys_newuname".into()],
+            },
+        };
+        let v = serde_json::to_value(&unit).expect("json");
+        assert_eq!(
+            v["forced_functions"],
+            serde_json::json!(["__x64_sys_newuname"])
+        );
+        assert_eq!(v["ignored_functions"], serde_json::json!([]));
+        assert_eq!(v["ignored_sections"], serde_json::json!([]));
+        assert_eq!(v["changed"], serde_json::json!(["__x64_sys_newuname"]));
+    }
+}

@@ -99,6 +99,7 @@ mod tests {
             new: Vec::new(),
             new_globals: new_globals.iter().map(|s| s.to_string()).collect(),
             callbacks: Vec::new(),
+            marks: elfdiff::kpatch::Marks::default(),
             refusals: Vec::new(),
             line_only: Vec::new(),
             included: Vec::new(),
