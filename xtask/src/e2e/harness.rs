@@ -21,8 +21,7 @@ fn sample_lifecycle(ctx: &Ctx) -> Result<Lifecycle, String> {
 pub(super) fn sample_livepatch_cmdline(ctx: &Ctx) -> Result<(), String> {
     let mut script = GuestScript::default();
     sample_lifecycle(ctx)?.add_to(&mut script, "");
-    let report = ctx.vm("sample").run(&script).map_err(|e| e.to_string())?;
-    report.verify(&script)
+    ctx.boot("sample", &script)
 }
 
 /// Expects `result` to be a harness failure mentioning `needle`.

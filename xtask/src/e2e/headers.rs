@@ -348,11 +348,7 @@ pub(super) fn header_tree(ctx: &Ctx) -> Result<(), String> {
     );
     check_tree_report(&report)?;
     let script = tree_script(module, super::read_file(&out.join(format!("{module}.ko")))?);
-    let report = ctx
-        .vm("header-tree")
-        .run(&script)
-        .map_err(|e| e.to_string())?;
-    report.verify(&script)
+    ctx.boot("header-tree", &script)
 }
 
 #[cfg(test)]

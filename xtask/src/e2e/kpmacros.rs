@@ -38,11 +38,7 @@ pub(super) fn kpatch_macros_tree(ctx: &Ctx) -> Result<(), String> {
         refusing: ("kpb_kpatch_refuse", refusing),
     };
     let script = script(&modules);
-    let report = ctx
-        .vm("kpatch-macros")
-        .run(&script)
-        .map_err(|e| e.to_string())?;
-    report.verify(&script)
+    ctx.boot("kpatch-macros", &script)
 }
 
 /// In Debian's cloud kernel (`--debian`): the same patches, one boot.

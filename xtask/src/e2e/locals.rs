@@ -77,11 +77,7 @@ pub(super) fn test_kernel(ctx: &Ctx) -> Result<(), String> {
     let module = built(&args, &out, "kpb_mutex_init")?;
     let mut script = GuestScript::default();
     lifecycle("kpb_mutex_init", module).add_to(&mut script, "");
-    let report = ctx
-        .vm("mutex-init")
-        .run(&script)
-        .map_err(|e| e.to_string())?;
-    report.verify(&script)
+    ctx.boot("mutex-init", &script)
 }
 
 /// Debian's cloud kernel: the blank-line patch to `fs/ext4/super.c` and

@@ -41,6 +41,13 @@ impl Ctx {
         Vm::new(&self.kernel.bzimage(), &self.work.join(case))
     }
 
+    /// Boots the test kernel with `script` (case directory `case`) and
+    /// checks every expectation and the kernel log.
+    fn boot(&self, case: &str, script: &GuestScript) -> Result<(), String> {
+        let report = self.vm(case).run(script).map_err(|e| e.to_string())?;
+        report.verify(script)
+    }
+
     fn module(&self, relative: &str) -> Result<Vec<u8>, String> {
         let path = self.kernel.module(relative);
         std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))

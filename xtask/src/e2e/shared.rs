@@ -82,11 +82,7 @@ pub(super) fn shared_new_function_tree(ctx: &Ctx) -> Result<(), String> {
         target_out: "rmmod kobject_example",
     };
     let script = script(&probes, ko, ("/modules/kobject-example.ko", target));
-    let report = ctx
-        .vm("shared-new-function")
-        .run(&script)
-        .map_err(|e| e.to_string())?;
-    report.verify(&script)
+    ctx.boot("shared-new-function", &script)
 }
 
 /// Debian's cloud kernel: the module caller is `fs/binfmt_misc.c`

@@ -151,11 +151,7 @@ pub(super) fn module_glue_klp_relocation(ctx: &Ctx) -> Result<(), String> {
     };
     let mut script = GuestScript::default();
     lifecycle.add_to(&mut script, "");
-    let report = ctx
-        .vm("module-glue")
-        .run(&script)
-        .map_err(|e| e.to_string())?;
-    report.verify(&script)
+    ctx.boot("module-glue", &script)
 }
 
 /// Two cumulative patches built one after the other: loading the second
@@ -180,8 +176,7 @@ pub(super) fn build_replace(ctx: &Ctx) -> Result<(), String> {
         after: "expect_contains 'cat /proc/cmdline' console=ttyS0 && expect_lacks 'cat /proc/cmdline' kpbuild=",
     }
     .add_to(&mut script);
-    let report = ctx.vm("replace").run(&script).map_err(|e| e.to_string())?;
-    report.verify(&script)
+    ctx.boot("replace", &script)
 }
 
 /// A patch to `foo_show` of the `kobject-example` module: loaded before the
@@ -210,11 +205,7 @@ pub(super) fn build_module_target(ctx: &Ctx) -> Result<(), String> {
         .check("disable-again", "patch disables", format!("echo 0 > {sys}/enabled && wait_gone {sys} 30"))
         .check("after", "original back", format!("expect_lacks '{foo_file}' kpbuild"))
         .check("unload-all", "both modules unload", "rmmod kpb_kobject && rmmod kobject_example");
-    let report = ctx
-        .vm("module-target")
-        .run(&script)
-        .map_err(|e| e.to_string())?;
-    report.verify(&script)
+    ctx.boot("module-target", &script)
 }
 
 /// A change to a helper inlined into `copy_process`, and to `copy_process`
@@ -559,6 +550,5 @@ pub(super) fn treeless_test_kernel(ctx: &Ctx) -> Result<(), String> {
         patched: case.patched.into(),
     }
     .add_to(&mut script, "");
-    let report = ctx.vm("treeless").run(&script).map_err(|e| e.to_string())?;
-    report.verify(&script)
+    ctx.boot("treeless", &script)
 }
