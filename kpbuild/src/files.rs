@@ -110,18 +110,24 @@ mod tests {
     #[test]
     fn elf_without_dwarf_keeps_everything_but_dwarf() {
         use object::{Object as _, ObjectSection as _};
-        let dir = std::env::temp_dir().join(format!("kpbuild-files-{}", std::process::id()));
+        // Each test has its own directory: tests run as threads of one
+        // process, and another test removes its directory when it ends.
+        let dir = std::env::temp_dir().join(format!("kpbuild-files-dwarf-{}", std::process::id()));
         create_dir_all(&dir).unwrap();
         let src = dir.join("u.c");
         std::fs::write(&src, "int answer(int x) { return x * 42; }\n").unwrap();
         let obj = dir.join("u.o");
-        let ok = std::process::Command::new("cc")
+        let out = std::process::Command::new("gcc")
             .args(["-g", "-c", "-o"])
             .arg(&obj)
             .arg(&src)
-            .status()
-            .expect("cc runs");
-        assert!(ok.success());
+            .output()
+            .expect("gcc runs");
+        assert!(
+            out.status.success(),
+            "gcc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let whole = read(&obj).unwrap();
         let light = read_elf_without_dwarf(&obj).unwrap();
         assert_eq!(whole.len(), light.len());
@@ -172,7 +178,7 @@ mod tests {
 
     #[test]
     fn atomic_write_leaves_no_temporary() {
-        let dir = std::env::temp_dir().join(format!("kpbuild-files-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("kpbuild-files-atomic-{}", std::process::id()));
         create_dir_all(&dir).unwrap();
         let file = dir.join("out.ko");
         write_atomic(&file, b"bytes").unwrap();
