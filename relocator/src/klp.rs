@@ -584,6 +584,45 @@ pub fn undefined_symbols(elf: &[u8]) -> Result<Vec<String>, Error> {
     Ok(names)
 }
 
+/// Size of one `struct modversion_info` on x86_64: the CRC as an
+/// `unsigned long`, then the name in `MODULE_NAME_LEN` (64 - 8) bytes.
+const MODVERSION_ENTRY: usize = 64;
+
+/// The symbol versions a module carries in `__versions` (written by modpost
+/// with `CONFIG_MODVERSIONS`), as (symbol, CRC) in file order; empty when it
+/// has none. The module loader compares each with the CRC the kernel
+/// exports the symbol with and refuses the module on any difference.
+pub fn module_versions(elf: &[u8]) -> Result<Vec<(String, u32)>, Error> {
+    let file = Elf::parse(elf)?;
+    let mut found = None;
+    for index in 1..file.sections.len() {
+        if file.section_name(index)? == "__versions" {
+            found = Some(index);
+        }
+    }
+    let Some(index) = found else {
+        return Ok(Vec::new());
+    };
+    let data = file.section(index);
+    if data.len() % MODVERSION_ENTRY != 0 {
+        return Err(malformed(format!(
+            "__versions is {} bytes, not a multiple of {MODVERSION_ENTRY}",
+            data.len()
+        )));
+    }
+    data.chunks(MODVERSION_ENTRY)
+        .enumerate()
+        .map(|(i, entry)| {
+            let crc = u64::from_le_bytes(entry[..8].try_into().expect("8 bytes"));
+            let name = cstr(&entry[8..], 0)
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| malformed(format!("__versions entry {i} has no name")))?;
+            // The kernel keeps CRCs as 32-bit values in an `unsigned long`.
+            Ok((name, crc as u32))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -970,6 +1009,41 @@ mod tests {
         );
         let converted = convert_to_livepatch(&sample_object()).unwrap();
         assert_eq!(undefined_symbols(&converted).unwrap(), ["printk"]);
+    }
+
+    fn with_versions(entries: &[u8]) -> Vec<u8> {
+        let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+        let section = obj.add_section(Vec::new(), b"__versions".to_vec(), SectionKind::Data);
+        obj.append_section_data(section, entries, 32);
+        obj.write().unwrap()
+    }
+
+    fn version_entry(crc: u64, name: &str) -> Vec<u8> {
+        let mut entry = crc.to_le_bytes().to_vec();
+        entry.extend_from_slice(name.as_bytes());
+        entry.resize(MODVERSION_ENTRY, 0);
+        entry
+    }
+
+    #[test]
+    fn module_versions_are_read_in_order() {
+        let mut entries = version_entry(0x0b29_81f9, "put_device");
+        entries.extend(version_entry(0xffff_ffff_1234_5678, "module_layout"));
+        assert_eq!(
+            module_versions(&with_versions(&entries)).unwrap(),
+            [
+                ("put_device".to_string(), 0x0b29_81f9),
+                ("module_layout".to_string(), 0x1234_5678)
+            ]
+        );
+        assert_eq!(module_versions(&sample_object()).unwrap(), []);
+        let cut = module_versions(&with_versions(&entries[..100])).unwrap_err();
+        assert!(cut.to_string().contains("not a multiple of 64"), "{cut}");
+        let nameless = module_versions(&with_versions(&version_entry(1, ""))).unwrap_err();
+        assert!(
+            nameless.to_string().contains("entry 0 has no name"),
+            "{nameless}"
+        );
     }
 
     #[test]

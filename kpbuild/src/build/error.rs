@@ -181,6 +181,25 @@ pub enum BuildError {
         /// That unit's target object.
         user_target: String,
     },
+    /// The module's symbol versions are not the target's: the module
+    /// loader would refuse it ("disagrees about version of symbol").
+    #[error(
+        "the module would not load: its __versions entry for {symbol} is {}, but the target kernel \
+         {} (Module.symvers {}); the module must be versioned against the running kernel's exports",
+        hex_crc(*module_crc),
+        kernel_crc.map_or("does not export it with a CRC".to_string(), |c| format!("has {}", hex_crc(c))),
+        symvers.display()
+    )]
+    VersionMismatch {
+        /// The symbol.
+        symbol: String,
+        /// The CRC in the module's `__versions`.
+        module_crc: u32,
+        /// The CRC the target exports it with, if any.
+        kernel_crc: Option<u32>,
+        /// The target's Module.symvers.
+        symvers: PathBuf,
+    },
     /// Two callbacks of one kind for one target object.
     #[error(
         "two {kind} callbacks for {target}, in {} and {}: the livepatch core takes one of each kind per object",
@@ -218,6 +237,10 @@ pub enum BuildError {
         /// The cause.
         source: modsign::Error,
     },
+}
+
+fn hex_crc(crc: u32) -> String {
+    format!("{crc:#010x}")
 }
 
 /// `From` for the errors a variant holds boxed (they are large; a build
@@ -260,6 +283,7 @@ impl BuildError {
             BuildError::NotKernelText(_)
             | BuildError::Refused { .. }
             | BuildError::DuplicateCallback { .. }
+            | BuildError::VersionMismatch { .. }
             | BuildError::NewSymbolOutsideModule { .. } => ErrorKind::Refused,
             BuildError::NoAffectedUnit | BuildError::NoChange { .. } => ErrorKind::NoChange,
             _ => ErrorKind::Error,

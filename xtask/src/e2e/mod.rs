@@ -9,6 +9,7 @@ mod harness;
 mod headers;
 mod kpmacros;
 mod locals;
+mod modversions;
 mod objtool;
 mod sections;
 mod shared;
@@ -190,6 +191,10 @@ const CASES: &[Case] = &[
     Case {
         name: "debian_new_function_shared_by_vmlinux_and_module_units",
         run: shared::shared_new_function_debian,
+    },
+    Case {
+        name: "debian_changed_export_crcs_load",
+        run: modversions::debian_changed_export_crcs_load,
     },
     Case {
         name: "debian_pr_debug_changed_in_module",
