@@ -121,8 +121,12 @@ impl FunctionImage {
     /// function is a `rel32` jump with a relocation, where the linked code,
     /// assembled in one section, may hold the short `rel8` form the
     /// assembler relaxed it to. A relocated branch therefore matches a branch
-    /// of the same kind in either size; every other instruction must have
-    /// the same length and bytes outside the masked ranges.
+    /// of the same kind in either size. Every later instruction then sits at
+    /// another offset, so a branch inside the function matches a branch of
+    /// the same kind, of either size, to the same instruction (counted from
+    /// the function's start), not the same displacement. Every other
+    /// instruction must have the same length and bytes outside the masked
+    /// ranges.
     pub fn first_difference(&self, target: &[u8]) -> Option<usize> {
         use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
         let sealed = self.bytes.len() >= 4
@@ -130,28 +134,43 @@ impl FunctionImage {
             && self.bytes[..4] == ENDBR64
             && SEALED_ENDBR.iter().any(|s| target[..4] == s[..]);
         let start = if sealed { 4 } else { 0 };
-        let mut ours =
-            Decoder::with_ip(64, &self.bytes[start..], start as u64, DecoderOptions::NONE);
-        let mut theirs = Decoder::with_ip(64, &target[start..], start as u64, DecoderOptions::NONE);
-        loop {
-            match (ours.can_decode(), theirs.can_decode()) {
-                (false, false) => return None,
-                (true, false) => return Some(ours.ip() as usize),
-                (false, true) => return Some(self.bytes.len()),
-                (true, true) => {}
+        let decode = |bytes: &[u8]| -> Vec<Instruction> {
+            Decoder::with_ip(64, &bytes[start..], start as u64, DecoderOptions::NONE)
+                .into_iter()
+                .collect()
+        };
+        let (ours, theirs) = (decode(&self.bytes), decode(target));
+        // jmp and jcc (the relaxable branches): a near-branch operand, not a call.
+        let branch = |x: &Instruction| {
+            x.op_count() == 1
+                && x.op0_kind() == OpKind::NearBranch64
+                && x.mnemonic() != Mnemonic::Call
+        };
+        // The instruction a branch lands on, as an index into `code`; the
+        // function's end counts as one past the last instruction.
+        let landing = |code: &[Instruction], len: usize, x: &Instruction| -> Option<usize> {
+            let to = x.near_branch_target();
+            if to == len as u64 {
+                return Some(code.len());
             }
-            let (a, b) = (ours.decode(), theirs.decode());
+            code.binary_search_by_key(&to, |i| i.ip()).ok()
+        };
+        for (k, a) in ours.iter().enumerate() {
+            let Some(b) = theirs.get(k) else {
+                return Some(a.ip() as usize);
+            };
             let (oa, ob) = (a.ip() as usize, b.ip() as usize);
             let (la, lb) = (a.len(), b.len());
             let relocated = (oa..oa + la).any(|i| self.is_masked(i));
-            // jmp and jcc (the relaxable branches): a near-branch operand, not a call.
-            let branch = |x: &Instruction| {
-                x.op_count() == 1
-                    && x.op0_kind() == OpKind::NearBranch64
-                    && x.mnemonic() != Mnemonic::Call
-            };
-            if relocated && branch(&a) && branch(&b) && a.mnemonic() == b.mnemonic() {
+            let same_branch = branch(a) && branch(b) && a.mnemonic() == b.mnemonic();
+            if relocated && same_branch {
                 continue;
+            }
+            if same_branch && let Some(to) = landing(&ours, self.bytes.len(), a) {
+                if landing(&theirs, target.len(), b) == Some(to) {
+                    continue;
+                }
+                return Some(oa);
             }
             if la != lb {
                 return Some(oa);
@@ -163,6 +182,7 @@ impl FunctionImage {
                 return Some(oa + i);
             }
         }
+        (theirs.len() > ours.len()).then_some(self.bytes.len())
     }
 
     /// The first offset that is compared (not masked) at or after `from`.
@@ -529,6 +549,37 @@ mod tests {
         // An unrelocated jump must match byte for byte.
         let plain = image(&[0xe9, 1, 0, 0, 0], vec![]);
         assert_eq!(plain.first_difference(&[0xeb, 1]), Some(0));
+    }
+
+    #[test]
+    fn branches_inside_the_function_match_by_the_instruction_they_reach() {
+        // test esi,esi; je <ret>; jmp <neighbour> (rel32, relocated); ret
+        let relocation = 5..9;
+        let obj = image(
+            &[0x85, 0xf6, 0x74, 0x05, 0xe9, 0, 0, 0, 0, 0xc3],
+            vec![relocation],
+        );
+        // Linked: the tail jump relaxed to rel8, so the je's displacement
+        // is 3 bytes shorter although it lands on the same `ret`.
+        let linked = [0x85, 0xf6, 0x74, 0x02, 0xeb, 0x40, 0xc3];
+        assert_eq!(obj.first_difference(&linked), None);
+        // The same shape landing on the tail jump is a real difference.
+        let elsewhere = [0x85, 0xf6, 0x74, 0x00, 0xeb, 0x40, 0xc3];
+        assert_eq!(obj.first_difference(&elsewhere), Some(2));
+        // So is another condition, and so is a branch that leaves.
+        let jne = [0x85, 0xf6, 0x75, 0x02, 0xeb, 0x40, 0xc3];
+        assert_eq!(obj.first_difference(&jne), Some(2));
+        let out = [0x85, 0xf6, 0x74, 0x10, 0xeb, 0x40, 0xc3];
+        assert_eq!(obj.first_difference(&out), Some(2));
+        // A rel32 je in the target to the same instruction matches too.
+        let long = [0x85, 0xf6, 0x0f, 0x84, 0x02, 0, 0, 0, 0xeb, 0x40, 0xc3];
+        assert_eq!(obj.first_difference(&long), None);
+        // A branch to the function's end lands one past the last instruction.
+        let to_end = image(&[0x74, 0x01, 0xc3], vec![]);
+        assert_eq!(to_end.first_difference(&[0x74, 0x01, 0xc3]), None);
+        assert_eq!(to_end.first_difference(&[0x74, 0x00, 0xc3]), Some(0));
+        // A target with more instructions differs at our end.
+        assert_eq!(to_end.first_difference(&[0x74, 0x01, 0xc3, 0xcc]), Some(3));
     }
 
     #[test]

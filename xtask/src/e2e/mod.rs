@@ -11,6 +11,7 @@ mod kpmacros;
 mod locals;
 mod modversions;
 mod objtool;
+mod prematch;
 mod sections;
 mod shared;
 mod signing;
@@ -195,6 +196,10 @@ const CASES: &[Case] = &[
     Case {
         name: "debian_changed_export_crcs_load",
         run: modversions::debian_changed_export_crcs_load,
+    },
+    Case {
+        name: "debian_sock_prematch_and_fix",
+        run: prematch::debian_sock_prematch_and_fix,
     },
     Case {
         name: "debian_pr_debug_changed_in_module",
