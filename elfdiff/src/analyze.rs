@@ -164,6 +164,8 @@ pub struct Analysis {
     pub line_only: Vec<(SymbolId, Vec<String>)>,
     /// What kpatch's macros marked in the patched object.
     pub marks: crate::kpatch::Marks,
+    /// Changed functions without an ftrace entry, carried by their callers.
+    pub carried: Vec<crate::callers::Carried>,
 }
 
 fn is_exec(input: &Input, section: SectionId) -> bool {
@@ -375,11 +377,30 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
     found
         .refusals
         .extend(uncovered_section_changes(o, p, &marks));
+    let routed = crate::callers::route(
+        &crate::callers::Sides {
+            o,
+            p,
+            pairs: &pairs,
+            oe: &oe,
+            pe: &pe,
+            max_callers: options
+                .max_callers
+                .unwrap_or(crate::callers::DEFAULT_MAX_CALLERS),
+        },
+        &found.untraceable,
+        &found.changed,
+        &has_fentry,
+    );
+    found.changed.extend(routed.forced);
+    found.changed.extend(routed.unroutable);
+    found.refusals.extend(routed.refusals);
     let roots: Vec<SymbolId> = found
         .changed
         .iter()
         .map(|c| c.func)
         .chain(found.new.iter().copied())
+        .chain(routed.carried.iter().map(|c| c.func))
         .collect();
     let (include, closure_refusals) = closure(p, &pairs, &pe, &roots, options, &marks);
     found.refusals.extend(closure_refusals);
@@ -403,6 +424,7 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
         include,
         p_entries: pe,
         marks,
+        carried: routed.carried,
     })
 }
 
@@ -437,6 +459,8 @@ fn check_shared_function(o: &Input, p: &Input, pairs: &Pairs) -> Result<(), Erro
 #[derive(Default)]
 struct Findings {
     changed: Vec<Changed>,
+    /// Changed functions without an ftrace entry (in either object).
+    untraceable: Vec<Changed>,
     new: Vec<SymbolId>,
     refusals: Vec<Refusal>,
     /// Changed symbols of sections copied with the code that uses them.
@@ -550,11 +574,19 @@ impl Sides<'_, '_> {
             }
             return;
         };
-        // A refused function is still reported as changed.
-        f.changed.push(Changed {
-            func: pid,
-            difference: difference.clone(),
-        });
+        let traceable = has_fentry(p, pid) && has_fentry(self.o, oid);
+        if traceable || is_init(sec_name) {
+            // A refused function is still reported as changed.
+            f.changed.push(Changed {
+                func: pid,
+                difference: difference.clone(),
+            });
+        } else {
+            f.untraceable.push(Changed {
+                func: pid,
+                difference: difference.clone(),
+            });
+        }
         if is_init(sec_name) {
             f.refuse(
                 p,
@@ -563,20 +595,6 @@ impl Sides<'_, '_> {
                     "changed __init code ({}): init code has already run and is freed",
                     difference.what
                 ),
-            );
-        } else if !has_fentry(p, pid) {
-            f.refuse(
-                p,
-                pid,
-                "changed function has no ftrace entry (__fentry__ call): it cannot be redirected"
-                    .into(),
-            );
-        } else if !has_fentry(self.o, oid) {
-            f.refuse(
-                p,
-                pid,
-                "the original function has no ftrace entry (notrace, e.g. the `inline` body of a SYSCALL_DEFINE; KPATCH_SYSCALL_DEFINE inlines it into its traced wrappers): it cannot be redirected"
-                    .into(),
             );
         } else if p.symbols_in(section).iter().any(|&other| {
             other != pid

@@ -27,6 +27,7 @@
 
 pub mod analyze;
 pub mod callbacks;
+pub mod callers;
 pub mod compare;
 pub mod correlate;
 pub mod extract;
@@ -88,6 +89,9 @@ pub enum Error {
 pub struct Options {
     /// Entry sizes overriding the built-in table, by section name.
     pub entry_sizes: HashMap<String, usize>,
+    /// How many callers may carry a changed function without an ftrace
+    /// entry ([`callers::DEFAULT_MAX_CALLERS`] when `None`).
+    pub max_callers: Option<usize>,
 }
 
 /// A change that cannot be live patched safely.
@@ -140,6 +144,17 @@ pub struct LineOnly {
     pub what: Vec<String>,
 }
 
+/// A changed function without an ftrace entry, which the livepatch carries
+/// as a function of its own and reaches through its redirected callers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CarriedFunction {
+    /// Name in the patched object.
+    pub name: String,
+    /// The callers whose copies call the new code (redirected, or carried
+    /// the same way when they have no ftrace entry either).
+    pub callers: Vec<String>,
+}
+
 /// A symbol the extracted object references but does not carry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reference {
@@ -160,6 +175,8 @@ pub struct Diff {
     pub changed: Vec<ChangedFunction>,
     /// New functions (patched names).
     pub new: Vec<String>,
+    /// Changed functions without an ftrace entry, carried by their callers.
+    pub carried: Vec<CarriedFunction>,
     /// New functions and variables of global binding the output object
     /// defines: other units of the same patch may use them, and then reach
     /// this definition inside the livepatch module.
@@ -255,6 +272,18 @@ pub fn diff(
         })
         .collect();
     let new: Vec<String> = a.new.iter().map(|&f| p.sym_name(f)).collect();
+    let carried: Vec<CarriedFunction> = a
+        .carried
+        .iter()
+        .map(|c| {
+            let mut callers: Vec<String> = c.callers.iter().map(|&f| p.sym_name(f)).collect();
+            callers.sort();
+            CarriedFunction {
+                name: p.sym_name(c.func),
+                callers,
+            }
+        })
+        .collect();
     let mut refusals = a.refusals.clone();
     let callbacks = callbacks::read(&patched, &new).unwrap_or_else(|r| {
         refusals.extend(r);
@@ -262,7 +291,7 @@ pub fn diff(
     });
     let outcome = if !refusals.is_empty() {
         Outcome::Refused
-    } else if changed.is_empty() && new.is_empty() {
+    } else if changed.is_empty() && new.is_empty() && carried.is_empty() {
         Outcome::NoChange
     } else {
         Outcome::Patch
@@ -271,6 +300,7 @@ pub fn diff(
         outcome,
         changed,
         new,
+        carried,
         new_globals: Vec::new(),
         callbacks,
         marks: a.marks.clone(),

@@ -145,6 +145,9 @@ fn findings(diff: &elfdiff::Diff) -> BTreeSet<String> {
     for n in &diff.new {
         set.insert(format!("new: {n}"));
     }
+    for c in &diff.carried {
+        set.insert(format!("carried: {} by {}", c.name, c.callers.join(" ")));
+    }
     for n in &diff.new_globals {
         set.insert(format!("new-global: {n}"));
     }

@@ -82,6 +82,10 @@ pub struct DiffArgs {
     /// clap's usage code 2, which means "refused".)
     #[arg(long = "entry-size", value_name = "SECTION=BYTES")]
     pub entry_sizes: Vec<String>,
+    /// A changed function without an ftrace entry is carried by the traced
+    /// functions that call it; refuse one with more callers than this.
+    #[arg(long, default_value_t = elfdiff::callers::DEFAULT_MAX_CALLERS)]
+    pub max_callers: usize,
 }
 
 fn parse_entry_size(s: &str) -> Result<(String, usize), EntrySizeError> {
@@ -119,7 +123,10 @@ fn run_inner(args: &DiffArgs) -> Result<u8, DiffError> {
         .collect::<Result<_, _>>()?;
     let original = crate::files::read(&args.original)?;
     let patched = crate::files::read(&args.patched)?;
-    let options = elfdiff::Options { entry_sizes };
+    let options = elfdiff::Options {
+        entry_sizes,
+        max_callers: Some(args.max_callers),
+    };
     let diff = elfdiff::diff(
         &args.original.display().to_string(),
         &original,
@@ -201,6 +208,7 @@ fn json(
         "outcome": diff.outcome,
         "changed": diff.changed.iter().map(|c| &c.name).collect::<Vec<_>>(),
         "new": diff.new,
+        "carried": diff.carried,
         "new_globals": diff.new_globals,
         "refusals": diff.refusals,
         "included": diff.included,
@@ -230,6 +238,13 @@ pub fn human(diff: &elfdiff::Diff) -> String {
     }
     for n in &diff.new {
         out.push_str(&format!("new function: {n}\n"));
+    }
+    for c in &diff.carried {
+        out.push_str(&format!(
+            "carried function (no ftrace entry): {}, called by the redirected {}\n",
+            c.name,
+            c.callers.join(", ")
+        ));
     }
     for c in &diff.callbacks {
         out.push_str(&format!("callback: {} {}\n", c.kind, c.function));
@@ -278,6 +293,7 @@ mod tests {
             outcome: elfdiff::Outcome::Patch,
             changed: vec![],
             new: vec!["setup".into()],
+            carried: vec![],
             new_globals: vec![],
             callbacks: vec![elfdiff::callbacks::Callback {
                 kind: "pre_patch".into(),

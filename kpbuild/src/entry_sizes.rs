@@ -63,6 +63,7 @@ impl EntrySizes {
     pub fn options(&self) -> elfdiff::Options {
         elfdiff::Options {
             entry_sizes: self.sizes.clone().into_iter().collect(),
+            ..elfdiff::Options::default()
         }
     }
 }

@@ -62,6 +62,7 @@ pub fn diff(
             outcome: d.outcome,
             target: u.target.clone(),
             line_only: d.line_only.clone(),
+            carried: d.carried.clone(),
             marks: d.marks.clone(),
         });
         out.refusals

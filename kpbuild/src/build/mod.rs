@@ -92,7 +92,11 @@ fn run_stages(req: &BuildRequest, work: &Path) -> Result<BuildReport, BuildError
 
     req.progress.step(5, "diffing and relocating");
     let sizes = crate::entry_sizes::of_vmlinux(&tree.vmlinux, &kimage::cache_root())?;
-    let diffs = diffs::diff(&pairs, &sizes.options(), &pool)?;
+    let options = elfdiff::Options {
+        max_callers: Some(req.max_callers),
+        ..sizes.options()
+    };
+    let diffs = diffs::diff(&pairs, &options, &pool)?;
     let mut report = partial_report(req, tree, &patches, &diffs);
     report.warnings = target.warnings.clone();
     if sizes.source == crate::entry_sizes::SizeSource::Table {

@@ -143,6 +143,9 @@ pub struct UnitReport {
     pub changed: Vec<String>,
     /// New functions.
     pub new: Vec<String>,
+    /// Changed functions without an ftrace entry, carried by the callers
+    /// named with each (redirected in their place).
+    pub carried: Vec<elfdiff::CarriedFunction>,
     /// The unit's object, relative to the build tree.
     pub object: PathBuf,
     /// The diff's verdict.
@@ -268,6 +271,7 @@ mod tests {
         let unit = UnitReport {
             changed: vec!["__x64_sys_newuname".into()],
             new: vec![],
+            carried: vec![],
             object: "kernel/sys.o".into(),
             outcome: elfdiff::Outcome::Patch,
             target: "vmlinux".into(),

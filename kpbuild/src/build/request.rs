@@ -29,6 +29,10 @@ pub struct BuildRequest {
     /// A changed header with more users than this is refused
     /// ([`crate::headers::DEFAULT_MAX_USERS`] by default).
     pub max_header_users: usize,
+    /// A changed function without an ftrace entry is patched through its
+    /// callers, when it has at most this many
+    /// ([`elfdiff::callers::DEFAULT_MAX_CALLERS`] by default).
+    pub max_callers: usize,
 }
 
 impl BuildRequest {
@@ -53,6 +57,7 @@ impl BuildRequest {
             signing: None,
             progress: Progress::Quiet,
             max_header_users: crate::headers::DEFAULT_MAX_USERS,
+            max_callers: elfdiff::callers::DEFAULT_MAX_CALLERS,
         }
     }
 }

@@ -97,6 +97,7 @@ mod tests {
             outcome: elfdiff::Outcome::Patch,
             changed: Vec::new(),
             new: Vec::new(),
+            carried: Vec::new(),
             new_globals: new_globals.iter().map(|s| s.to_string()).collect(),
             callbacks: Vec::new(),
             marks: elfdiff::kpatch::Marks::default(),

@@ -55,6 +55,11 @@ pub struct BuildArgs {
     /// this (each of them is compiled twice).
     #[arg(long, default_value_t = crate::headers::DEFAULT_MAX_USERS)]
     pub max_header_users: usize,
+    /// A changed function without an ftrace entry (notrace, a syscall's
+    /// out-of-line body) is patched through the traced functions that call
+    /// it; refuse one with more callers than this.
+    #[arg(long, default_value_t = elfdiff::callers::DEFAULT_MAX_CALLERS)]
+    pub max_callers: usize,
 }
 
 /// A path argument that may be given empty (then it counts as not given).
@@ -203,6 +208,7 @@ impl BuildCommand {
                 Progress::Stderr
             },
             max_header_users: args.max_header_users,
+            max_callers: args.max_callers,
         })
     }
 }

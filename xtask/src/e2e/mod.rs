@@ -2,6 +2,7 @@
 //! a generated initramfs and asserts on every step the guest reports.
 
 mod bundles;
+mod callers;
 mod debian;
 mod debian13;
 mod demo;
@@ -118,6 +119,10 @@ const CASES: &[Case] = &[
         run: shared::shared_new_function_tree,
     },
     Case {
+        name: "build_syscall_body_carried_by_its_wrapper",
+        run: callers::syscall_body_tree,
+    },
+    Case {
         name: "build_refuses_init_code_change",
         run: |ctx| tree::refusal_case(ctx, "proc-cmdline-init-refused.patch", 2, "__init"),
     },
@@ -196,6 +201,10 @@ const CASES: &[Case] = &[
     Case {
         name: "debian_changed_export_crcs_load",
         run: modversions::debian_changed_export_crcs_load,
+    },
+    Case {
+        name: "debian_syscall_body_carried_by_its_wrappers",
+        run: callers::syscall_body_debian,
     },
     Case {
         name: "debian_sock_prematch_and_fix",

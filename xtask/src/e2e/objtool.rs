@@ -115,6 +115,7 @@ pub(super) fn diff_objtool_processed_module_object(ctx: &Ctx) -> Result<(), Stri
         vmlinux: Some(ctx.kernel.vmlinux()),
         json: false,
         entry_sizes: Vec::new(),
+        max_callers: elfdiff::callers::DEFAULT_MAX_CALLERS,
     };
     let code = kpbuild::diff::run(&args);
     if code != 0 {
