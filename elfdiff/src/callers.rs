@@ -91,14 +91,32 @@ pub fn route(
     let mut routed = Routed::default();
     let mut redirected: HashSet<SymbolId> = changed.iter().map(|c| c.func).collect();
     let mut carried: HashSet<SymbolId> = untraceable.iter().map(|c| c.func).collect();
-    let mut queue: Vec<(SymbolId, usize)> = untraceable.iter().map(|c| (c.func, 0)).collect();
+    // Each function to route with the chain of callers that led to it
+    // (its first element is the changed function, refused in its name).
+    let mut queue: Vec<Vec<SymbolId>> = untraceable.iter().map(|c| vec![c.func]).collect();
     let mut refused: BTreeSet<SymbolId> = BTreeSet::new();
-    while let Some((func, depth)) = queue.pop() {
+    let mut found: Vec<(SymbolId, Carried)> = Vec::new();
+    let mut refuse = |chain: &[SymbolId], reason: String, routed: &mut Routed| {
+        let via = if chain.len() > 1 {
+            let names: Vec<String> = chain.iter().map(|&f| s.p.sym_name(f)).collect();
+            format!(
+                " (through its callers without an ftrace entry: {})",
+                names.join(" <- ")
+            )
+        } else {
+            String::new()
+        };
+        routed
+            .refusals
+            .push(refusal(s.p, chain[0], format!("{reason}{via}")));
+        refused.insert(chain[0]);
+    };
+    while let Some(chain) = queue.pop() {
+        let func = *chain.last().expect("a chain is never empty");
         let callers = match callers_of(s, func) {
             Ok(c) => c,
             Err(reason) => {
-                routed.refusals.push(refusal(s.p, func, reason));
-                refused.insert(func);
+                refuse(&chain, reason, &mut routed);
                 continue;
             }
         };
@@ -108,8 +126,7 @@ pub fn route(
                 callers.len(),
                 s.max_callers
             );
-            routed.refusals.push(refusal(s.p, func, reason));
-            refused.insert(func);
+            refuse(&chain, reason, &mut routed);
             continue;
         }
         let name = s.p.sym_name(func);
@@ -129,20 +146,27 @@ pub fn route(
                         ),
                     },
                 });
-            } else if depth + 1 >= MAX_DEPTH {
+            } else if chain.len() >= MAX_DEPTH {
+                let mut whole = chain.clone();
+                whole.push(caller);
                 let reason = format!(
-                    "has no ftrace entry, and neither have its callers up to {MAX_DEPTH} levels (last: {})",
-                    s.p.sym_name(caller)
+                    "has no ftrace entry, and no traced caller is found within {MAX_DEPTH} levels"
                 );
-                routed.refusals.push(refusal(s.p, func, reason));
-                refused.insert(func);
+                refuse(&whole, reason, &mut routed);
             } else {
                 carried.insert(caller);
-                queue.push((caller, depth + 1));
+                let mut longer = chain.clone();
+                longer.push(caller);
+                queue.push(longer);
             }
         }
-        routed.carried.push(Carried { func, callers });
+        found.push((chain[0], Carried { func, callers }));
     }
+    routed.carried = found
+        .into_iter()
+        .filter(|(root, _)| !refused.contains(root))
+        .map(|(_, c)| c)
+        .collect();
     routed.carried.sort_by_key(|c| s.p.sym_name(c.func));
     routed.unroutable = untraceable
         .iter()

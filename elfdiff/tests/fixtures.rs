@@ -236,18 +236,29 @@ fn check_output(object: &[u8], dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The case's `options` file, when it has one: `max-callers: N` lines.
+fn case_options(case: &Path) -> Result<elfdiff::Options, String> {
+    let mut options = elfdiff::Options::default();
+    let Ok(text) = std::fs::read_to_string(case.join("options")) else {
+        return Ok(options);
+    };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match line.split_once(':').map(|(k, v)| (k.trim(), v.trim())) {
+            Some(("max-callers", n)) => {
+                options.max_callers = Some(n.parse().map_err(|_| format!("options: {line}"))?);
+            }
+            _ => return Err(format!("options: unknown line {line:?}")),
+        }
+    }
+    Ok(options)
+}
+
 fn run_case(case: &Path, work: &Path, tools: &Tools) -> Result<(), String> {
     std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
     let orig = compile(case, "orig.c", &work.join("orig.o"), tools)?;
     let patched = compile(case, "patched.c", &work.join("patched.o"), tools)?;
-    let diff = elfdiff::diff(
-        "orig.o",
-        &orig,
-        "patched.o",
-        &patched,
-        &elfdiff::Options::default(),
-    )
-    .map_err(|e| format!("elfdiff error: {e}"))?;
+    let diff = elfdiff::diff("orig.o", &orig, "patched.o", &patched, &case_options(case)?)
+        .map_err(|e| format!("elfdiff error: {e}"))?;
     let got = findings(&diff);
     let want = expected(case)?;
     if got != want {
