@@ -120,74 +120,184 @@ impl FunctionImage {
     /// compiled with one section per function, so a branch to another
     /// function is a `rel32` jump with a relocation, where the linked code,
     /// assembled in one section, may hold the short `rel8` form the
-    /// assembler relaxed it to. A relocated branch therefore matches a branch
-    /// of the same kind in either size. Every later instruction then sits at
-    /// another offset, so a branch inside the function matches a branch of
-    /// the same kind, of either size, to the same instruction (counted from
-    /// the function's start), not the same displacement. Every other
-    /// instruction must have the same length and bytes outside the masked
-    /// ranges.
+    /// assembler relaxed it to; and each function starts its own section at
+    /// offset 0, so the alignment padding inside it (NOPs before an aligned
+    /// loop head) may be longer or shorter than where the kernel's link put
+    /// it. So:
+    /// - a relocated branch matches a branch of the same kind in either size;
+    /// - NOPs outside the masked ranges are padding, skipped on both sides,
+    ///   but for a NOP of the target as long as our masked instruction it
+    ///   stands for (the kernel's 5-byte NOP at an `__fentry__` call, the
+    ///   NOP of a jump-label site);
+    /// - a branch inside the function matches a branch of the same kind, of
+    ///   either size, that lands on the counterpart of the instruction ours
+    ///   lands on (padding skipped), whatever its displacement;
+    /// - every other instruction must have the same length and bytes outside
+    ///   the masked ranges.
     pub fn first_difference(&self, target: &[u8]) -> Option<usize> {
-        use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
         let sealed = self.bytes.len() >= 4
             && target.len() >= 4
             && self.bytes[..4] == ENDBR64
             && SEALED_ENDBR.iter().any(|s| target[..4] == s[..]);
         let start = if sealed { 4 } else { 0 };
-        let decode = |bytes: &[u8]| -> Vec<Instruction> {
-            Decoder::with_ip(64, &bytes[start..], start as u64, DecoderOptions::NONE)
-                .into_iter()
-                .collect()
-        };
-        let (ours, theirs) = (decode(&self.bytes), decode(target));
-        // jmp and jcc (the relaxable branches): a near-branch operand, not a call.
-        let branch = |x: &Instruction| {
-            x.op_count() == 1
-                && x.op0_kind() == OpKind::NearBranch64
-                && x.mnemonic() != Mnemonic::Call
-        };
-        // The instruction a branch lands on, as an index into `code`; the
-        // function's end counts as one past the last instruction.
-        let landing = |code: &[Instruction], len: usize, x: &Instruction| -> Option<usize> {
-            let to = x.near_branch_target();
-            if to == len as u64 {
-                return Some(code.len());
+        let ours = decode_from(&self.bytes, start);
+        let theirs = decode_from(target, start);
+        let mut walk = self.walk(&ours, &theirs, target);
+        walk.ours_all = ours.iter().map(|i| i.ip()).collect();
+        walk.theirs_all = theirs.iter().map(|i| i.ip()).collect();
+        let landings = walk.landings(self.bytes.len() as u64, target.len() as u64);
+        match (walk.difference, landings) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether any byte of `insn` is masked.
+    fn masks(&self, insn: &iced_x86::Instruction) -> bool {
+        (insn.ip() as usize..insn.next_ip() as usize).any(|i| self.is_masked(i))
+    }
+
+    /// Pairs our instructions with the target's, skipping padding; compares
+    /// each pair but the landings of branches inside the function.
+    fn walk(
+        &self,
+        ours: &[iced_x86::Instruction],
+        theirs: &[iced_x86::Instruction],
+        target: &[u8],
+    ) -> Walk {
+        let mut w = Walk::default();
+        let (mut i, mut j) = (0, 0);
+        loop {
+            while ours.get(i).is_some_and(|a| is_nop(a) && !self.masks(a)) {
+                i += 1;
             }
-            code.binary_search_by_key(&to, |i| i.ip()).ok()
-        };
-        for (k, a) in ours.iter().enumerate() {
-            let Some(b) = theirs.get(k) else {
-                return Some(a.ip() as usize);
+            let relocated = ours.get(i).is_some_and(|a| self.masks(a));
+            // A masked site the kernel turned into a NOP of its own length
+            // (`__fentry__`, a jump label) pairs with that NOP; any other
+            // NOP of the target is padding.
+            let nopped = |b: &iced_x86::Instruction| {
+                relocated && ours.get(i).is_some_and(|a| a.len() == b.len())
             };
-            let (oa, ob) = (a.ip() as usize, b.ip() as usize);
-            let (la, lb) = (a.len(), b.len());
-            let relocated = (oa..oa + la).any(|i| self.is_masked(i));
-            let same_branch = branch(a) && branch(b) && a.mnemonic() == b.mnemonic();
+            while theirs.get(j).is_some_and(|b| is_nop(b) && !nopped(b)) {
+                j += 1;
+            }
+            let (a, b) = match (ours.get(i), theirs.get(j)) {
+                (None, None) => return w,
+                (Some(a), None) => return w.differs(a.ip() as usize),
+                (None, Some(_)) => return w.differs(self.bytes.len()),
+                (Some(a), Some(b)) => (a, b),
+            };
+            w.paired.push((a.ip(), b.ip()));
+            w.ours_ips.push(a.ip());
+            (i, j) = (i + 1, j + 1);
+            let oa = a.ip() as usize;
+            let same_branch = is_branch(a) && is_branch(b) && a.mnemonic() == b.mnemonic();
             if relocated && same_branch {
                 continue;
             }
-            if same_branch && let Some(to) = landing(&ours, self.bytes.len(), a) {
-                if landing(&theirs, target.len(), b) == Some(to) {
-                    continue;
-                }
-                return Some(oa);
+            let to = a.near_branch_target();
+            if same_branch && to <= self.bytes.len() as u64 && to >= ours[0].ip() {
+                // Inside the function: the landings are compared at the end.
+                w.branches.push((oa, to, b.near_branch_target()));
+                continue;
             }
-            if la != lb {
-                return Some(oa);
+            if a.len() != b.len() {
+                return w.differs(oa);
             }
-            let theirs_bytes = &target[ob..ob + lb];
-            if let Some(i) =
-                (0..la).find(|&i| !self.is_masked(oa + i) && self.bytes[oa + i] != theirs_bytes[i])
+            let ob = b.ip() as usize;
+            let theirs_bytes = &target[ob..ob + b.len()];
+            if let Some(k) = (0..a.len())
+                .find(|&k| !self.is_masked(oa + k) && self.bytes[oa + k] != theirs_bytes[k])
             {
-                return Some(oa + i);
+                return w.differs(oa + k);
             }
         }
-        (theirs.len() > ours.len()).then_some(self.bytes.len())
     }
 
     /// The first offset that is compared (not masked) at or after `from`.
     pub fn first_unmasked(&self, from: usize) -> Option<usize> {
         (from..self.bytes.len()).find(|&i| !self.is_masked(i))
+    }
+}
+
+/// Decodes `bytes` from `start` (offsets stay those of the function).
+fn decode_from(bytes: &[u8], start: usize) -> Vec<iced_x86::Instruction> {
+    iced_x86::Decoder::with_ip(
+        64,
+        &bytes[start..],
+        start as u64,
+        iced_x86::DecoderOptions::NONE,
+    )
+    .into_iter()
+    .collect()
+}
+
+fn is_nop(insn: &iced_x86::Instruction) -> bool {
+    insn.mnemonic() == iced_x86::Mnemonic::Nop
+}
+
+/// jmp and jcc (the relaxable branches): a near-branch operand, not a call.
+fn is_branch(insn: &iced_x86::Instruction) -> bool {
+    insn.op_count() == 1
+        && insn.op0_kind() == iced_x86::OpKind::NearBranch64
+        && insn.mnemonic() != iced_x86::Mnemonic::Call
+}
+
+/// What [`FunctionImage::walk`] found.
+#[derive(Default)]
+struct Walk {
+    /// (our offset, the target's offset) of each compared pair, in order.
+    paired: Vec<(u64, u64)>,
+    /// Our offsets of the compared instructions, in order.
+    ours_ips: Vec<u64>,
+    /// Branches inside the function: (our offset, our landing, the
+    /// target's landing).
+    branches: Vec<(usize, u64, u64)>,
+    /// Offsets of every instruction decoded, ours and the target's.
+    ours_all: Vec<u64>,
+    theirs_all: Vec<u64>,
+    /// The first difference outside the landings.
+    difference: Option<usize>,
+}
+
+impl Walk {
+    fn differs(mut self, at: usize) -> Self {
+        self.difference = Some(at);
+        self
+    }
+
+    /// The first branch whose landing in the target is not the counterpart
+    /// of ours. A landing is moved past padding to the next compared
+    /// instruction; the function's end is a landing of its own.
+    fn landings(&self, our_len: u64, their_len: u64) -> Option<usize> {
+        const END: u64 = u64::MAX;
+        let theirs_ips: Vec<u64> = self.paired.iter().map(|&(_, b)| b).collect();
+        // A landing must be an instruction's first byte, or the end.
+        let next = |all: &[u64], ips: &[u64], to: u64, len: u64| -> Option<u64> {
+            if to != len && all.binary_search(&to).is_err() {
+                return None;
+            }
+            Some(
+                ips.get(ips.partition_point(|&ip| ip < to))
+                    .copied()
+                    .unwrap_or(END),
+            )
+        };
+        for &(at, ours_to, theirs_to) in &self.branches {
+            let a = next(&self.ours_all, &self.ours_ips, ours_to, our_len);
+            let b = next(&self.theirs_all, &theirs_ips, theirs_to, their_len);
+            let counterpart = a.map(|a| {
+                if a == END {
+                    END
+                } else {
+                    self.paired[self.ours_ips.partition_point(|&ip| ip < a)].1
+                }
+            });
+            if b.is_none() || counterpart != b {
+                return Some(at);
+            }
+        }
+        None
     }
 }
 
@@ -382,12 +492,6 @@ pub fn check(
             .copied()
             .filter(|c| c.len() == image.bytes.len())
             .collect();
-        if same_size.is_empty() && image.weak {
-            outcome
-                .skipped
-                .push(skip("weak definition overridden in the target")?);
-            continue;
-        }
         let pool = if same_size.is_empty() {
             &candidates
         } else {
@@ -405,6 +509,14 @@ pub fn check(
                     first.get_or_insert((off, c.len()));
                 }
             }
+        }
+        if first.is_some() && image.weak {
+            // The target's function of that name is the strong definition
+            // of another unit (`free_initmem`, `sys_ni.c`'s stubs).
+            outcome
+                .skipped
+                .push(skip("weak definition overridden in the target")?);
+            continue;
         }
         if let Some((offset, size)) = first {
             return Err(Mismatch {
@@ -580,6 +692,97 @@ mod tests {
         assert_eq!(to_end.first_difference(&[0x74, 0x00, 0xc3]), Some(0));
         // A target with more instructions differs at our end.
         assert_eq!(to_end.first_difference(&[0x74, 0x01, 0xc3, 0xcc]), Some(3));
+    }
+
+    /// A relocatable object with one function `f` of `code`.
+    fn target_with_f(code: &[u8]) -> Vec<u8> {
+        use object::write::{Object, Symbol, SymbolSection};
+        use object::{
+            Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind,
+            SymbolScope,
+        };
+        let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+        let text = obj.add_section(Vec::new(), b".text".to_vec(), SectionKind::Text);
+        let at = obj.append_section_data(text, code, 16);
+        obj.add_symbol(Symbol {
+            name: b"f".to_vec(),
+            value: at,
+            size: code.len() as u64,
+            kind: SymbolKind::Text,
+            scope: SymbolScope::Linkage,
+            weak: false,
+            section: SymbolSection::Section(text),
+            flags: SymbolFlags::None,
+        });
+        obj.write().unwrap()
+    }
+
+    #[test]
+    fn a_weak_definition_that_differs_is_overridden_not_a_mismatch() {
+        let data = target_with_f(&[0x31, 0xc0, 0xc3]);
+        let target = TargetCode::new(&data).unwrap();
+        let mut ours = image(&[0x31, 0xd2, 0xc3], vec![]);
+        assert!(matches!(
+            check(&target, std::slice::from_ref(&ours), &[]),
+            Err(CheckError::Mismatch(_))
+        ));
+        ours.weak = true;
+        let outcome = check(&target, std::slice::from_ref(&ours), &[]).unwrap();
+        assert_eq!(outcome.checked, 0);
+        assert_eq!(
+            outcome.skipped,
+            [(
+                "f".to_string(),
+                "weak definition overridden in the target".to_string()
+            )]
+        );
+        // A function the module replaces must match, weak or not.
+        assert!(matches!(
+            check(&target, &[ours], &["f".to_string()]),
+            Err(CheckError::Unmatched(_))
+        ));
+    }
+
+    #[test]
+    fn alignment_padding_is_skipped_on_both_sides() {
+        // je <ret>; three 1-byte NOPs of padding; ret
+        let obj = image(&[0x74, 0x03, 0x90, 0x90, 0x90, 0xc3], vec![]);
+        // Linked where one NOP reaches the same alignment.
+        assert_eq!(obj.first_difference(&[0x74, 0x01, 0x90, 0xc3]), None);
+        assert_eq!(obj.first_difference(&[0x74, 0x00, 0xc3]), None);
+        // A multi-byte NOP is padding too.
+        assert_eq!(
+            obj.first_difference(&[0x74, 0x03, 0x0f, 0x1f, 0x00, 0xc3]),
+            None
+        );
+        // A landing on padding is the landing on what follows it.
+        let onto_pad = image(&[0x74, 0x00, 0x90, 0xc3], vec![]);
+        assert_eq!(onto_pad.first_difference(&[0x74, 0x00, 0xc3]), None);
+        // Padding never hides a real difference after it.
+        let real = image(&[0x90, 0x31, 0xc0, 0xc3], vec![]);
+        assert_eq!(real.first_difference(&[0x31, 0xd2, 0xc3]), Some(2));
+        // Nor does it excuse a landing inside an instruction.
+        let inside = image(&[0x74, 0x01, 0x31, 0xc0, 0xc3], vec![]);
+        assert_eq!(
+            inside.first_difference(&[0x74, 0x01, 0x31, 0xc0, 0xc3]),
+            Some(0)
+        );
+        assert_eq!(
+            image(&[0x74, 0x02, 0x31, 0xc0, 0xc3], vec![])
+                .first_difference(&[0x74, 0x01, 0x31, 0xc0, 0xc3]),
+            Some(0)
+        );
+        // A masked __fentry__ call pairs with the kernel's 5-byte NOP.
+        const FENTRY: Range<usize> = 0..5;
+        let fentry = image(&[0xe8, 0, 0, 0, 0, 0xc3], vec![FENTRY]);
+        assert_eq!(
+            fentry.first_difference(&[0x0f, 0x1f, 0x44, 0x00, 0x00, 0xc3]),
+            None
+        );
+        // A relocated call after padding pairs with the call, not a NOP.
+        let relocation = 3..7;
+        let call = image(&[0x90, 0x90, 0xe8, 0, 0, 0, 0, 0xc3], vec![relocation]);
+        assert_eq!(call.first_difference(&[0x90, 0xe8, 1, 2, 3, 4, 0xc3]), None);
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //!                       named: downloads ~500 MB per release)
 //! cargo xtask bench headers  a header patch with --debian, cold (DWARF index
 //!                       and include scan) and warm (only when named)
+//! cargo xtask bench prematch  every function of every test-kernel C unit
+//!                       pre-matched against vmlinux (only when named)
 //! ```
 
 mod bench;
@@ -40,7 +42,8 @@ const USAGE: &str = "usage: cargo xtask <demo|test|e2e [FILTER|--only NAME[,NAME
      bench debian  kpbuild build --debian cold and warm vs a full-rebuild estimate,\n\
                    and for the oldest 6.12, the newest 6.1 and a Debian 13 cloud release\n\
      bench debian13  only the Debian 13 part (its build root reported apart)\n\
-     bench headers  a header patch with --debian, cold and warm";
+     bench headers  a header patch with --debian, cold and warm\n\
+     bench prematch  every function of every test-kernel C unit pre-matched against vmlinux";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

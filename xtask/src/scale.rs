@@ -2,7 +2,9 @@
 //! kernel, compiled twice with its own kbuild command plus per-function
 //! sections — once from the cached source tree, once from a hard-linked
 //! copy at another path, as `kpbuild build` compiles patched sources —
-//! must diff as no change. The compiled pairs are kept for `bench diff`.
+//! must diff as no change, and every function of the original objects must
+//! pre-match the kernel's vmlinux. The compiled pairs are kept for `bench
+//! diff` and `bench prematch`.
 
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -160,14 +162,85 @@ pub fn no_false_positives(kb: &KernelBuild) -> Result<(), String> {
             kb.build.display()
         ));
     }
-    if diffs.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
+    if !diffs.is_empty() {
+        return Err(format!(
             "{} of {} identical rebuilds were not diffed as no change:\n{}",
             diffs.len(),
             pairs.len(),
             diffs.join("\n")
-        ))
+        ));
     }
+    let survey = prematch_all(&kb.vmlinux(), &pairs)?;
+    eprintln!(
+        "  > pre-match: {} functions of {} units equal vmlinux's, skipped {:?}",
+        survey.equal, survey.units, survey.skipped
+    );
+    if !survey.mismatches.is_empty() {
+        return Err(format!(
+            "{} functions of the kernel's own units do not pre-match vmlinux:\n{}",
+            survey.mismatches.len(),
+            survey.mismatches.join("\n")
+        ));
+    }
+    Ok(())
+}
+
+/// Pre-match of every unit's original object against the kernel's vmlinux.
+#[derive(Debug, Default)]
+pub struct Survey {
+    /// Units read.
+    pub units: usize,
+    /// Functions compared and equal to the target's.
+    pub equal: usize,
+    /// Functions not compared, by reason.
+    pub skipped: std::collections::BTreeMap<String, usize>,
+    /// Every function that differs, with where.
+    pub mismatches: Vec<String>,
+}
+
+/// Pre-matches every function of every pair's original object against
+/// `vmlinux`, one function at a time (so one unit's mismatch does not hide
+/// the next).
+pub fn prematch_all(vmlinux: &Path, pairs: &[Pair]) -> Result<Survey, String> {
+    use kpbuild::prematch::{CheckError, TargetCode, check, function_images};
+    let data = std::fs::read(vmlinux).map_err(|e| format!("{}: {e}", vmlinux.display()))?;
+    let target = TargetCode::new(&data).map_err(|e| format!("{}: {e}", vmlinux.display()))?;
+    let per_unit: Vec<Result<Survey, String>> = pairs
+        .par_iter()
+        .map(|p| {
+            let label = p.object.display().to_string();
+            let bytes =
+                std::fs::read(&p.original).map_err(|e| format!("{}: {e}", p.original.display()))?;
+            let images = function_images(&label, &bytes).map_err(|e| format!("{label}: {e}"))?;
+            let mut s = Survey {
+                units: 1,
+                ..Survey::default()
+            };
+            for image in &images {
+                match check(&target, std::slice::from_ref(image), &[]) {
+                    Ok(o) => {
+                        s.equal += o.checked;
+                        for (_, why) in o.skipped {
+                            *s.skipped.entry(why).or_default() += 1;
+                        }
+                    }
+                    Err(CheckError::Mismatch(m)) => s.mismatches.push(format!("{label}: {m}")),
+                    Err(e) => return Err(format!("{label}: {e}")),
+                }
+            }
+            Ok(s)
+        })
+        .collect();
+    let mut all = Survey::default();
+    for s in per_unit {
+        let s = s?;
+        all.units += s.units;
+        all.equal += s.equal;
+        for (why, n) in s.skipped {
+            *all.skipped.entry(why).or_default() += n;
+        }
+        all.mismatches.extend(s.mismatches);
+    }
+    all.mismatches.sort();
+    Ok(all)
 }

@@ -58,7 +58,10 @@ pub(super) fn bench_diff() -> Result<(), String> {
 
 /// The pairs kept in `out`, or, when there is no complete set, every kernel
 /// C unit compiled twice into it; true when they were reused.
-fn obtain_pairs(kb: &KernelBuild, out: &Path) -> Result<(Vec<scale::Pair>, bool), String> {
+pub(super) fn obtain_pairs(
+    kb: &KernelBuild,
+    out: &Path,
+) -> Result<(Vec<scale::Pair>, bool), String> {
     Ok(match scale::compiled_pairs(kb, out)? {
         Some(pairs) => (pairs, true),
         None => {

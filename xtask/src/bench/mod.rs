@@ -24,6 +24,7 @@ mod build;
 mod debian;
 mod diff;
 mod headers;
+mod prematch;
 
 use crate::repo_root;
 use serde_json::{Value, json};
@@ -58,9 +59,10 @@ pub fn run(what: Option<&str>) -> Result<(), String> {
         Some("debian") => &["debian"],
         Some("debian13") => &["debian13"],
         Some("headers") => &["headers"],
+        Some("prematch") => &["prematch"],
         Some(other) => {
             return Err(format!(
-                "unknown benchmark `{other}`: expected `diff`, `build`, `debian`, `debian13` or `headers`"
+                "unknown benchmark `{other}`: expected `diff`, `build`, `debian`, `debian13`, `headers` or `prematch`"
             ));
         }
     };
@@ -89,6 +91,7 @@ pub fn run(what: Option<&str>) -> Result<(), String> {
             "debian" => debian::bench_debian()?,
             "debian13" => debian::bench_debian13()?,
             "headers" => headers::bench_headers()?,
+            "prematch" => prematch::bench_prematch()?,
             _ => build::bench_build()?,
         }
     }
