@@ -6,7 +6,7 @@
 //! `uname -m` reports the patched machine name until the patch is disabled.
 
 use super::Ctx;
-use super::debian::{debian_build, debian_vm};
+use super::debian::{boot_debian, debian_build};
 use super::read_file;
 use serde_json::{Value, json};
 use testbed::guest::GuestScript;
@@ -63,8 +63,6 @@ pub(super) fn syscall_body_debian(ctx: &Ctx) -> Result<(), String> {
     let (code, result, ko) = debian_build(ctx, &release, module, &[PATCH]);
     let report = result.map_err(|why| format!("kpbuild build --debian exited {code}: {why}"))?;
     check_report(&report, &["__ia32_sys_newuname", "__x64_sys_newuname"])?;
-    let kernel = kpbuild::debian::fetch(&release, &|_| {}).map_err(|e| e.to_string())?;
     let script = script(module, read_file(&ko)?);
-    let report = debian_vm(&kernel, &ctx.work.join("debian-sysbody-vm"), &script)?;
-    report.verify(&script)
+    boot_debian(ctx, &release, "debian-sysbody", &script)
 }

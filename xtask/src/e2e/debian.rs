@@ -322,6 +322,19 @@ pub(super) fn debian_vm(
     vm.run(script).map_err(|e| e.to_string())
 }
 
+/// Boots Debian's kernel `release` (its own vmlinuz, from the cache) with
+/// `script` in `WORK/NAME-vm` and verifies every check.
+pub(super) fn boot_debian(
+    ctx: &Ctx,
+    release: &str,
+    name: &str,
+    script: &GuestScript,
+) -> Result<(), String> {
+    let kernel = kpbuild::debian::fetch(release, &|_| {}).map_err(|e| e.to_string())?;
+    let report = debian_vm(&kernel, &ctx.work.join(format!("{name}-vm")), script)?;
+    report.verify(script)
+}
+
 /// Debian's shipped `binfmt_misc.ko`, decompressed, to load in the guest.
 pub(super) fn binfmt_misc_ko(kernel: &kpbuild::debian::DebianKernel) -> Result<Vec<u8>, String> {
     let shipped = kernel.modules.join("kernel/fs/binfmt_misc.ko.xz");

@@ -136,10 +136,8 @@ pub(super) fn header_debian(ctx: &Ctx) -> Result<(), String> {
         report["timings_s"]
     );
     check_report(&report)?;
-    let kernel = kpbuild::debian::fetch(&release, &|_| {}).map_err(|e| e.to_string())?;
     let script = script(module, super::read_file(&ko)?);
-    let report = super::debian::debian_vm(&kernel, &ctx.work.join("header-debian-vm"), &script)?;
-    report.verify(&script)
+    super::debian::boot_debian(ctx, &release, "header-debian", &script)
 }
 
 /// Exit 2 naming the unit and function for an `__init` user, in tree mode

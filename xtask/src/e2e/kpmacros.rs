@@ -59,10 +59,8 @@ pub(super) fn kpatch_macros_debian(ctx: &Ctx) -> Result<(), String> {
         syscall: ("kpb_deb_kpatch_uname", syscall),
         refusing: ("kpb_deb_kpatch_refuse", refusing),
     };
-    let kernel = kpbuild::debian::fetch(&release, &|_| {}).map_err(|e| e.to_string())?;
     let script = script(&modules);
-    let report = super::debian::debian_vm(&kernel, &ctx.work.join("debian-kpatch-vm"), &script)?;
-    report.verify(&script)
+    super::debian::boot_debian(ctx, &release, "debian-kpatch", &script)
 }
 
 /// The report of the syscall patch: the wrapper patched under its own name,

@@ -98,11 +98,9 @@ pub(super) fn debian(ctx: &Ctx) -> Result<(), String> {
     blank_line_is_no_change(&args, &out, &["fs/ext4/super.o", "arch/x86/kvm/x86.o"])?;
     let (args, out) = debian("kpb_deb_mutex_init", MUTEX_PATCH);
     let module = built(&args, &out, "kpb_deb_mutex_init")?;
-    let kernel = kpbuild::debian::fetch(&release, &|_| {}).map_err(|e| e.to_string())?;
     let mut script = GuestScript::default();
     lifecycle("kpb_deb_mutex_init", module).add_to(&mut script, "");
-    let report = super::debian::debian_vm(&kernel, &ctx.work.join("debian-mutex-vm"), &script)?;
-    report.verify(&script)
+    super::debian::boot_debian(ctx, &release, "debian-mutex", &script)
 }
 
 /// Builds the mutex patch and returns the module's bytes.

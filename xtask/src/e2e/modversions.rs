@@ -7,7 +7,7 @@
 //! ENXIO while it is patched.
 
 use super::Ctx;
-use super::debian::{debian_build, debian_vm};
+use super::debian::{boot_debian, debian_build};
 use super::read_file;
 use testbed::guest::GuestScript;
 use testbed::livepatch::Lifecycle;
@@ -30,7 +30,6 @@ pub(super) fn debian_changed_export_crcs_load(ctx: &Ctx) -> Result<(), String> {
             ko.display()
         ));
     }
-    let kernel = kpbuild::debian::fetch(&release, &|_| {}).map_err(|e| e.to_string())?;
     let mut script = GuestScript::default();
     Lifecycle {
         module_path: format!("/modules/{module}.ko"),
@@ -41,6 +40,5 @@ pub(super) fn debian_changed_export_crcs_load(ctx: &Ctx) -> Result<(), String> {
         patched: "No such device or address".into(),
     }
     .add_to(&mut script, "");
-    let report = debian_vm(&kernel, &ctx.work.join("debian-crc-vm"), &script)?;
-    report.verify(&script)
+    boot_debian(ctx, &release, "debian-crc", &script)
 }

@@ -6,7 +6,7 @@
 //! skipped) and a fix to `/proc/net/protocols` in it loads and shows.
 
 use super::Ctx;
-use super::debian::{debian_build, debian_vm};
+use super::debian::{boot_debian, debian_build};
 use super::read_file;
 use testbed::guest::GuestScript;
 use testbed::livepatch::Lifecycle;
@@ -28,7 +28,6 @@ pub(super) fn debian_sock_prematch_and_fix(ctx: &Ctx) -> Result<(), String> {
             "report.json prematch: {prematch}; expected every function of net/core/sock.o compared"
         ));
     }
-    let kernel = kpbuild::debian::fetch(&release, &|_| {}).map_err(|e| e.to_string())?;
     let mut script = GuestScript::default();
     Lifecycle {
         module_path: format!("/modules/{module}.ko"),
@@ -39,6 +38,5 @@ pub(super) fn debian_sock_prematch_and_fix(ctx: &Ctx) -> Result<(), String> {
         patched: "kpbuild-protocol size".into(),
     }
     .add_to(&mut script, "");
-    let report = debian_vm(&kernel, &ctx.work.join("debian-sock-vm"), &script)?;
-    report.verify(&script)
+    boot_debian(ctx, &release, "debian-sock", &script)
 }
