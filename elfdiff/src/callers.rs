@@ -21,7 +21,8 @@
 //!
 //! The callers are those of the original object (the running kernel's
 //! code, whose calls must stop reaching the old function) and those of the
-//! patched object (its new calls).
+//! patched object (its new calls), but for `__init` code, which has run and
+//! is freed.
 
 use crate::Refusal;
 use crate::analyze::{Changed, Entries};
@@ -29,7 +30,7 @@ use crate::compare::{CodeBias, Difference, Target, target};
 use crate::input::{Input, SectionId, SymKind, SymbolId};
 use crate::names::cold_parent;
 use crate::pairs::Pairs;
-use crate::special::{is_ignored, special};
+use crate::special::{is_ignored, is_init, special};
 use object::elf;
 use std::collections::{BTreeSet, HashSet};
 
@@ -218,6 +219,12 @@ fn callers_of(s: &Sides<'_, '_>, func: SymbolId) -> Result<Vec<SymbolId>, String
         }
     }
     out.remove(&func);
+    // Init code has run and is freed: it never calls the old code again,
+    // and cannot be redirected.
+    out.retain(|&caller| {
+        !s.p.sym_section(caller)
+            .is_some_and(|sec| is_init(&s.p.section_name(sec)))
+    });
     Ok(out.into_iter().collect())
 }
 
