@@ -3,6 +3,7 @@
 pub mod build;
 pub mod cache;
 pub mod targets;
+pub mod vmtest;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -41,6 +42,11 @@ pub enum Command {
     /// The kernels kpbuild can build for: `targets debian [SERIES]` lists
     /// the Debian kernels apt knows and what of each is cached.
     Targets(targets::TargetsArgs),
+    /// Boot the module's kernel under QEMU and run the module's life cycle:
+    /// load, transition, the check script while patched, disable, unload;
+    /// fails on a failed step or a kernel warning. Reports the apply and
+    /// unpatch latency.
+    Vmtest(vmtest::VmtestArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -57,5 +63,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Bundle(args)) => ExitCode::from(crate::bundle::run(&args)),
         Some(Command::Cache(args)) => ExitCode::from(cache::run(&args)),
         Some(Command::Targets(args)) => ExitCode::from(targets::run(&args)),
+        Some(Command::Vmtest(args)) => ExitCode::from(vmtest::run(&args)),
     }
 }

@@ -80,3 +80,4 @@ pub mod target;
 pub mod toolchain;
 pub mod tree;
 pub mod treeless;
+pub mod vmtest;

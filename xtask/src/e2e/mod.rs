@@ -17,6 +17,7 @@ mod sections;
 mod shared;
 mod signing;
 mod tree;
+mod vmtest;
 
 pub use demo::demo;
 
@@ -121,6 +122,10 @@ const CASES: &[Case] = &[
     Case {
         name: "build_syscall_body_carried_by_its_wrapper",
         run: callers::syscall_body_tree,
+    },
+    Case {
+        name: "vmtest_passes_fails_and_measures_latency",
+        run: vmtest::vmtest_module,
     },
     Case {
         name: "build_refuses_init_code_change",
