@@ -248,6 +248,32 @@ fn new_globals(p: &input::Input, a: &analyze::Analysis) -> Vec<String> {
     out
 }
 
+/// The named local functions and variables of an object.
+fn named_locals(o: &input::Input) -> Vec<String> {
+    o.symbols()
+        .filter(|&s| {
+            o.is_local(s) && matches!(o.kind(s), input::SymKind::Func | input::SymKind::Object)
+        })
+        .map(|s| o.sym_name(s))
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// The functions carried by their callers, by name (callers sorted).
+fn carried(p: &input::Input, a: &analyze::Analysis) -> Vec<CarriedFunction> {
+    a.carried
+        .iter()
+        .map(|c| {
+            let mut callers: Vec<String> = c.callers.iter().map(|&f| p.sym_name(f)).collect();
+            callers.sort();
+            CarriedFunction {
+                name: p.sym_name(c.func),
+                callers,
+            }
+        })
+        .collect()
+}
+
 /// Diffs an original and a patched object.
 pub fn diff(
     original_label: &str,
@@ -272,18 +298,7 @@ pub fn diff(
         })
         .collect();
     let new: Vec<String> = a.new.iter().map(|&f| p.sym_name(f)).collect();
-    let carried: Vec<CarriedFunction> = a
-        .carried
-        .iter()
-        .map(|c| {
-            let mut callers: Vec<String> = c.callers.iter().map(|&f| p.sym_name(f)).collect();
-            callers.sort();
-            CarriedFunction {
-                name: p.sym_name(c.func),
-                callers,
-            }
-        })
-        .collect();
+    let carried = carried(&p, &a);
     let mut refusals = a.refusals.clone();
     let callbacks = callbacks::read(&patched, &new).unwrap_or_else(|r| {
         refusals.extend(r);
@@ -309,14 +324,7 @@ pub fn diff(
         included: Vec::new(),
         references: Vec::new(),
         file_name: p.file_name.clone(),
-        original_locals: o
-            .symbols()
-            .filter(|&s| {
-                o.is_local(s) && matches!(o.kind(s), input::SymKind::Func | input::SymKind::Object)
-            })
-            .map(|s| o.sym_name(s))
-            .filter(|n| !n.is_empty())
-            .collect(),
+        original_locals: named_locals(&o),
         object: None,
     };
     result.changed.sort_by(|x, y| x.name.cmp(&y.name));
