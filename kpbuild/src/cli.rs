@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod cache;
+pub mod farm;
 pub mod targets;
 pub mod vmtest;
 
@@ -47,6 +48,9 @@ pub enum Command {
     /// fails on a failed step or a kernel warning. Reports the apply and
     /// unpatch latency.
     Vmtest(vmtest::VmtestArgs),
+    /// The build farm: a fix series over a matrix of kernels. `farm targets`
+    /// checks a targets file and a series and shows what each target gets.
+    Farm(farm::FarmArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -64,5 +68,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Cache(args)) => ExitCode::from(cache::run(&args)),
         Some(Command::Targets(args)) => ExitCode::from(targets::run(&args)),
         Some(Command::Vmtest(args)) => ExitCode::from(vmtest::run(&args)),
+        Some(Command::Farm(args)) => ExitCode::from(farm::run(&args)),
     }
 }

@@ -24,6 +24,7 @@
 //! - [`bundle`]: `kpbuild bundle`, signed cumulative bundles (over the `bundle` crate).
 //! - [`cache`]: `kpbuild cache`, the kernel cache's entries, sizes and pruning.
 //! - [`identity`]: the files describing a tree-less target belong to one kernel.
+//! - [`farm`]: the build farm's inputs: a fix series and a matrix of targets.
 //! - [`compiler`]: how far apart two compilers are (a package revision is a warning).
 //!
 //! A build from a program:
@@ -64,6 +65,7 @@ pub mod debian;
 pub mod diff;
 pub mod entry_sizes;
 pub mod exit;
+pub mod farm;
 pub mod files;
 pub mod headers;
 pub mod identity;

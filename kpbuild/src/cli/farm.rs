@@ -1,0 +1,110 @@
+//! `kpbuild farm` on the command line: arguments and printing; the work is
+//! [`crate::farm`]'s.
+
+use crate::exit;
+use crate::farm::{self, Matrix};
+use std::path::{Path, PathBuf};
+
+/// Arguments of `kpbuild farm`.
+#[derive(Debug, clap::Args)]
+pub struct FarmArgs {
+    /// The farm command.
+    #[command(subcommand)]
+    pub command: FarmCommand,
+}
+
+/// `kpbuild farm`'s commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum FarmCommand {
+    /// Check a targets file (and a fix series) and print the concrete
+    /// targets: sets of Debian kernels expanded through apt, each target's
+    /// kernel version and, with --series, the text of each fix it gets and
+    /// its series hash. Builds nothing.
+    Targets(TargetsArgs),
+}
+
+/// Arguments of `kpbuild farm targets`.
+#[derive(Debug, clap::Args)]
+pub struct TargetsArgs {
+    /// The targets file (TOML: `[[target]]` entries with `debian`, `tree`
+    /// or `debian-all`).
+    #[arg(long)]
+    pub targets: PathBuf,
+    /// The fix series directory (`NNNN-slug.patch`, `NNNN-slug.d/X.Y.patch`,
+    /// `NNNN-slug.check`).
+    #[arg(long)]
+    pub series: Option<PathBuf>,
+    /// Print the matrix as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `kpbuild farm …`; returns the exit code.
+pub fn run(args: &FarmArgs) -> u8 {
+    let FarmCommand::Targets(a) = &args.command;
+    match farm::matrix(&a.targets, a.series.as_deref()) {
+        Ok(m) => {
+            print(&m, a.json);
+            exit::SUCCESS
+        }
+        Err(e) => {
+            if a.json {
+                let value = serde_json::json!({"outcome": "error", "message": e.to_string()});
+                crate::outln!("{}", serde_json::to_string_pretty(&value).expect("json"));
+            }
+            eprintln!("kpbuild farm targets: error: {e}");
+            exit::ERROR
+        }
+    }
+}
+
+/// `path` relative to `dir` when it is inside it.
+fn short<'a>(path: &'a Path, dir: Option<&Path>) -> std::path::Display<'a> {
+    dir.and_then(|d| path.strip_prefix(d).ok())
+        .unwrap_or(path)
+        .display()
+}
+
+fn print(m: &Matrix, json: bool) {
+    if json {
+        let mut value = serde_json::to_value(m).expect("json");
+        value["outcome"] = "ok".into();
+        crate::outln!("{}", serde_json::to_string_pretty(&value).expect("json"));
+        return;
+    }
+    let dir = m.series.as_ref().map(|s| s.dir.as_path());
+    for t in &m.targets {
+        let target = &t.target;
+        let kernel = match &target.kernel {
+            farm::targets::Kernel::Debian {
+                release,
+                package_version,
+            } => format!("debian {release} ({package_version})"),
+            farm::targets::Kernel::Tree { src, build } => {
+                format!("tree {} (build {})", src.display(), build.display())
+            }
+        };
+        crate::outln!(
+            "{}: {kernel}, kernel {}",
+            target.name,
+            target.kernel_version
+        );
+        let Some(series) = &t.series else { continue };
+        crate::outln!("  series sha256 {}", series.sha256);
+        let width = series.fixes.iter().map(|f| f.id.len()).max().unwrap_or(0);
+        for f in &series.fixes {
+            let check = f
+                .check
+                .as_ref()
+                .map(|c| format!(", check {}", short(c, dir)))
+                .unwrap_or_default();
+            crate::outln!("  {:<width$}  {}{check}", f.id, short(&f.text, dir));
+        }
+    }
+    let fixes = m
+        .series
+        .as_ref()
+        .map(|s| format!(", {} fixes", s.fixes.len()))
+        .unwrap_or_default();
+    crate::outln!("{} targets{fixes}", m.targets.len());
+}
