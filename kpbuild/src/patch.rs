@@ -198,6 +198,16 @@ pub fn unsupported(path: &Path) -> Option<&'static str> {
 /// a few hundred symlinks instead of a copy of the whole tree. Compilers see
 /// the same relative layout (`-fmacro-prefix-map` keeps `__FILE__` equal).
 pub fn apply(src: &Path, copy: &Path, patches: &[SourcePatch]) -> Result<(), PatchError> {
+    let touched = inside_tree(patches)?;
+    shadow_tree(src, copy, &touched)?;
+    for p in patches {
+        apply_one(src, copy, p, false)?;
+    }
+    Ok(())
+}
+
+/// Every file the patches touch, each checked to be inside the tree.
+pub fn inside_tree(patches: &[SourcePatch]) -> Result<Vec<PathBuf>, PatchError> {
     let touched: Vec<PathBuf> = patches
         .iter()
         .flat_map(|p| &p.touched)
@@ -210,35 +220,40 @@ pub fn apply(src: &Path, copy: &Path, patches: &[SourcePatch]) -> Result<(), Pat
     }) {
         return Err(PatchError::OutsideTree(t.clone()));
     }
-    shadow_tree(src, copy, &touched)?;
-    for p in patches {
-        let mut command = Command::new("patch");
-        command
-            .args([
-                "-p1",
-                "--batch",
-                "--forward",
-                "--no-backup-if-mismatch",
-                "-r",
-                "-",
-                "-d",
-            ])
-            .arg(copy)
-            .arg("-i")
-            .arg(&p.path);
-        match crate::process::run(&mut command) {
-            Ok(_) => {}
-            Err(ProcessError::Spawn { source, .. }) => return Err(PatchError::Spawn(source)),
-            Err(ProcessError::Failed { output, .. }) => {
-                return Err(PatchError::DoesNotApply {
-                    patch: p.path.clone(),
-                    src: src.to_path_buf(),
-                    output,
-                });
-            }
-        }
+    Ok(touched)
+}
+
+/// Applies one patch to the shadow tree `copy` of `src` with `patch`; with
+/// `dry_run`, only whether it applies (a failing patch would otherwise
+/// leave the hunks that did apply behind).
+pub fn apply_one(
+    src: &Path,
+    copy: &Path,
+    p: &SourcePatch,
+    dry_run: bool,
+) -> Result<(), PatchError> {
+    let mut command = Command::new("patch");
+    command.args([
+        "-p1",
+        "--batch",
+        "--forward",
+        "--no-backup-if-mismatch",
+        "-r",
+        "-",
+    ]);
+    if dry_run {
+        command.arg("--dry-run");
     }
-    Ok(())
+    command.arg("-d").arg(copy).arg("-i").arg(&p.path);
+    match crate::process::run(&mut command) {
+        Ok(_) => Ok(()),
+        Err(ProcessError::Spawn { source, .. }) => Err(PatchError::Spawn(source)),
+        Err(ProcessError::Failed { output, .. }) => Err(PatchError::DoesNotApply {
+            patch: p.path.clone(),
+            src: src.to_path_buf(),
+            output,
+        }),
+    }
 }
 
 /// Builds the shadow tree described at [`apply`].

@@ -185,3 +185,70 @@ fn farm_targets_bad_input_exits_1_naming_what() {
     // Nothing was written beside the inputs.
     assert_eq!(std::fs::read_dir(dir).unwrap().count(), before + 1);
 }
+
+/// `--apply`: each target's texts tried on its source; the matrix shows
+/// each outcome, and a fix that applies to no target is exit 1 naming it.
+#[test]
+fn farm_targets_apply_says_what_applies_where() {
+    if testbed::oracle::tool("patch", "patch").is_none() {
+        return;
+    }
+    let s = Scratch::new("farm-targets-apply");
+    farm(&s);
+    // Both sources have the lines 0001 and 0002 change, except the old
+    // tree's meminfo.c, where 0002's 6.1 variant finds another line.
+    for tree in ["old", "new"] {
+        s.write(&format!("{tree}/src/fs/proc/cmdline.c"), "old\n");
+        s.write(&format!("{tree}/src/fs/proc/meminfo.c"), "old\n");
+    }
+    s.write("old/src/fs/proc/meminfo.c", "c\n");
+    let dir = s.root();
+    let args = [
+        "farm",
+        "targets",
+        "--targets",
+        "targets.toml",
+        "--series",
+        "series",
+        "--apply",
+    ];
+    let run = kpbuild(dir, &args);
+    let text = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, Some(0), "{text}");
+    assert!(
+        run.stdout
+            .contains("0002-meminfo  0002-meminfo.patch, check 0002-meminfo.check: applies"),
+        "{text}"
+    );
+    assert!(
+        run.stdout.contains("0002-meminfo  0002-meminfo.d/6.1.patch, check 0002-meminfo.check: does not apply to this source"),
+        "{text}"
+    );
+    assert_eq!(
+        run.stdout.matches("0001-cmdline.patch: applies").count(),
+        2,
+        "{text}"
+    );
+    // A third fix that applies to neither source.
+    s.write("series/0003-nowhere.patch", patch("fs/proc/stat.c", "d"));
+    let mut json = args.to_vec();
+    json.push("--json");
+    let run = kpbuild(dir, &json);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["outcome"], "error");
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains("series/0003-nowhere.patch: applies to no target's source"),
+        "{message}"
+    );
+    let applies = &v["targets"][1]["applies"];
+    assert_eq!(applies[0]["outcome"], "applies", "{applies}");
+    assert_eq!(applies[2]["outcome"], "does-not-apply", "{applies}");
+    assert!(run.stderr.contains("0003-nowhere.patch"), "{}", run.stderr);
+    // Nothing written into the sources.
+    assert_eq!(
+        std::fs::read_to_string(s.path("new/src/fs/proc/cmdline.c")).unwrap(),
+        "old\n"
+    );
+}

@@ -2,7 +2,8 @@
 //! [`crate::farm`]'s.
 
 use crate::exit;
-use crate::farm::{self, Matrix};
+use crate::farm::apply::Applies;
+use crate::farm::{self, FarmError, Matrix};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `kpbuild farm`.
@@ -34,6 +35,12 @@ pub struct TargetsArgs {
     /// `NNNN-slug.check`).
     #[arg(long)]
     pub series: Option<PathBuf>,
+    /// Also try each fix's text on each target's source, in order, as a
+    /// build would (a Debian target's source is fetched into the kernel
+    /// cache when missing): each fix applies, does not apply to this
+    /// source, or is refused; a fix that applies to no target is exit 1.
+    #[arg(long, requires = "series")]
+    pub apply: bool,
     /// Print the matrix as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -42,20 +49,32 @@ pub struct TargetsArgs {
 /// Runs `kpbuild farm …`; returns the exit code.
 pub fn run(args: &FarmArgs) -> u8 {
     let FarmCommand::Targets(a) = &args.command;
-    match farm::matrix(&a.targets, a.series.as_deref()) {
-        Ok(m) => {
-            print(&m, a.json);
-            exit::SUCCESS
-        }
-        Err(e) => {
-            if a.json {
-                let value = serde_json::json!({"outcome": "error", "message": e.to_string()});
-                crate::outln!("{}", serde_json::to_string_pretty(&value).expect("json"));
-            }
-            eprintln!("kpbuild farm targets: error: {e}");
-            exit::ERROR
+    let mut m = match farm::matrix(&a.targets, a.series.as_deref()) {
+        Ok(m) => m,
+        Err(e) => return fail(&e, a.json, None),
+    };
+    if a.apply {
+        let progress = |msg: &str| eprintln!("kpbuild farm targets: {msg}");
+        if let Err(e) = farm::check_applies(&mut m, &progress) {
+            return fail(&e, a.json, Some(&m));
         }
     }
+    print(&m, a.json, None);
+    exit::SUCCESS
+}
+
+/// Says what is wrong (after the matrix, when there is one to show).
+fn fail(e: &FarmError, json: bool, m: Option<&Matrix>) -> u8 {
+    match m {
+        Some(m) => print(m, json, Some(e)),
+        None if json => {
+            let value = serde_json::json!({"outcome": "error", "message": e.to_string()});
+            crate::outln!("{}", serde_json::to_string_pretty(&value).expect("json"));
+        }
+        None => {}
+    }
+    eprintln!("kpbuild farm targets: error: {e}");
+    exit::ERROR
 }
 
 /// `path` relative to `dir` when it is inside it.
@@ -65,10 +84,14 @@ fn short<'a>(path: &'a Path, dir: Option<&Path>) -> std::path::Display<'a> {
         .display()
 }
 
-fn print(m: &Matrix, json: bool) {
+fn print(m: &Matrix, json: bool, error: Option<&FarmError>) {
     if json {
         let mut value = serde_json::to_value(m).expect("json");
         value["outcome"] = "ok".into();
+        if let Some(e) = error {
+            value["outcome"] = "error".into();
+            value["message"] = e.to_string().into();
+        }
         crate::outln!("{}", serde_json::to_string_pretty(&value).expect("json"));
         return;
     }
@@ -92,13 +115,23 @@ fn print(m: &Matrix, json: bool) {
         let Some(series) = &t.series else { continue };
         crate::outln!("  series sha256 {}", series.sha256);
         let width = series.fixes.iter().map(|f| f.id.len()).max().unwrap_or(0);
-        for f in &series.fixes {
+        for (i, f) in series.fixes.iter().enumerate() {
             let check = f
                 .check
                 .as_ref()
                 .map(|c| format!(", check {}", short(c, dir)))
                 .unwrap_or_default();
-            crate::outln!("  {:<width$}  {}{check}", f.id, short(&f.text, dir));
+            let applies = match t.applies.as_ref().map(|a| &a[i].applies) {
+                None => String::new(),
+                Some(Applies::Applies) => ": applies".into(),
+                Some(Applies::DoesNotApply { .. }) => ": does not apply to this source".into(),
+                Some(Applies::Refused { why }) => format!(": refused: {why}"),
+            };
+            crate::outln!(
+                "  {:<width$}  {}{check}{applies}",
+                f.id,
+                short(&f.text, dir)
+            );
         }
     }
     let fixes = m

@@ -6,8 +6,11 @@
 //! - [`targets`]: the kernels of the matrix, read from a TOML file and
 //!   expanded (sets of Debian kernels through apt) into concrete targets.
 //! - [`matrix`]: both together, what `kpbuild farm targets` shows: every
-//!   target with the text of each fix it gets and its series hash.
+//!   target with the text of each fix it gets and its series hash;
+//!   [`check_applies`] adds whether each text applies to the target's
+//!   source ([`apply`]).
 
+pub mod apply;
 pub mod series;
 pub mod targets;
 
@@ -25,6 +28,31 @@ pub enum FarmError {
     /// The targets file or a target.
     #[error(transparent)]
     Targets(#[from] TargetsError),
+    /// A target's fixes could not be tried on its source.
+    #[error("target {target:?}: {source}")]
+    Apply {
+        /// The target.
+        target: String,
+        /// Why.
+        source: Box<apply::ApplyError>,
+    },
+    /// A Debian target's source could not be had.
+    #[error("target {target:?}: {source}")]
+    Source {
+        /// The target.
+        target: String,
+        /// Why.
+        source: Box<crate::debian::DebianError>,
+    },
+    /// Fixes that apply to no target's source.
+    #[error(
+        "{}: applies to no target's source",
+        fixes.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    AppliesNowhere {
+        /// Their top-level patches.
+        fixes: Vec<PathBuf>,
+    },
 }
 
 /// One fix's text for one target.
@@ -84,6 +112,8 @@ pub struct MatrixTarget {
     pub target: Target,
     /// Its texts, when a series was given.
     pub series: Option<TargetSeries>,
+    /// Whether each text applies to its source, when that was checked.
+    pub applies: Option<Vec<apply::FixOnSource>>,
 }
 
 /// Every target of a targets file, with what a series gives each.
@@ -111,9 +141,75 @@ pub fn matrix(targets: &Path, series: Option<&Path>) -> Result<Matrix, FarmError
                 series: series
                     .as_ref()
                     .map(|s| TargetSeries::from(&s.select(&target.kernel_version))),
+                applies: None,
                 target,
             })
             .collect(),
         series,
     })
+}
+
+/// Tries each target's texts on its source ([`apply::check`]): a tree's
+/// source, or a Debian kernel's own (`linux-source` of its version, fetched
+/// into the kernel cache when missing and held while in use). Then a fix
+/// that applies to no target is [`FarmError::AppliesNowhere`]; the matrix
+/// keeps every outcome for the caller to show.
+pub fn check_applies(m: &mut Matrix, progress: &dyn Fn(&str)) -> Result<(), FarmError> {
+    let Some(series) = &m.series else {
+        return Ok(());
+    };
+    for (i, t) in m.targets.iter_mut().enumerate() {
+        let name = &t.target.name;
+        let (src, _hold) = source_of(&t.target, progress)?;
+        progress(&format!("{name}: trying each fix on {}", src.display()));
+        let work = std::env::temp_dir().join(format!("kpbuild-farm-{}-{i}", std::process::id()));
+        let selection = series.select(&t.target.kernel_version);
+        let applies = apply::check(&src, &selection, &work).map_err(|e| FarmError::Apply {
+            target: name.clone(),
+            source: Box::new(e),
+        })?;
+        t.applies = Some(applies);
+    }
+    let nowhere: Vec<PathBuf> = series
+        .fixes
+        .iter()
+        .filter(|f| {
+            !m.targets.iter().any(|t| {
+                t.applies
+                    .iter()
+                    .flatten()
+                    .any(|a| a.id == f.id && a.applies == apply::Applies::Applies)
+            })
+        })
+        .map(|f| f.patch.path.clone())
+        .collect();
+    if !nowhere.is_empty() {
+        return Err(FarmError::AppliesNowhere { fixes: nowhere });
+    }
+    Ok(())
+}
+
+/// A target's source tree, and the hold on it when it is in the cache.
+fn source_of(
+    t: &Target,
+    progress: &dyn Fn(&str),
+) -> Result<(PathBuf, Option<crate::cache::Hold>), FarmError> {
+    use crate::debian::{archive::Apt, release, source};
+    match &t.kernel {
+        targets::Kernel::Tree { src, .. } => Ok((src.clone(), None)),
+        targets::Kernel::Debian {
+            release,
+            package_version,
+        } => {
+            let fail = |e| FarmError::Source {
+                target: t.name.clone(),
+                source: Box::new(e),
+            };
+            let r = release::parse(release).map_err(fail)?;
+            let apt = || Apt::for_suite(r.suite, progress);
+            let src = source::ensure(&r, package_version, &apt, progress).map_err(fail)?;
+            let hold = source::hold(package_version).map_err(fail)?;
+            Ok((src, Some(hold)))
+        }
+    }
 }
