@@ -129,6 +129,14 @@ pub enum TreelessError {
     /// A changed header's users cannot be found or built.
     #[error(transparent)]
     Headers(#[from] crate::headers::HeaderError),
+    /// A unit could not be compiled as an original.
+    #[error("{}: compiling the original: {source}", object.display())]
+    Original {
+        /// The object.
+        object: PathBuf,
+        /// The failed compiler.
+        source: Box<ProcessError>,
+    },
 }
 
 impl TreelessError {
@@ -328,6 +336,48 @@ pub fn prepared_tree(
     warnings: &mut Vec<String>,
     holds: &mut Vec<crate::cache::Hold>,
 ) -> Result<TargetTree, TreelessError> {
+    let target = prepared_target(src, files, progress, laps, warnings)?;
+    holds.push(target.hold.clone());
+    let dir = target.view();
+    // One kpbuild at a time compiles units in the directory.
+    let _compile = dir.lock_compile()?;
+    let (units, module_of) = dir.compile_changed(patches, files, progress, laps)?;
+    Ok(TargetTree::prepared(
+        &target.src,
+        &target.dir,
+        files.vmlinux,
+        files.headers,
+        &target.cc,
+        units,
+        module_of,
+        target.toolchain.clone(),
+    )?)
+}
+
+/// A tree-less target's private build directory, prepared and held: any
+/// unit of the kernel can be compiled in it, and then compiled as `kpbuild
+/// build` compiles an original.
+#[derive(Debug)]
+pub struct PreparedTarget {
+    src: PathBuf,
+    config: PathBuf,
+    cc: String,
+    dir: PathBuf,
+    toolchain: Toolchain,
+    hold: crate::cache::Hold,
+}
+
+/// Checks that a tree-less target's files describe one kernel and
+/// prepares (or reuses) its private build directory, held until the
+/// result is dropped. `laps` receives the time of a first `prepare`,
+/// `warnings` what the build goes on despite.
+pub fn prepared_target(
+    src: &Path,
+    files: &TreelessFiles<'_>,
+    progress: &dyn Fn(&str),
+    laps: &mut Vec<(&'static str, f64)>,
+    warnings: &mut Vec<String>,
+) -> Result<PreparedTarget, TreelessError> {
     let src = src.canonicalize().at(src)?;
     crate::tree::check_source(&src)?;
     let config_text = crate::files::read_to_string(files.config)?;
@@ -349,28 +399,91 @@ pub fn prepared_tree(
         progress(&format!("warning: {w}"));
         warnings.push(w);
     }
-    let dir = Prepared {
+    let dir = prepared_key(&src, &config_text, &cc_version, &toolchain)?.1;
+    let prepared = Prepared {
         src: &src,
         config: files.config,
         cc: &cc,
-        dir: prepared_key(&src, &config_text, &cc_version, &toolchain)?.1,
+        dir: dir.clone(),
         toolchain: &toolchain,
     };
-    // One kpbuild at a time prepares a directory and compiles units in it;
-    // the build holds it until it ends.
-    let (hold, _compile) = dir.prepare(&config_text, progress, laps)?;
-    holds.push(hold);
-    let (units, module_of) = dir.compile_changed(patches, files, progress, laps)?;
-    Ok(TargetTree::prepared(
-        &src,
-        &dir.dir,
-        files.vmlinux,
-        files.headers,
-        &cc,
-        units,
-        module_of,
-        toolchain.clone(),
-    )?)
+    let hold = prepared.prepare(&config_text, progress, laps)?;
+    Ok(PreparedTarget {
+        config: files.config.to_path_buf(),
+        src,
+        cc,
+        dir,
+        toolchain,
+        hold,
+    })
+}
+
+impl PreparedTarget {
+    fn view(&self) -> Prepared<'_> {
+        Prepared {
+            src: &self.src,
+            config: &self.config,
+            cc: &self.cc,
+            dir: self.dir.clone(),
+            toolchain: &self.toolchain,
+        }
+    }
+
+    /// The prepared build directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The kernel's source tree (canonical).
+    pub fn src(&self) -> &Path {
+        &self.src
+    }
+
+    /// Compiles `objects` (relative to the build directory) in the
+    /// directory, one `make -k` under its compile lock for those not up to
+    /// date: each object's kbuild record, or why it did not compile.
+    pub fn unit_commands(
+        &self,
+        objects: &[PathBuf],
+    ) -> Result<Vec<Result<UnitCommand, TreelessError>>, TreelessError> {
+        let dir = self.view();
+        let _compile = dir.lock_compile()?;
+        let stale: Vec<&PathBuf> = objects
+            .iter()
+            .filter(|o| dir.up_to_date(o).is_none())
+            .collect();
+        if !stale.is_empty() {
+            let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let mut make = make(&self.src, &self.dir, &self.cc);
+            make.arg("-k").arg(format!("-j{jobs}")).args(stale);
+            // A failure is named below, object by object.
+            let _ = self.toolchain.run(&mut make, &[]);
+        }
+        Ok(objects.iter().map(|o| dir.compile(o)).collect())
+    }
+
+    /// Compiles `unit` (a record of [`PreparedTarget::unit_commands`]) from
+    /// the pristine source into `out`, exactly as `kpbuild build` compiles
+    /// an original for diffing and pre-matching: with `flags`, those
+    /// [`crate::build::units::diff_flags`] wrote for `work`.
+    pub fn compile_original(
+        &self,
+        unit: &UnitCommand,
+        flags: &[String],
+        work: &Path,
+        out: &Path,
+    ) -> Result<(), TreelessError> {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        crate::files::create_dir_all(out.parent().expect("object has a directory"))?;
+        let mut cmd = unit.replay(&self.dir, &self.src, &self.src, out, &flags)?;
+        self.toolchain
+            .run(&mut cmd, &[work])
+            .map(|_| ())
+            .map_err(|source| TreelessError::Original {
+                object: unit.object.clone(),
+                source: Box::new(source),
+            })
+    }
 }
 
 /// The private build directory of a tree-less target.
@@ -391,14 +504,13 @@ type ModuleOf = HashMap<PathBuf, ModuleTarget>;
 
 impl Prepared<'_> {
     /// Holds the directory for the build (see [`crate::cache::hold`]),
-    /// preparing it unless a build did (`olddefconfig` + `prepare`), and
-    /// takes the lock under which units compile in it, one build at a time.
+    /// preparing it unless a build did (`olddefconfig` + `prepare`).
     fn prepare(
         &self,
         config_text: &str,
         progress: &dyn Fn(&str),
         laps: &mut Vec<(&'static str, f64)>,
-    ) -> Result<(crate::cache::Hold, std::fs::File), TreelessError> {
+    ) -> Result<crate::cache::Hold, TreelessError> {
         let dir = &self.dir;
         crate::files::create_dir_all(dir.parent().expect("under the cache"))?;
         let lock_path = dir.with_extension("lock");
@@ -407,10 +519,16 @@ impl Prepared<'_> {
             self.fill(config_text, &done, progress, laps)
         })?;
         self.record()?;
-        let compile_path = dir.join(".kpbuild-compile.lock");
+        Ok(hold)
+    }
+
+    /// The lock under which units compile in the directory, one build at a
+    /// time.
+    fn lock_compile(&self) -> Result<std::fs::File, TreelessError> {
+        let compile_path = self.dir.join(".kpbuild-compile.lock");
         let compile = std::fs::File::create(&compile_path).at(&compile_path)?;
         compile.lock().at(&compile_path)?;
-        Ok((hold, compile))
+        Ok(compile)
     }
 
     /// `kpbuild cache` ties the directory to its source and config by these

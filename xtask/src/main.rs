@@ -20,6 +20,9 @@
 //!                       and include scan) and warm (only when named)
 //! cargo xtask bench prematch  every function of every test-kernel C unit
 //!                       pre-matched against vmlinux (only when named)
+//! cargo xtask bench prematch --debian [RELEASE] [--units N]  the same for
+//!                       every C unit of a Debian release's vmlinux (default:
+//!                       the suite's release; N: only the first N units)
 //! ```
 
 mod bench;
@@ -31,7 +34,7 @@ use std::process::{Command, ExitCode};
 use testbed::kernel::{KernelBuild, KernelSpec};
 
 /// `cargo xtask --help`.
-const USAGE: &str = "usage: cargo xtask <demo|test|e2e [FILTER|--only NAME[,NAME]]|kernel|buildroot [SUITE]|bench [diff|build|debian|debian13|headers]>\n\n\
+const USAGE: &str = "usage: cargo xtask <demo|test|e2e [FILTER|--only NAME[,NAME]]|kernel|buildroot [SUITE]|bench [diff|build|debian|debian13|headers|prematch [--debian [RELEASE]] [--units N]]>\n\n\
      demo    build the test kernel if needed, livepatch it in QEMU, show the effect\n\
      test    cargo test --workspace, then the kernel end-to-end suite\n\
      e2e [FILTER]  only the kernel end-to-end cases whose name contains FILTER\n\
@@ -43,7 +46,9 @@ const USAGE: &str = "usage: cargo xtask <demo|test|e2e [FILTER|--only NAME[,NAME
                    and for the oldest 6.12, the newest 6.1 and a Debian 13 cloud release\n\
      bench debian13  only the Debian 13 part (its build root reported apart)\n\
      bench headers  a header patch with --debian, cold and warm\n\
-     bench prematch  every function of every test-kernel C unit pre-matched against vmlinux";
+     bench prematch  every function of every test-kernel C unit pre-matched against vmlinux\n\
+     bench prematch --debian [RELEASE] [--units N]  every C unit of a Debian release's vmlinux\n\
+       compiled as kpbuild compiles originals and pre-matched (default: the suite's release)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -63,7 +68,10 @@ fn main() -> ExitCode {
             (Some(f), _) => e2e(e2e::Filter::Contains(f)),
             (None, _) => e2e(e2e::Filter::All),
         },
-        Some("bench") => bench::run(args.get(1).map(String::as_str)),
+        Some("bench") => bench::run(
+            args.get(1).map(String::as_str),
+            args.get(2..).unwrap_or_default(),
+        ),
         Some("kernel") if args.get(1).map(String::as_str) == Some("signing") => signing_kernel()
             .map(|kb| {
                 println!("source: {}", kb.src.display());

@@ -202,15 +202,25 @@ pub struct Survey {
 /// `vmlinux`, one function at a time (so one unit's mismatch does not hide
 /// the next).
 pub fn prematch_all(vmlinux: &Path, pairs: &[Pair]) -> Result<Survey, String> {
+    let objects: Vec<(PathBuf, PathBuf)> = pairs
+        .iter()
+        .map(|p| (p.object.clone(), p.original.clone()))
+        .collect();
+    prematch_objects(vmlinux, &objects)
+}
+
+/// Pre-matches every function of every (object, original file) against
+/// `vmlinux`, one function at a time.
+pub fn prematch_objects(vmlinux: &Path, objects: &[(PathBuf, PathBuf)]) -> Result<Survey, String> {
     use kpbuild::prematch::{CheckError, TargetCode, check, function_images};
-    let data = std::fs::read(vmlinux).map_err(|e| format!("{}: {e}", vmlinux.display()))?;
+    let data = kpbuild::files::read_elf_without_dwarf(vmlinux).map_err(|e| e.to_string())?;
     let target = TargetCode::new(&data).map_err(|e| format!("{}: {e}", vmlinux.display()))?;
-    let per_unit: Vec<Result<Survey, String>> = pairs
+    let per_unit: Vec<Result<Survey, String>> = objects
         .par_iter()
-        .map(|p| {
-            let label = p.object.display().to_string();
+        .map(|(object, original)| {
+            let label = object.display().to_string();
             let bytes =
-                std::fs::read(&p.original).map_err(|e| format!("{}: {e}", p.original.display()))?;
+                std::fs::read(original).map_err(|e| format!("{}: {e}", original.display()))?;
             let images = function_images(&label, &bytes).map_err(|e| format!("{label}: {e}"))?;
             let mut s = Survey {
                 units: 1,

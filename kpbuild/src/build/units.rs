@@ -95,6 +95,27 @@ fn affected_units<'a>(
     Ok(out)
 }
 
+/// The flags added to each unit's own command for diffing: [`DIFF_FLAGS`]
+/// and the patch-author headers (kpbuild-macros.h, kpatch-macros.h,
+/// kpatch-syscall.h), written into `work/kpbuild-include`, on the include
+/// path (on both sides: an include directory changes no code).
+pub fn diff_flags(work: &Path) -> Result<Vec<String>, crate::files::FileError> {
+    let include = work.join("kpbuild-include");
+    crate::files::create_dir_all(&include)?;
+    for (name, text) in [
+        ("kpbuild-macros.h", crate::module::MACROS_HEADER),
+        ("kpatch-macros.h", crate::module::KPATCH_MACROS_HEADER),
+        ("kpatch-syscall.h", crate::module::KPATCH_SYSCALL_HEADER),
+    ] {
+        std::fs::write(include.join(name), text).at(&include)?;
+    }
+    Ok(DIFF_FLAGS
+        .iter()
+        .map(|f| f.to_string())
+        .chain([format!("-I{}", include.display())])
+        .collect())
+}
+
 /// Compiles every unit from the pristine source and from the patched copy
 /// at `patched_src`, with [`DIFF_FLAGS`] and the patch-author headers
 /// (kpbuild-macros.h, kpatch-macros.h, kpatch-syscall.h) on the
@@ -106,23 +127,8 @@ pub fn compile<'t>(
     work: &Path,
     pool: &rayon::ThreadPool,
 ) -> Result<CompiledPairs<'t>, BuildError> {
-    // The patch-author headers on both sides: an include directory changes
-    // no code.
-    let include = work.join("kpbuild-include");
-    crate::files::create_dir_all(&include)?;
-    for (name, text) in [
-        ("kpbuild-macros.h", crate::module::MACROS_HEADER),
-        ("kpatch-macros.h", crate::module::KPATCH_MACROS_HEADER),
-        ("kpatch-syscall.h", crate::module::KPATCH_SYSCALL_HEADER),
-    ] {
-        std::fs::write(include.join(name), text).at(&include)?;
-    }
-    let include_flag = format!("-I{}", include.display());
-    let flags: Vec<&str> = DIFF_FLAGS
-        .iter()
-        .copied()
-        .chain([include_flag.as_str()])
-        .collect();
+    let flags = diff_flags(work)?;
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let slots = crate::jobs::Slots::from_env();
     pool.install(|| {
         units

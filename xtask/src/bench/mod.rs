@@ -25,6 +25,7 @@ mod debian;
 mod diff;
 mod headers;
 mod prematch;
+mod prematch_debian;
 
 use crate::repo_root;
 use serde_json::{Value, json};
@@ -48,10 +49,12 @@ const STEPS: &[&str] = &["check", "apply", "affected", "compile", "diff", "modul
 static PROTECTED: AtomicBool = AtomicBool::new(false);
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// `cargo xtask bench [diff|build|debian|headers]`; diff and build when
-/// none is named (debian and headers are slow and need the network: only
-/// when named).
-pub fn run(what: Option<&str>) -> Result<(), String> {
+/// `cargo xtask bench [diff|build|debian|headers|prematch [--debian
+/// [RELEASE]] [--units N]]`; diff and build when none is named (debian and
+/// headers are slow and need the network: only when named). `rest` holds
+/// the arguments after the benchmark's name.
+pub fn run(what: Option<&str>, rest: &[String]) -> Result<(), String> {
+    let prematch = prematch_options(what, rest)?;
     let which: &[&str] = match what {
         None => &["diff", "build"],
         Some("diff") => &["diff"],
@@ -68,7 +71,7 @@ pub fn run(what: Option<&str>) -> Result<(), String> {
     };
     if cfg!(debug_assertions) {
         if std::env::var_os(REEXEC_ENV).is_none() {
-            return rerun_in_release(what);
+            return rerun_in_release(what, rest);
         }
         eprintln!(
             "xtask: bench: warning: this is a debug build; its figures are not representative"
@@ -91,20 +94,80 @@ pub fn run(what: Option<&str>) -> Result<(), String> {
             "debian" => debian::bench_debian()?,
             "debian13" => debian::bench_debian13()?,
             "headers" => headers::bench_headers()?,
-            "prematch" => prematch::bench_prematch()?,
+            "prematch" => match &prematch {
+                Some(PrematchOptions {
+                    debian: Some(release),
+                    units,
+                }) => prematch_debian::bench_prematch_debian(release, *units)?,
+                _ => prematch::bench_prematch()?,
+            },
             _ => build::bench_build()?,
         }
     }
     Ok(())
 }
 
+/// `bench prematch`'s options: the Debian release to survey instead of
+/// the test kernel, and how many of its units.
+#[derive(Debug, PartialEq)]
+struct PrematchOptions {
+    debian: Option<String>,
+    units: Option<usize>,
+}
+
+/// Parses `rest` for `bench prematch`; other benchmarks take no option.
+/// `--debian` without a release is the suite's Debian release.
+fn prematch_options(
+    what: Option<&str>,
+    rest: &[String],
+) -> Result<Option<PrematchOptions>, String> {
+    if what != Some("prematch") {
+        return match rest.first() {
+            Some(a) => Err(format!(
+                "bench {}: unexpected argument `{a}`",
+                what.unwrap_or("")
+            )),
+            None => Ok(None),
+        };
+    }
+    let mut options = PrematchOptions {
+        debian: None,
+        units: None,
+    };
+    let mut args = rest.iter().peekable();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--debian" => {
+                let release = match args.next_if(|r| !r.starts_with('-')) {
+                    Some(r) => r.clone(),
+                    None => crate::debian_release()?,
+                };
+                options.debian = Some(release);
+            }
+            "--units" => {
+                let n = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("bench prematch: --units needs a number")?;
+                options.units = Some(n);
+            }
+            other => return Err(format!("bench prematch: unknown argument `{other}`")),
+        }
+    }
+    if options.units.is_some() && options.debian.is_none() {
+        return Err("bench prematch: --units goes with --debian".into());
+    }
+    Ok(Some(options))
+}
+
 /// Replaces this debug process with a release build of itself.
-fn rerun_in_release(what: Option<&str>) -> Result<(), String> {
+fn rerun_in_release(what: Option<&str>, rest: &[String]) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     eprintln!(
         "xtask: bench: this xtask is a debug build; benchmarking from a release build instead:\n  \
-         cargo run --release -p xtask -- bench {}",
-        what.unwrap_or("")
+         cargo run --release -p xtask -- bench {} {}",
+        what.unwrap_or(""),
+        rest.join(" ")
     );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let err = Command::new(cargo)
@@ -112,6 +175,7 @@ fn rerun_in_release(what: Option<&str>) -> Result<(), String> {
         .env(REEXEC_ENV, "1")
         .args(["run", "--release", "-p", "xtask", "--", "bench"])
         .args(what)
+        .args(rest)
         .exec();
     Err(format!("cannot run cargo: {err}"))
 }
@@ -325,4 +389,49 @@ fn timed_build(
         })
         .unwrap_or_default();
     Ok((wall_s, report, timings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn prematch_options_are_parsed_and_checked() {
+        assert_eq!(
+            prematch_options(Some("prematch"), &[]).unwrap(),
+            Some(PrematchOptions {
+                debian: None,
+                units: None
+            })
+        );
+        let release = "6.12.118+deb12-cloud-amd64";
+        assert_eq!(
+            prematch_options(
+                Some("prematch"),
+                &args(&["--debian", release, "--units", "20"])
+            )
+            .unwrap(),
+            Some(PrematchOptions {
+                debian: Some(release.into()),
+                units: Some(20)
+            })
+        );
+        let e = prematch_options(Some("prematch"), &args(&["--units", "20"])).unwrap_err();
+        assert!(e.contains("--units goes with --debian"), "{e}");
+        let e = prematch_options(Some("prematch"), &args(&["--debian", release, "--units"]))
+            .unwrap_err();
+        assert!(e.contains("--units needs a number"), "{e}");
+        let e = prematch_options(Some("prematch"), &args(&["--fast"])).unwrap_err();
+        assert!(e.contains("unknown argument `--fast`"), "{e}");
+        let e = prematch_options(Some("diff"), &args(&["--debian"])).unwrap_err();
+        assert!(
+            e.contains("bench diff: unexpected argument `--debian`"),
+            "{e}"
+        );
+        assert_eq!(prematch_options(None, &[]).unwrap(), None);
+    }
 }
