@@ -252,3 +252,86 @@ fn farm_targets_apply_says_what_applies_where() {
         "old\n"
     );
 }
+
+/// `farm run` without a kernel: targets that cannot be built are each a
+/// build error in the report (exit 1), an unknown `--only` or a foreign
+/// directory where a target's output goes is exit 1 touching nothing.
+#[test]
+fn farm_run_reports_each_target_and_refuses_bad_input() {
+    if testbed::oracle::tool("patch", "patch").is_none() {
+        return;
+    }
+    let s = Scratch::new("farm-run");
+    farm(&s);
+    for tree in ["old", "new"] {
+        s.write(&format!("{tree}/src/fs/proc/cmdline.c"), "old\n");
+        s.write(&format!("{tree}/src/fs/proc/meminfo.c"), "old\n");
+    }
+    s.write("old/src/fs/proc/meminfo.c", "c\n");
+    let dir = s.root();
+    let base = [
+        "farm",
+        "run",
+        "--targets",
+        "targets.toml",
+        "--series",
+        "series",
+        "--artifact",
+        "art",
+    ];
+    let mut only = base.to_vec();
+    only.extend(["--only", "nosuch"]);
+    let run = kpbuild(dir, &only);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("no target named \"nosuch\"; the targets are old, new"),
+        "{}",
+        run.stderr
+    );
+    assert!(!s.path("art").exists());
+
+    let mut json = base.to_vec();
+    json.push("--json");
+    let run = kpbuild(dir, &json);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["passed"], false);
+    for (i, name) in ["old", "new"].iter().enumerate() {
+        let t = &v["targets"][i];
+        assert_eq!(
+            (&t["name"], &t["outcome"]),
+            (&(*name).into(), &"build-error".into()),
+            "{t}"
+        );
+        assert!(t["reason"].as_str().unwrap().contains("vmlinux"), "{t}");
+        assert_eq!(t["fixes"][0]["outcome"], "build-error", "{t}");
+        let written: Value = serde_json::from_slice(
+            &std::fs::read(s.path(&format!("art/{name}/target.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(&written, t);
+    }
+    // The new tree's meminfo.c has the top-level text's line, the old
+    // one's not the 6.1 variant's: left out there.
+    assert_eq!(v["targets"][0]["fixes"][1]["outcome"], "does-not-apply");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(s.path("art/farm-report.json")).unwrap()).unwrap();
+    assert_eq!(report, v);
+
+    // A directory that is not a target's output is never removed.
+    std::fs::remove_file(s.path("art/old/target.json")).unwrap();
+    s.write("art/old/mine.txt", "keep me");
+    let run = kpbuild(dir, &base);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("art/old: exists and is not a farm target's output"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.path("art/old/mine.txt")).unwrap(),
+        "keep me"
+    );
+}

@@ -22,6 +22,36 @@ pub enum FarmCommand {
     /// kernel version and, with --series, the text of each fix it gets and
     /// its series hash. Builds nothing.
     Targets(TargetsArgs),
+    /// Build each target's cumulative module from the fixes that apply to
+    /// its source and test it in its own kernel (`kpbuild vmtest`, with the
+    /// fixes' check scripts); write each target's module, logs and
+    /// `target.json` to `ARTIFACT/TARGET/` and every outcome to
+    /// `ARTIFACT/farm-report.json`. Needs no key and publishes nothing.
+    /// Exit 1 when a target was not built and tested.
+    Run(RunArgs),
+}
+
+/// Arguments of `kpbuild farm run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The targets file.
+    #[arg(long)]
+    pub targets: PathBuf,
+    /// The fix series directory.
+    #[arg(long)]
+    pub series: PathBuf,
+    /// Where each target's results go (`ARTIFACT/TARGET/`).
+    #[arg(long)]
+    pub artifact: PathBuf,
+    /// Only the target of this name (as `farm targets` prints it).
+    #[arg(long)]
+    pub only: Option<String>,
+    /// The livepatch module's name.
+    #[arg(long, default_value = "livepatch_farm")]
+    pub name: String,
+    /// Print the farm report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `kpbuild farm targets`.
@@ -48,7 +78,10 @@ pub struct TargetsArgs {
 
 /// Runs `kpbuild farm …`; returns the exit code.
 pub fn run(args: &FarmArgs) -> u8 {
-    let FarmCommand::Targets(a) = &args.command;
+    let a = match &args.command {
+        FarmCommand::Targets(a) => a,
+        FarmCommand::Run(a) => return run_farm(a),
+    };
     let mut m = match farm::matrix(&a.targets, a.series.as_deref()) {
         Ok(m) => m,
         Err(e) => return fail(&e, a.json, None),
@@ -61,6 +94,82 @@ pub fn run(args: &FarmArgs) -> u8 {
     }
     print(&m, a.json, None);
     exit::SUCCESS
+}
+
+/// `kpbuild farm run`.
+fn run_farm(a: &RunArgs) -> u8 {
+    let req = farm::run::RunRequest {
+        targets: a.targets.clone(),
+        series: a.series.clone(),
+        artifact: a.artifact.clone(),
+        only: a.only.clone(),
+        name: a.name.clone(),
+        progress: crate::build::Progress::Stderr,
+    };
+    let report = match farm::run::run(&req) {
+        Ok(r) => r,
+        Err(e) => {
+            if a.json {
+                let value = serde_json::json!({"outcome": "error", "message": e.to_string()});
+                crate::outln!("{}", serde_json::to_string_pretty(&value).expect("json"));
+            }
+            eprintln!("kpbuild farm run: error: {e}");
+            return exit::ERROR;
+        }
+    };
+    if a.json {
+        crate::outln!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    } else {
+        print_run(&report);
+    }
+    if report.passed {
+        exit::SUCCESS
+    } else {
+        exit::ERROR
+    }
+}
+
+fn print_run(r: &farm::run::FarmReport) {
+    let name = |o: farm::run::Outcome| serde_json::to_value(o).expect("json");
+    for t in &r.targets {
+        let reason = t.reason.as_deref().map(first_line).unwrap_or_default();
+        let mut times = Vec::new();
+        times.extend(t.build_seconds.map(|s| format!("build {s:.1} s")));
+        times.extend(t.vmtest_seconds.map(|s| format!("vmtest {s:.1} s")));
+        times.extend(
+            t.apply_latency_ms
+                .map(|ms| format!("apply latency {ms:.0} ms")),
+        );
+        crate::outln!(
+            "{}: {}{}{}",
+            t.target.name,
+            name(t.outcome).as_str().unwrap_or_default(),
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {reason}")
+            },
+            if times.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", times.join(", "))
+            }
+        );
+        for f in &t.fixes {
+            crate::outln!(
+                "  {}  {}",
+                f.id,
+                name(f.outcome).as_str().unwrap_or_default()
+            );
+        }
+    }
+    let passed = if r.passed { "passed" } else { "FAILED" };
+    crate::outln!("{} targets: {passed}", r.targets.len());
+}
+
+/// The first line of a message (a build error may carry a log).
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_string()
 }
 
 /// Says what is wrong (after the matrix, when there is one to show).

@@ -53,6 +53,8 @@ pub struct FixOnSource {
     pub id: String,
     /// The text tried.
     pub text: PathBuf,
+    /// The fix's check script.
+    pub check: Option<PathBuf>,
     /// What it does.
     #[serde(flatten)]
     pub applies: Applies,
@@ -108,6 +110,7 @@ fn try_each(
         out.push(FixOnSource {
             id: chosen.fix.id.clone(),
             text: chosen.text().path.clone(),
+            check: chosen.fix.check.as_ref().map(|t| t.path.clone()),
             applies,
         });
     }

@@ -9,8 +9,11 @@
 //!   target with the text of each fix it gets and its series hash;
 //!   [`check_applies`] adds whether each text applies to the target's
 //!   source ([`apply`]).
+//! - [`run`]: each target's cumulative module built from the fixes that
+//!   apply and tested in its kernel, every outcome written down.
 
 pub mod apply;
+pub mod run;
 pub mod series;
 pub mod targets;
 
@@ -43,6 +46,35 @@ pub enum FarmError {
         target: String,
         /// Why.
         source: Box<crate::debian::DebianError>,
+    },
+    /// A file or directory of the farm's outputs.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
+    /// `--only` names no target.
+    #[error(
+        "{}: no target named {name:?}; the targets are {}",
+        path.display(),
+        known.join(", ")
+    )]
+    NoSuchTarget {
+        /// The targets file.
+        path: PathBuf,
+        /// The name asked for.
+        name: String,
+        /// The targets' names.
+        known: Vec<String>,
+    },
+    /// Not a module name.
+    #[error(transparent)]
+    Name(Box<crate::module::ModuleError>),
+    /// A target's output directory holds something that is not a farm's.
+    #[error(
+        "{}: exists and is not a farm target's output (no target.json): not touched",
+        dir.display()
+    )]
+    NotAnArtifact {
+        /// The directory.
+        dir: PathBuf,
     },
     /// Fixes that apply to no target's source.
     #[error(
@@ -158,35 +190,51 @@ pub fn check_applies(m: &mut Matrix, progress: &dyn Fn(&str)) -> Result<(), Farm
     let Some(series) = &m.series else {
         return Ok(());
     };
-    for (i, t) in m.targets.iter_mut().enumerate() {
-        let name = &t.target.name;
-        let (src, _hold) = source_of(&t.target, progress)?;
-        progress(&format!("{name}: trying each fix on {}", src.display()));
-        let work = std::env::temp_dir().join(format!("kpbuild-farm-{}-{i}", std::process::id()));
-        let selection = series.select(&t.target.kernel_version);
-        let applies = apply::check(&src, &selection, &work).map_err(|e| FarmError::Apply {
-            target: name.clone(),
-            source: Box::new(e),
-        })?;
-        t.applies = Some(applies);
+    for t in &mut m.targets {
+        t.applies = Some(applies_on(&t.target, series, progress)?);
     }
-    let nowhere: Vec<PathBuf> = series
-        .fixes
+    let results: Vec<&[apply::FixOnSource]> = m
+        .targets
         .iter()
-        .filter(|f| {
-            !m.targets.iter().any(|t| {
-                t.applies
-                    .iter()
-                    .flatten()
-                    .any(|a| a.id == f.id && a.applies == apply::Applies::Applies)
-            })
-        })
-        .map(|f| f.patch.path.clone())
+        .filter_map(|t| t.applies.as_deref())
         .collect();
+    let nowhere = applies_nowhere(series, &results);
     if !nowhere.is_empty() {
         return Err(FarmError::AppliesNowhere { fixes: nowhere });
     }
     Ok(())
+}
+
+/// Tries the texts `target` gets on its source ([`apply::check`]).
+pub fn applies_on(
+    target: &Target,
+    series: &Series,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<apply::FixOnSource>, FarmError> {
+    let name = &target.name;
+    let (src, _hold) = source_of(target, progress)?;
+    progress(&format!("{name}: trying each fix on {}", src.display()));
+    let work = std::env::temp_dir().join(format!("kpbuild-farm-{}-{}", std::process::id(), name));
+    let selection = series.select(&target.kernel_version);
+    apply::check(&src, &selection, &work).map_err(|e| FarmError::Apply {
+        target: name.clone(),
+        source: Box::new(e),
+    })
+}
+
+/// The top-level patches of the fixes that apply in none of `results`.
+pub fn applies_nowhere(series: &Series, results: &[&[apply::FixOnSource]]) -> Vec<PathBuf> {
+    series
+        .fixes
+        .iter()
+        .filter(|f| {
+            !results.iter().any(|r| {
+                r.iter()
+                    .any(|a| a.id == f.id && a.applies == apply::Applies::Applies)
+            })
+        })
+        .map(|f| f.patch.path.clone())
+        .collect()
 }
 
 /// A target's source tree, and the hold on it when it is in the cache.

@@ -6,6 +6,7 @@ mod callers;
 mod debian;
 mod debian13;
 mod demo;
+mod farm;
 mod harness;
 mod headers;
 mod kpmacros;
@@ -126,6 +127,10 @@ const CASES: &[Case] = &[
     Case {
         name: "vmtest_passes_fails_and_measures_latency",
         run: vmtest::vmtest_module,
+    },
+    Case {
+        name: "farm_run_builds_and_tests_a_series",
+        run: farm::farm_run_tree,
     },
     Case {
         name: "build_refuses_init_code_change",
