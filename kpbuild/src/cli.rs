@@ -49,7 +49,8 @@ pub enum Command {
     /// unpatch latency.
     Vmtest(vmtest::VmtestArgs),
     /// The build farm: a fix series over a matrix of kernels. `farm targets`
-    /// checks a targets file and a series and shows what each target gets.
+    /// checks a targets file and a series and shows what each target gets;
+    /// `farm run` builds and tests each target's module.
     Farm(farm::FarmArgs),
 }
 
