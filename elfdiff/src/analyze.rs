@@ -166,6 +166,8 @@ pub struct Analysis {
     pub marks: crate::kpatch::Marks,
     /// Changed functions without an ftrace entry, carried by their callers.
     pub carried: Vec<crate::callers::Carried>,
+    /// Functions of other units carried there, with their callers here.
+    pub elsewhere: Vec<crate::callers::Carried>,
 }
 
 fn is_exec(input: &Input, section: SectionId) -> bool {
@@ -390,6 +392,7 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
         },
         &found.untraceable,
         &found.changed,
+        &options.carried_elsewhere,
         &has_fentry,
     );
     found.changed.extend(routed.forced);
@@ -425,6 +428,7 @@ pub fn analyze(o: &Input, p: &Input, options: &Options) -> Result<Analysis, Erro
         p_entries: pe,
         marks,
         carried: routed.carried,
+        elsewhere: routed.elsewhere,
     })
 }
 

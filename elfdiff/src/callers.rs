@@ -13,7 +13,10 @@
 //! from a function the patch redirects. So a function is refused when:
 //! - its address is taken (a pointer, a table, an `.altinstr_replacement`
 //!   call the kernel patched in at boot could reach the old code);
-//! - it is global (callers in other units are not seen from one object);
+//! - it is global and its callers in other units cannot all be redirected
+//!   (the build driver finds them and diffs their units with
+//!   `Options::carried_elsewhere`; from one object alone, a global is only
+//!   marked [`Carried::global`]);
 //! - a caller has no ftrace entry either and traced callers are not found
 //!   within [`MAX_DEPTH`] levels;
 //! - it has more callers than the limit ([`DEFAULT_MAX_CALLERS`], or
@@ -49,6 +52,9 @@ pub struct Carried {
     /// Its callers in either object (patched ids), which the patch carries
     /// too (redirected, or carried themselves when they cannot be).
     pub callers: Vec<SymbolId>,
+    /// Whether it is global: other units may call it too, and the patch is
+    /// only sound once their callers are redirected as well.
+    pub global: bool,
 }
 
 /// What routing through callers decided.
@@ -56,6 +62,9 @@ pub struct Carried {
 pub struct Routed {
     /// Functions carried by their callers.
     pub carried: Vec<Carried>,
+    /// Functions of other units, carried there, and their callers here
+    /// (`func` is this object's undefined symbol).
+    pub elsewhere: Vec<Carried>,
     /// Unchanged callers the patch must redirect all the same.
     pub forced: Vec<Changed>,
     /// Functions that cannot be patched this way.
@@ -81,20 +90,31 @@ pub struct Sides<'a, 'd> {
 }
 
 /// Routes each changed function without an ftrace entry through its
-/// callers. `changed` are the functions already redirected; `has_fentry`
-/// tells whether a function of an object has an ftrace entry.
+/// callers, and the callers here of `elsewhere` (functions of other units
+/// carried there, by name). `changed` are the functions already redirected;
+/// `has_fentry` tells whether a function of an object has an ftrace entry.
 pub fn route(
     s: &Sides<'_, '_>,
     untraceable: &[Changed],
     changed: &[Changed],
+    elsewhere: &[String],
     has_fentry: &dyn Fn(&Input, SymbolId) -> bool,
 ) -> Routed {
     let mut routed = Routed::default();
     let mut redirected: HashSet<SymbolId> = changed.iter().map(|c| c.func).collect();
     let mut carried: HashSet<SymbolId> = untraceable.iter().map(|c| c.func).collect();
+    let external: HashSet<SymbolId> = elsewhere
+        .iter()
+        .filter_map(|name| undefined(s.p, name))
+        .collect();
     // Each function to route with the chain of callers that led to it
     // (its first element is the changed function, refused in its name).
-    let mut queue: Vec<Vec<SymbolId>> = untraceable.iter().map(|c| vec![c.func]).collect();
+    let mut queue: Vec<Vec<SymbolId>> = untraceable
+        .iter()
+        .map(|c| c.func)
+        .chain(external.iter().copied())
+        .map(|f| vec![f])
+        .collect();
     let mut refused: BTreeSet<SymbolId> = BTreeSet::new();
     let mut found: Vec<(SymbolId, Carried)> = Vec::new();
     let mut refuse = |chain: &[SymbolId], reason: String, routed: &mut Routed| {
@@ -161,14 +181,25 @@ pub fn route(
                 queue.push(longer);
             }
         }
-        found.push((chain[0], Carried { func, callers }));
+        let global = !external.contains(&func) && !s.p.is_local(func);
+        found.push((
+            chain[0],
+            Carried {
+                func,
+                callers,
+                global,
+            },
+        ));
     }
-    routed.carried = found
+    let (elsewhere, carried): (Vec<_>, Vec<_>) = found
         .into_iter()
         .filter(|(root, _)| !refused.contains(root))
         .map(|(_, c)| c)
-        .collect();
+        .partition(|c| external.contains(&c.func));
+    routed.carried = carried;
     routed.carried.sort_by_key(|c| s.p.sym_name(c.func));
+    routed.elsewhere = elsewhere;
+    routed.elsewhere.sort_by_key(|c| s.p.sym_name(c.func));
     routed.unroutable = untraceable
         .iter()
         .filter(|c| refused.contains(&c.func))
@@ -188,22 +219,25 @@ fn refusal(p: &Input, func: SymbolId, reason: String) -> Refusal {
     }
 }
 
+/// This object's undefined symbol named `name`, if it references one.
+fn undefined(input: &Input, name: &str) -> Option<SymbolId> {
+    input
+        .symbols()
+        .find(|&f| input.sym_section(f).is_none() && !input.is_local(f) && input.sym_name(f) == name)
+}
+
 /// The callers (patched ids, sorted, without `func` itself) of `func` in
-/// both objects, or why it cannot be patched through them.
+/// both objects (in this unit: a global's callers elsewhere are the build
+/// driver's to find), or why it cannot be patched through them.
 fn callers_of(s: &Sides<'_, '_>, func: SymbolId) -> Result<Vec<SymbolId>, String> {
-    if !s.p.is_local(func) {
-        return Err(
-            "global function without an ftrace entry: callers in other units cannot be redirected from this object"
-                .into(),
-        );
-    }
-    let original = *s
-        .pairs
-        .p2o
-        .get(&func)
-        .ok_or("new function without an ftrace entry")?;
+    let original = match s.pairs.p2o.get(&func) {
+        Some(&o) => Some(o),
+        // A function of another unit: this object's reference to it.
+        None if s.p.sym_section(func).is_none() => undefined(s.o, &s.p.sym_name(func)),
+        None => return Err("new function without an ftrace entry".into()),
+    };
     let mut out = BTreeSet::new();
-    for caller in direct_callers(s.o, s.oe, original)? {
+    for caller in original.map_or(Ok(Vec::new()), |o| direct_callers(s.o, s.oe, o))? {
         let paired = s.pairs.o2p.get(&caller).ok_or_else(|| {
             format!(
                 "has no ftrace entry, and its caller {} has no counterpart in the patched object",

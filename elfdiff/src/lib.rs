@@ -92,6 +92,10 @@ pub struct Options {
     /// How many callers may carry a changed function without an ftrace
     /// entry ([`callers::DEFAULT_MAX_CALLERS`] when `None`).
     pub max_callers: Option<usize>,
+    /// Global functions without an ftrace entry that the patch changes in
+    /// other units and carries there: their callers in this object are
+    /// redirected (or carried) too, so that they call the new code.
+    pub carried_elsewhere: Vec<String>,
 }
 
 /// A change that cannot be live patched safely.
@@ -153,6 +157,21 @@ pub struct CarriedFunction {
     /// The callers whose copies call the new code (redirected, or carried
     /// the same way when they have no ftrace entry either).
     pub callers: Vec<String>,
+    /// Whether it is global: its callers in other units are redirected too
+    /// (the build driver finds them and lists them in `other_units`).
+    pub global: bool,
+    /// Its callers in other units of the target, by unit.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_units: Vec<UnitCallers>,
+}
+
+/// The callers of a carried global function in one other unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnitCallers {
+    /// The unit's object, relative to the build tree.
+    pub object: String,
+    /// Its functions that call the carried one (redirected, or carried).
+    pub callers: Vec<String>,
 }
 
 /// A symbol the extracted object references but does not carry.
@@ -177,6 +196,9 @@ pub struct Diff {
     pub new: Vec<String>,
     /// Changed functions without an ftrace entry, carried by their callers.
     pub carried: Vec<CarriedFunction>,
+    /// Functions of other units carried there ([`Options::carried_elsewhere`])
+    /// and their callers here, which the patch redirects.
+    pub carried_elsewhere: Vec<CarriedFunction>,
     /// New functions and variables of global binding the output object
     /// defines: other units of the same patch may use them, and then reach
     /// this definition inside the livepatch module.
@@ -260,15 +282,16 @@ fn named_locals(o: &input::Input) -> Vec<String> {
 }
 
 /// The functions carried by their callers, by name (callers sorted).
-fn carried(p: &input::Input, a: &analyze::Analysis) -> Vec<CarriedFunction> {
-    a.carried
-        .iter()
+fn carried(p: &input::Input, list: &[callers::Carried]) -> Vec<CarriedFunction> {
+    list.iter()
         .map(|c| {
             let mut callers: Vec<String> = c.callers.iter().map(|&f| p.sym_name(f)).collect();
             callers.sort();
             CarriedFunction {
                 name: p.sym_name(c.func),
                 callers,
+                global: c.global,
+                other_units: Vec::new(),
             }
         })
         .collect()
@@ -298,7 +321,8 @@ pub fn diff(
         })
         .collect();
     let new: Vec<String> = a.new.iter().map(|&f| p.sym_name(f)).collect();
-    let carried = carried(&p, &a);
+    let carried_elsewhere = carried(&p, &a.elsewhere);
+    let carried = carried(&p, &a.carried);
     let mut refusals = a.refusals.clone();
     let callbacks = callbacks::read(&patched, &new).unwrap_or_else(|r| {
         refusals.extend(r);
@@ -316,6 +340,7 @@ pub fn diff(
         changed,
         new,
         carried,
+        carried_elsewhere,
         new_globals: Vec::new(),
         callbacks,
         marks: a.marks.clone(),

@@ -147,6 +147,16 @@ fn findings(diff: &elfdiff::Diff) -> BTreeSet<String> {
     }
     for c in &diff.carried {
         set.insert(format!("carried: {} by {}", c.name, c.callers.join(" ")));
+        if c.global {
+            set.insert(format!("carried-global: {}", c.name));
+        }
+    }
+    for c in &diff.carried_elsewhere {
+        set.insert(format!(
+            "carried-elsewhere: {} by {}",
+            c.name,
+            c.callers.join(" ")
+        ));
     }
     for n in &diff.new_globals {
         set.insert(format!("new-global: {n}"));
@@ -166,8 +176,9 @@ fn findings(diff: &elfdiff::Diff) -> BTreeSet<String> {
     for r in &diff.refusals {
         set.insert(
             format!("refused: {} {}", r.section, r.symbol)
-                .trim_end()
-                .to_string(),
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
         );
     }
     set
@@ -236,7 +247,8 @@ fn check_output(object: &[u8], dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The case's `options` file, when it has one: `max-callers: N` lines.
+/// The case's `options` file, when it has one: `max-callers: N` and
+/// `carried-elsewhere: NAME` lines.
 fn case_options(case: &Path) -> Result<elfdiff::Options, String> {
     let mut options = elfdiff::Options::default();
     let Ok(text) = std::fs::read_to_string(case.join("options")) else {
@@ -247,6 +259,7 @@ fn case_options(case: &Path) -> Result<elfdiff::Options, String> {
             Some(("max-callers", n)) => {
                 options.max_callers = Some(n.parse().map_err(|_| format!("options: {line}"))?);
             }
+            Some(("carried-elsewhere", name)) => options.carried_elsewhere.push(name.into()),
             _ => return Err(format!("options: unknown line {line:?}")),
         }
     }
