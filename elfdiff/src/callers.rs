@@ -221,9 +221,9 @@ fn refusal(p: &Input, func: SymbolId, reason: String) -> Refusal {
 
 /// This object's undefined symbol named `name`, if it references one.
 fn undefined(input: &Input, name: &str) -> Option<SymbolId> {
-    input
-        .symbols()
-        .find(|&f| input.sym_section(f).is_none() && !input.is_local(f) && input.sym_name(f) == name)
+    input.symbols().find(|&f| {
+        input.sym_section(f).is_none() && !input.is_local(f) && input.sym_name(f) == name
+    })
 }
 
 /// The callers (patched ids, sorted, without `func` itself) of `func` in

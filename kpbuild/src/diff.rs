@@ -126,6 +126,7 @@ fn run_inner(args: &DiffArgs) -> Result<u8, DiffError> {
     let options = elfdiff::Options {
         entry_sizes,
         max_callers: Some(args.max_callers),
+        ..elfdiff::Options::default()
     };
     let diff = elfdiff::diff(
         &args.original.display().to_string(),
@@ -139,6 +140,16 @@ fn run_inner(args: &DiffArgs) -> Result<u8, DiffError> {
         elfdiff::Outcome::NoChange => exit::NO_CHANGE,
         elfdiff::Outcome::Refused => exit::REFUSED,
     };
+    // One object cannot show a global's callers in other units: only the
+    // build, which sees every unit, can redirect them.
+    if let Some(c) = diff.carried.iter().find(|c| c.global) {
+        eprintln!(
+            "kpbuild diff: refused: {}: {} is a global function without an ftrace entry: its callers in other units must be redirected too, which `kpbuild build` does",
+            args.patched.display(),
+            c.name
+        );
+        return Ok(exit::REFUSED);
+    }
     let mut relocated = None;
     if code == exit::SUCCESS {
         let object = diff
@@ -294,6 +305,7 @@ mod tests {
             changed: vec![],
             new: vec!["setup".into()],
             carried: vec![],
+            carried_elsewhere: vec![],
             new_globals: vec![],
             callbacks: vec![elfdiff::callbacks::Callback {
                 kind: "pre_patch".into(),

@@ -175,7 +175,9 @@ pub fn unsupported(path: &Path) -> Option<&'static str> {
         return Some("a build-system change cannot be live patched");
     }
     if ext == "S" || ext == "s" {
-        return Some("assembly cannot be live patched");
+        return Some(
+            "assembly cannot be live patched: its functions have no ftrace entry, and its callers cannot be found from C",
+        );
     }
     if name.ends_with(".lds") || name.ends_with(".lds.S") || name.ends_with(".lds.h") {
         return Some("a linker-script change cannot be live patched");

@@ -24,10 +24,12 @@ pub struct Diffs {
 }
 
 /// Diffs every unit's original and patched object, with the target's
-/// special-section entry sizes in `options`.
+/// special-section entry sizes in `options`, and for a unit in
+/// `elsewhere` the carried globals of other units it calls.
 pub fn diff(
     pairs: &CompiledPairs<'_>,
     options: &elfdiff::Options,
+    elsewhere: &super::elsewhere::Elsewhere,
     pool: &rayon::ThreadPool,
 ) -> Result<Diffs, BuildError> {
     let diffs: Vec<Result<elfdiff::Diff, BuildError>> = pool.install(|| {
@@ -38,12 +40,16 @@ pub fn diff(
                 let o = crate::files::read(&u.original)?;
                 let p = crate::files::read(&u.patched)?;
                 let label = u.cmd.object.display().to_string();
+                let mut options = options.clone();
+                if let Some(names) = elsewhere.get(&u.cmd.object) {
+                    options.carried_elsewhere = names.iter().cloned().collect();
+                }
                 Ok(elfdiff::diff(
                     &format!("{label} (original)"),
                     &o,
                     &format!("{label} (patched)"),
                     &p,
-                    options,
+                    &options,
                 )?)
             })
             .collect()
@@ -63,6 +69,7 @@ pub fn diff(
             target: u.target.clone(),
             line_only: d.line_only.clone(),
             carried: d.carried.clone(),
+            carried_elsewhere: d.carried_elsewhere.clone(),
             marks: d.marks.clone(),
         });
         out.refusals

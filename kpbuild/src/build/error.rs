@@ -216,6 +216,14 @@ pub enum BuildError {
         /// The unit of the second.
         second: PathBuf,
     },
+    /// A built tree's object cannot be read as ELF.
+    #[error("{}: not a readable ELF object: {why}", path.display())]
+    UnreadableObject {
+        /// The object.
+        path: PathBuf,
+        /// What the reader said.
+        why: String,
+    },
     /// The module name is invalid, or the module did not build.
     #[error(transparent)]
     Module(Box<ModuleError>),

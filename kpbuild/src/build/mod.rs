@@ -11,7 +11,9 @@
 //!    shadow copy;
 //! 3. [`units::affected`]: the affected units;
 //! 4. [`units::compile`]: each compiled twice, in parallel;
-//! 5. [`diffs::diff`] and [`diffs::verdict`]: unit reports and refusals;
+//! 5. [`diffs::diff`] and [`diffs::verdict`]: unit reports and refusals,
+//!    with [`elsewhere::redirect`] for the callers in other units of a
+//!    changed global function without an ftrace entry;
 //!    [`relocate::prematch`]; [`relocate::relocate`]: the relocated objects
 //!    per target object, with their callbacks;
 //! 6. [`output::module`], [`output::sign`], [`output::write`].
@@ -19,6 +21,7 @@
 //! Nothing is written to the output directory unless every stage succeeded.
 
 pub mod diffs;
+pub mod elsewhere;
 pub mod error;
 pub mod output;
 pub mod relocate;
@@ -96,7 +99,16 @@ fn run_stages(req: &BuildRequest, work: &Path) -> Result<BuildReport, BuildError
         max_callers: Some(req.max_callers),
         ..sizes.options()
     };
-    let diffs = diffs::diff(&pairs, &options, &pool)?;
+    let diffs = diffs::diff(&pairs, &options, &Default::default(), &pool)?;
+    let cx = elsewhere::Context {
+        tree,
+        patched_src: &patched_src,
+        work,
+        options: &options,
+        max_callers: req.max_callers,
+        pool: &pool,
+    };
+    let (pairs, diffs) = elsewhere::redirect(&cx, pairs, diffs)?;
     let mut report = partial_report(req, tree, &patches, &diffs);
     report.warnings = target.warnings.clone();
     if sizes.source == crate::entry_sizes::SizeSource::Table {

@@ -146,6 +146,10 @@ pub struct UnitReport {
     /// Changed functions without an ftrace entry, carried by the callers
     /// named with each (redirected in their place).
     pub carried: Vec<elfdiff::CarriedFunction>,
+    /// Global functions without an ftrace entry that other units carry,
+    /// with their callers here (redirected in their place).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub carried_elsewhere: Vec<elfdiff::CarriedFunction>,
     /// The unit's object, relative to the build tree.
     pub object: PathBuf,
     /// The diff's verdict.
@@ -272,6 +276,7 @@ mod tests {
             changed: vec!["__x64_sys_newuname".into()],
             new: vec![],
             carried: vec![],
+            carried_elsewhere: vec![],
             object: "kernel/sys.o".into(),
             outcome: elfdiff::Outcome::Patch,
             target: "vmlinux".into(),

@@ -1,5 +1,7 @@
 //! New globals shared between the units of one patch: a function or
-//! variable one unit adds and another calls or reads. All units' extracted
+//! variable one unit adds and another calls or reads, and a changed global
+//! function without an ftrace entry that one unit carries and the callers
+//! another unit redirects call. All units' extracted
 //! objects are linked into the one livepatch module, so such a reference is
 //! a plain relocation inside the module, whichever target object (vmlinux
 //! or a module) either unit patches; the running kernel has no such symbol
@@ -36,7 +38,10 @@ impl SharedSymbols {
     pub fn of(units: &[(&Path, &str, &elfdiff::Diff)]) -> Result<Self, BuildError> {
         let mut defined: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, (object, _, d)) in units.iter().enumerate() {
-            for name in &d.new_globals {
+            // A carried global (a changed function without an ftrace entry)
+            // is reached through the module's copy too, never the old code.
+            let carried = d.carried.iter().filter(|c| c.global).map(|c| &c.name);
+            for name in d.new_globals.iter().chain(carried) {
                 if let Some(&first) = defined.get(name.as_str()) {
                     return Err(BuildError::DuplicateNewSymbol {
                         name: name.clone(),
@@ -98,6 +103,7 @@ mod tests {
             changed: Vec::new(),
             new: Vec::new(),
             carried: Vec::new(),
+            carried_elsewhere: Vec::new(),
             new_globals: new_globals.iter().map(|s| s.to_string()).collect(),
             callbacks: Vec::new(),
             marks: elfdiff::kpatch::Marks::default(),

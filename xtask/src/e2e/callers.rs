@@ -4,6 +4,12 @@
 //! and redirects the traced wrappers that call it (`__x64_sys_newuname`,
 //! and `__ia32_sys_newuname` where the kernel has 32-bit syscalls), so
 //! `uname -m` reports the patched machine name until the patch is disabled.
+//!
+//! A fix in a global function without an ftrace entry: the test bed's
+//! `kpb_untraced` (notrace) is called from its own unit and from a second
+//! one; both callers are redirected, so both `/proc` files show the new
+//! code until the patch is disabled. An exported one is refused, and so is
+//! a change in assembly.
 
 use super::Ctx;
 use super::debian::{boot_debian, debian_build};
@@ -21,7 +27,7 @@ fn check_report(report: &Value, callers: &[&str]) -> Result<(), String> {
     let Some(unit) = units.iter().find(|u| u["object"] == "kernel/sys.o") else {
         return Err(format!("report.json has no unit kernel/sys.o: {units:?}"));
     };
-    let want = json!([{"name": "__do_sys_newuname", "callers": callers}]);
+    let want = json!([{"name": "__do_sys_newuname", "callers": callers, "global": false}]);
     if unit["carried"] != want || unit["changed"] != json!(callers) {
         return Err(format!(
             "kernel/sys.o: carried {} and changed {}, expected carried {want} and changed {callers:?}",
@@ -65,4 +71,70 @@ pub(super) fn syscall_body_debian(ctx: &Ctx) -> Result<(), String> {
     check_report(&report, &["__ia32_sys_newuname", "__x64_sys_newuname"])?;
     let script = script(module, read_file(&ko)?);
     boot_debian(ctx, &release, "debian-sysbody", &script)
+}
+
+const UNTRACED: &str = "testbed-untraced-global.patch";
+
+/// report.json: kpbuild_testbed.o carries the global `kpb_untraced` by its
+/// own caller and by the peer unit's, which redirects its caller.
+fn check_global_report(report: &Value) -> Result<(), String> {
+    let units = report["units"].as_array().cloned().unwrap_or_default();
+    let unit = |object: &str| {
+        units
+            .iter()
+            .find(|u| u["object"] == object)
+            .cloned()
+            .ok_or_else(|| format!("report.json has no unit {object}: {units:?}"))
+    };
+    let home = unit("fs/proc/kpbuild_testbed.o")?;
+    let want = json!([{
+        "name": "kpb_untraced",
+        "callers": ["kpb_untraced_show"],
+        "global": true,
+        "other_units": [{"object": "fs/proc/kpbuild_testbed_peer.o", "callers": ["kpb_peer_show"]}],
+    }]);
+    if home["carried"] != want || home["changed"] != json!(["kpb_untraced_show"]) {
+        return Err(format!(
+            "fs/proc/kpbuild_testbed.o: carried {} and changed {}, expected carried {want} and changed [kpb_untraced_show]",
+            home["carried"], home["changed"]
+        ));
+    }
+    let peer = unit("fs/proc/kpbuild_testbed_peer.o")?;
+    let want = json!([{"name": "kpb_untraced", "callers": ["kpb_peer_show"], "global": false}]);
+    if peer["carried_elsewhere"] != want || peer["changed"] != json!(["kpb_peer_show"]) {
+        return Err(format!(
+            "fs/proc/kpbuild_testbed_peer.o: carried_elsewhere {} and changed {}, expected {want} and [kpb_peer_show]",
+            peer["carried_elsewhere"], peer["changed"]
+        ));
+    }
+    let shared = &report["shared_symbols"];
+    if !shared.to_string().contains("kpb_untraced") {
+        return Err(format!(
+            "report.json shared_symbols does not name kpb_untraced: {shared}"
+        ));
+    }
+    Ok(())
+}
+
+/// The test kernel: the fix reaches both units' callers; an exported
+/// notrace function is refused with exit 2 and nothing written.
+pub(super) fn untraced_global_tree(ctx: &Ctx) -> Result<(), String> {
+    super::tree::refusal_case(ctx, "time-jiffies-clock-t-exported.patch", 2, "exported")?;
+    super::tree::refusal_case(ctx, "clear-page-asm-refused.patch", 2, "assembly")?;
+    let module = "kpb_untraced";
+    let out = ctx.work.join(module);
+    let (code, result) = super::kpbuild_build(ctx, module, &[UNTRACED], &out);
+    let report = result.map_err(|why| format!("kpbuild build exited {code}: {why}"))?;
+    check_global_report(&report)?;
+    let mut script = GuestScript::default();
+    Lifecycle {
+        module_path: format!("/modules/{module}.ko"),
+        module: read_file(&out.join(format!("{module}.ko")))?,
+        patch_name: module.into(),
+        probe: "cat /proc/kpbuild_untraced /proc/kpbuild_peer | tr '\\n' ' '".into(),
+        original: "untraced=84 kpbuild-testbed peer=43".into(),
+        patched: "untraced=1084 kpbuild-testbed peer=1043".into(),
+    }
+    .add_to(&mut script, "");
+    ctx.boot("untraced-global", &script)
 }

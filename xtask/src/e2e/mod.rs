@@ -125,6 +125,10 @@ const CASES: &[Case] = &[
         run: callers::syscall_body_tree,
     },
     Case {
+        name: "build_untraced_global_carried_by_callers_in_two_units",
+        run: callers::untraced_global_tree,
+    },
+    Case {
         name: "vmtest_passes_fails_and_measures_latency",
         run: vmtest::vmtest_module,
     },
