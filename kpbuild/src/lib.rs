@@ -59,6 +59,7 @@ pub use build::{BuildError, BuildReport, BuildRequest, ErrorKind, build};
 pub mod buildroot;
 pub mod bundle;
 pub mod cache;
+pub mod callsites;
 pub mod cli;
 pub mod compiler;
 pub mod debian;

@@ -486,6 +486,41 @@ impl PreparedTarget {
     }
 }
 
+/// Compiles more units of a tree-less target in its prepared directory,
+/// after the build's first compiles (the units that call a changed global
+/// function without an ftrace entry): each unit's kbuild record. Nothing
+/// for a built tree, whose units are all there.
+pub fn compile_more(
+    tree: &TargetTree,
+    objects: &[PathBuf],
+    progress: &dyn Fn(&str),
+) -> Result<Vec<UnitCommand>, TreelessError> {
+    let crate::tree::TreeMode::Prepared { cc } = &tree.mode else {
+        return Ok(Vec::new());
+    };
+    let config = tree.build.join(".config");
+    let dir = Prepared {
+        src: &tree.src,
+        config: &config,
+        cc,
+        dir: tree.build.clone(),
+        toolchain: &tree.toolchain,
+    };
+    let lock_path = dir.dir.join(".kpbuild-compile.lock");
+    let lock = std::fs::File::create(&lock_path).at(&lock_path)?;
+    lock.lock().at(&lock_path)?;
+    objects
+        .iter()
+        .map(|object| {
+            progress(&format!(
+                "compiling {} in the prepared directory",
+                object.display()
+            ));
+            dir.compile(object)
+        })
+        .collect()
+}
+
 /// The private build directory of a tree-less target.
 struct Prepared<'a> {
     src: &'a Path,

@@ -12,9 +12,15 @@
 //! itself a global without an ftrace entry starts another round, up to
 //! [`elfdiff::callers::MAX_DEPTH`] rounds.
 //!
+//! A tree-less or `--debian` target has no objects to search: its vmlinux
+//! is ([`crate::callsites`]): the units of F's direct callers, placed by
+//! DWARF, are compiled in the prepared directory, and any other reference
+//! to F there (its address in data or in an instruction, a call outside
+//! any function) refuses the change.
+//!
 //! Refused: an exported F (a module, maybe out of tree, could call the old
 //! code), F referenced from an assembly unit, more callers in all than the
-//! limit, and a target without a built tree's objects to search.
+//! limit.
 
 use super::diffs::{self, Diffs};
 use super::error::BuildError;
@@ -23,6 +29,8 @@ use super::units::{self, CompiledPairs, Unit};
 use crate::tree::{TargetTree, TreeMode};
 use object::{Object, ObjectSymbol};
 use rayon::prelude::*;
+use crate::kbuild::UnitCommand;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -54,6 +62,8 @@ pub struct Context<'a, 't> {
     pub max_callers: usize,
     /// The build's thread pool.
     pub pool: &'a rayon::ThreadPool,
+    /// Where progress lines go.
+    pub progress: &'a super::Progress,
 }
 
 /// Redirects the callers in other units of every carried global: adds
@@ -85,15 +95,18 @@ pub fn redirect<'t>(
         let (users, refused) = find_users(cx.tree, &fresh)?;
         refusals.extend(refused);
         let known: BTreeSet<PathBuf> = pairs.units.iter().map(|u| u.cmd.object.clone()).collect();
-        let added: Vec<Unit<'t>> = users
+        let missing: Vec<PathBuf> = users
             .keys()
             .filter(|o| !known.contains(*o))
-            .filter_map(|o| cx.tree.units.iter().find(|u| &u.object == o))
+            .cloned()
+            .collect();
+        let added: Vec<Unit<'t>> = unit_commands(cx, &missing)?
+            .into_iter()
             .map(|cmd| Unit {
-                cmd,
                 target: cx.tree.target_of(&cmd.object),
                 original: cx.work.join("orig").join(&cmd.object),
                 patched: cx.work.join("patched").join(&cmd.object),
+                cmd,
             })
             .collect();
         if !added.is_empty() {
@@ -144,13 +157,6 @@ fn find_users(
     globals: &[Global],
 ) -> Result<(Elsewhere, Vec<RefusalReport>), BuildError> {
     let mut refused = Vec::new();
-    if tree.mode != TreeMode::Built {
-        refused.extend(globals.iter().map(|g| refusal(g, &format!(
-            "global function without an ftrace entry: its callers in other units are found in a built tree's objects, which a {} target does not have",
-            tree.mode.name()
-        ))));
-        return Ok((Elsewhere::new(), refused));
-    }
     let symvers = crate::files::read_to_string(&tree.symvers)?;
     let exported: BTreeSet<&str> = symvers
         .lines()
@@ -169,6 +175,11 @@ fn find_users(
             !export
         })
         .collect();
+    if tree.mode != TreeMode::Built {
+        let (found, more) = linked_users(tree, &searched)?;
+        refused.extend(more);
+        return Ok((found, refused));
+    }
     let c_units: Vec<&Path> = tree
         .units
         .iter()
@@ -188,6 +199,84 @@ fn find_users(
                 "global function without an ftrace entry, referenced from the assembly unit {}: that code cannot be redirected",
                 object.display()
             )));
+        }
+    }
+    Ok((found, refused))
+}
+
+/// The kbuild records of `objects`: the tree's, or, for a tree-less
+/// target, compiled now in its prepared directory.
+fn unit_commands<'t>(
+    cx: &Context<'_, 't>,
+    objects: &[PathBuf],
+) -> Result<Vec<Cow<'t, UnitCommand>>, BuildError> {
+    if cx.tree.mode == TreeMode::Built {
+        return Ok(objects
+            .iter()
+            .filter_map(|o| cx.tree.units.iter().find(|u| &u.object == o))
+            .map(Cow::Borrowed)
+            .collect());
+    }
+    let progress = |line: &str| cx.progress.note(line);
+    Ok(crate::treeless::compile_more(cx.tree, objects, &progress)?
+        .into_iter()
+        .map(Cow::Owned)
+        .collect())
+}
+
+/// Without a built tree's objects: the units of the direct callers in the
+/// linked vmlinux (decoded, placed by DWARF), and every other way to the
+/// old code, refused.
+fn linked_users(
+    tree: &TargetTree,
+    globals: &[&Global],
+) -> Result<(Elsewhere, Vec<RefusalReport>), BuildError> {
+    let mut found = Elsewhere::new();
+    let mut refused = Vec::new();
+    if globals.is_empty() {
+        return Ok((found, refused));
+    }
+    let data = crate::files::read(&tree.vmlinux)?;
+    for g in globals {
+        if g.target != "vmlinux" {
+            refused.push(refusal(g, &format!(
+                "global function without an ftrace entry in {}: the other units of a module are searched only in a built tree",
+                g.target
+            )));
+            continue;
+        }
+        let sites = crate::callsites::search(&tree.vmlinux, &data, &g.name)?;
+        if let Some(r) = sites.references.first() {
+            refused.push(refusal(g, &format!(
+                "global function without an ftrace entry, and the running kernel reaches it otherwise than by a direct call: {r}{}",
+                match sites.references.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more)", n - 1),
+                }
+            )));
+            continue;
+        }
+        let own = g.object.with_extension("c");
+        for call in sites.calls.iter().filter(|c| !c.section.starts_with(".init")) {
+            match &call.unit {
+                Some(unit) if *unit == own => {}
+                Some(unit) if unit.extension().is_some_and(|e| e == "c") => {
+                    found
+                        .entry(unit.with_extension("o"))
+                        .or_default()
+                        .insert(g.name.clone());
+                }
+                unit => {
+                    refused.push(refusal(g, &format!(
+                        "global function without an ftrace entry, called from {} at {:#x}{}: that caller cannot be compiled and redirected",
+                        call.caller,
+                        call.address,
+                        unit.as_ref()
+                            .map(|u| format!(" in {}", u.display()))
+                            .unwrap_or_else(|| " (no DWARF unit covers it)".into())
+                    )));
+                }
+            }
         }
     }
     Ok((found, refused))

@@ -216,6 +216,9 @@ pub enum BuildError {
         /// The unit of the second.
         second: PathBuf,
     },
+    /// The target's vmlinux cannot be searched for a function's callers.
+    #[error(transparent)]
+    CallSites(Box<crate::callsites::CallSiteError>),
     /// A built tree's object cannot be read as ELF.
     #[error("{}: not a readable ELF object: {why}", path.display())]
     UnreadableObject {
@@ -274,6 +277,7 @@ boxed_from!(
     Kbuild(crate::kbuild::KbuildError),
     Headers(crate::headers::HeaderError),
     EntrySizes(crate::entry_sizes::EntrySizeError),
+    CallSites(crate::callsites::CallSiteError),
 );
 
 impl BuildError {

@@ -107,6 +107,7 @@ fn run_stages(req: &BuildRequest, work: &Path) -> Result<BuildReport, BuildError
         options: &options,
         max_callers: req.max_callers,
         pool: &pool,
+        progress: &req.progress,
     };
     let (pairs, diffs) = elsewhere::redirect(&cx, pairs, diffs)?;
     let mut report = partial_report(req, tree, &patches, &diffs);

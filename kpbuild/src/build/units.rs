@@ -15,8 +15,9 @@ pub const DIFF_FLAGS: &[&str] = &["-ffunction-sections", "-fdata-sections"];
 /// One affected unit and where its two objects go.
 #[derive(Debug)]
 pub struct Unit<'t> {
-    /// Its kbuild record.
-    pub cmd: &'t UnitCommand,
+    /// Its kbuild record: the tree's, or one compiled later in a prepared
+    /// directory (the callers' units of a carried global).
+    pub cmd: std::borrow::Cow<'t, UnitCommand>,
     /// `vmlinux` or the module it is linked into.
     pub target: String,
     /// The object compiled from the pristine source.
@@ -60,7 +61,7 @@ pub fn affected<'t>(
     Ok(units
         .into_iter()
         .map(|cmd| Unit {
-            cmd,
+            cmd: std::borrow::Cow::Borrowed(cmd),
             target: tree.target_of(&cmd.object),
             original: work.join("orig").join(&cmd.object),
             patched: work.join("patched").join(&cmd.object),

@@ -120,7 +120,7 @@ impl UnitIndex {
 /// A unit's path relative to the source tree; `None` for what is not a
 /// source file of the tree (a module's generated `.mod.c`, the compiler's
 /// `<built-in>`).
-fn source_path(name: &str, comp_dir: Option<&str>) -> Option<PathBuf> {
+pub(crate) fn source_path(name: &str, comp_dir: Option<&str>) -> Option<PathBuf> {
     let mut name = name;
     if let Some(dir) = comp_dir.filter(|d| !d.is_empty())
         && let Some(rest) = name.strip_prefix(dir)

@@ -9,7 +9,8 @@
 //! `kpb_untraced` (notrace) is called from its own unit and from a second
 //! one; both callers are redirected, so both `/proc` files show the new
 //! code until the patch is disabled. An exported one is refused, and so is
-//! a change in assembly.
+//! a change in assembly. In Debian's kernel, `build_open_flags` (global,
+//! `notrace`) has its caller in io_uring found in the linked vmlinux.
 
 use super::Ctx;
 use super::debian::{boot_debian, debian_build};
@@ -62,15 +63,68 @@ pub(super) fn syscall_body_tree(ctx: &Ctx) -> Result<(), String> {
     ctx.boot("syscall-body", &script(module, ko))
 }
 
-/// Debian's cloud kernel: the x86_64 and the ia32 wrapper carry it.
-pub(super) fn syscall_body_debian(ctx: &Ctx) -> Result<(), String> {
+/// Debian's cloud kernel, one boot: the syscall body, carried by its
+/// x86_64 and ia32 wrappers; then `build_open_flags` (fs/open.c, a global
+/// `inline`, so `notrace`, function), carried by `do_sys_openat2` in its
+/// unit and by `io_openat2` in io_uring/openclose.c, found in the linked
+/// vmlinux (no built tree): new files are created owner-only while patched.
+pub(super) fn untraced_debian(ctx: &Ctx) -> Result<(), String> {
     let release = crate::debian_release()?;
     let module = "kpb_deb_sysbody";
     let (code, result, ko) = debian_build(ctx, &release, module, &[PATCH]);
     let report = result.map_err(|why| format!("kpbuild build --debian exited {code}: {why}"))?;
     check_report(&report, &["__ia32_sys_newuname", "__x64_sys_newuname"])?;
-    let script = script(module, read_file(&ko)?);
-    boot_debian(ctx, &release, "debian-sysbody", &script)
+    let mut script = script(module, read_file(&ko)?);
+    let open = "kpb_deb_open";
+    let (code, result, ko) = debian_build(ctx, &release, open, &[OPEN_FLAGS]);
+    let report = result.map_err(|why| format!("kpbuild build --debian exited {code}: {why}"))?;
+    check_open_report(&report)?;
+    Lifecycle {
+        module_path: format!("/modules/{open}.ko"),
+        module: read_file(&ko)?,
+        patch_name: open.into(),
+        probe: "umask 0; rm -f /tmp/kpb-mode; : > /tmp/kpb-mode; ls -l /tmp/kpb-mode".into(),
+        original: "-rw-rw-rw-".into(),
+        patched: "-rw-------".into(),
+    }
+    .add_to(&mut script, "open-");
+    boot_debian(ctx, &release, "debian-untraced", &script)
+}
+
+const OPEN_FLAGS: &str = "debian-open-flags-owner-only.patch";
+
+/// report.json: fs/open.o carries `build_open_flags` by `do_sys_openat2`,
+/// and io_uring/openclose.o (found through vmlinux) redirects `io_openat2`.
+fn check_open_report(report: &Value) -> Result<(), String> {
+    let units = report["units"].as_array().cloned().unwrap_or_default();
+    let find = |object: &str| {
+        units
+            .iter()
+            .find(|u| u["object"] == object)
+            .cloned()
+            .ok_or_else(|| format!("report.json has no unit {object}: {units:?}"))
+    };
+    let home = find("fs/open.o")?;
+    let want = json!([{
+        "name": "build_open_flags",
+        "callers": ["do_sys_openat2"],
+        "global": true,
+        "other_units": [{"object": "io_uring/openclose.o", "callers": ["io_openat2"]}],
+    }]);
+    if home["carried"] != want {
+        return Err(format!(
+            "fs/open.o: carried {}, expected {want}",
+            home["carried"]
+        ));
+    }
+    let peer = find("io_uring/openclose.o")?;
+    if peer["changed"] != json!(["io_openat2"]) {
+        return Err(format!(
+            "io_uring/openclose.o: changed {}, expected [io_openat2]",
+            peer["changed"]
+        ));
+    }
+    Ok(())
 }
 
 const UNTRACED: &str = "testbed-untraced-global.patch";

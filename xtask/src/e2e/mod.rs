@@ -217,8 +217,8 @@ const CASES: &[Case] = &[
         run: modversions::debian_changed_export_crcs_load,
     },
     Case {
-        name: "debian_syscall_body_carried_by_its_wrappers",
-        run: callers::syscall_body_debian,
+        name: "debian_untraced_functions_carried_by_their_callers",
+        run: callers::untraced_debian,
     },
     Case {
         name: "debian_sock_prematch_and_fix",
