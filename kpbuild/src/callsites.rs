@@ -136,8 +136,9 @@ pub fn search(path: &Path, data: &[u8], name: &str) -> Result<CallSites, CallSit
         } else if sname != "_kprobe_blacklist" {
             // kprobes' blacklist records addresses so as never to probe
             // them: nothing calls through it.
-            out.references
-                .extend(scan_data(&section, &sname, bytes, &functions, &file, target));
+            out.references.extend(scan_data(
+                &section, &sname, bytes, &functions, &file, target,
+            ));
         }
     }
     out.calls.sort_by_key(|c| c.address);
@@ -166,7 +167,9 @@ fn within<'a, 'd>(functions: &'a [Func<'d>], start: u64, end: u64) -> &'a [Func<
 
 /// The function covering `address`.
 fn function_at<'d>(functions: &[Func<'d>], address: u64) -> Option<&'d str> {
-    let i = functions.partition_point(|f| f.start <= address).checked_sub(1)?;
+    let i = functions
+        .partition_point(|f| f.start <= address)
+        .checked_sub(1)?;
     let f = &functions[i];
     (address < f.start + f.size).then_some(f.name)
 }
@@ -264,10 +267,12 @@ fn scan_range(
     (calls, refs)
 }
 
-/// An immediate operand as a 64-bit address.
+/// An immediate operand as a 64-bit address (a 32-bit one as a 32-bit
+/// register holds it: zero-extended).
 fn immediate(insn: &iced_x86::Instruction, operand: u32) -> Option<u64> {
     match insn.op_kind(operand) {
         OpKind::Immediate32to64 => Some(insn.immediate32to64() as u64),
+        OpKind::Immediate32 => Some(u64::from(insn.immediate32())),
         OpKind::Immediate64 => Some(insn.immediate64()),
         _ => None,
     }
@@ -416,4 +421,139 @@ fn unit_source(
         &name,
         text(gimli::DW_AT_comp_dir)?.as_deref(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Links `units` (name, C text) into a static executable with DWARF
+    /// address ranges, in a directory of the test's own.
+    fn link(test: &str, units: &[(&str, &str)]) -> (PathBuf, Vec<u8>) {
+        let dir =
+            std::env::temp_dir().join(format!("kpbuild-callsites-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("lib")).unwrap();
+        let mut sources = Vec::new();
+        for (name, text) in units {
+            std::fs::write(dir.join(name), text).unwrap();
+            sources.push(name.to_string());
+        }
+        let out = std::process::Command::new("gcc")
+            .current_dir(&dir)
+            .args([
+                "-O2",
+                "-g",
+                "-gdwarf-5",
+                "-fno-pie",
+                "-no-pie",
+                "-static",
+                "-nostdlib",
+                "-fno-asynchronous-unwind-tables",
+                "-Wl,-e,start",
+                "-o",
+                "linked",
+            ])
+            .args(&sources)
+            .output()
+            .expect("gcc runs");
+        assert!(
+            out.status.success(),
+            "gcc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = dir.join("linked");
+        let data = std::fs::read(&path).unwrap();
+        (path, data)
+    }
+
+    const TARGET: &str = "__attribute__((noinline)) int target(int x) { return x * 3; }\n";
+
+    #[test]
+    fn direct_calls_are_found_with_their_units() {
+        let (path, data) = link(
+            "calls",
+            &[
+                ("target.c", TARGET),
+                (
+                    "lib/user.c",
+                    "int target(int);\n\
+                     __attribute__((noinline)) int twice(int x) { return target(x) + target(x + 1); }\n\
+                     __attribute__((noinline)) int tail(int x) { return target(x + 2); }\n",
+                ),
+                (
+                    "start.c",
+                    "int twice(int); int tail(int);\n\
+                     volatile int sink;\n\
+                     void start(void) { sink = twice(sink) + tail(sink); for (;;) ; }\n",
+                ),
+            ],
+        );
+        let sites = search(&path, &data, "target").unwrap();
+        assert!(sites.references.is_empty(), "{:?}", sites.references);
+        let mut callers: Vec<(String, Option<PathBuf>)> = sites
+            .calls
+            .iter()
+            .map(|c| (c.caller.clone(), c.unit.clone()))
+            .collect();
+        callers.dedup();
+        assert_eq!(
+            callers,
+            vec![
+                ("twice".to_string(), Some(PathBuf::from("lib/user.c"))),
+                ("tail".to_string(), Some(PathBuf::from("lib/user.c"))),
+            ]
+        );
+        assert!(sites.calls.iter().all(|c| c.section == ".text"));
+    }
+
+    #[test]
+    fn an_address_in_data_or_code_is_a_reference() {
+        let (path, data) = link(
+            "refs",
+            &[
+                ("target.c", TARGET),
+                (
+                    "table.c",
+                    "int target(int);\n\
+                     int (*const table[])(int) = { target };\n\
+                     __attribute__((noinline)) void *take(void) { return (void *)target; }\n",
+                ),
+                (
+                    "start.c",
+                    "void *take(void); extern int (*const table[])(int);\n\
+                     volatile long sink;\n\
+                     void start(void) { sink = (long)take() + (long)table[0]; for (;;) ; }\n",
+                ),
+            ],
+        );
+        let sites = search(&path, &data, "target").unwrap();
+        assert!(sites.calls.is_empty(), "{:?}", sites.calls);
+        assert!(
+            sites.references.iter().any(|r| r.contains("in table")),
+            "{:?}",
+            sites.references
+        );
+        assert!(
+            sites
+                .references
+                .iter()
+                .any(|r| r.contains("instruction of take")),
+            "{:?}",
+            sites.references
+        );
+    }
+
+    #[test]
+    fn a_missing_function_is_named() {
+        let (path, data) = link(
+            "missing",
+            &[("start.c", "void start(void) { for (;;) ; }\n")],
+        );
+        let e = search(&path, &data, "target").unwrap_err();
+        assert!(
+            e.to_string().contains("no global function named target"),
+            "{e}"
+        );
+    }
 }

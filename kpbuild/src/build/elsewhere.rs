@@ -26,10 +26,10 @@ use super::diffs::{self, Diffs};
 use super::error::BuildError;
 use super::report::RefusalReport;
 use super::units::{self, CompiledPairs, Unit};
+use crate::kbuild::UnitCommand;
 use crate::tree::{TargetTree, TreeMode};
 use object::{Object, ObjectSymbol};
 use rayon::prelude::*;
-use crate::kbuild::UnitCommand;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -257,7 +257,11 @@ fn linked_users(
             continue;
         }
         let own = g.object.with_extension("c");
-        for call in sites.calls.iter().filter(|c| !c.section.starts_with(".init")) {
+        for call in sites
+            .calls
+            .iter()
+            .filter(|c| !c.section.starts_with(".init"))
+        {
             match &call.unit {
                 Some(unit) if *unit == own => {}
                 Some(unit) if unit.extension().is_some_and(|e| e == "c") => {
