@@ -191,6 +191,19 @@ pub fn route(
             },
         ));
     }
+    finish(s, routed, found, &refused, &external, untraceable)
+}
+
+/// What was found for each root not refused, carried here or elsewhere;
+/// the refused changed functions as unroutable.
+fn finish(
+    s: &Sides<'_, '_>,
+    mut routed: Routed,
+    found: Vec<(SymbolId, Carried)>,
+    refused: &BTreeSet<SymbolId>,
+    external: &HashSet<SymbolId>,
+    untraceable: &[Changed],
+) -> Routed {
     let (elsewhere, carried): (Vec<_>, Vec<_>) = found
         .into_iter()
         .filter(|(root, _)| !refused.contains(root))
