@@ -312,6 +312,12 @@ fn direct_callers(
                     }
                 }
             }
+            if name == ".export_symbol" || name.starts_with("___ksymtab") {
+                return Err(
+                    "has no ftrace entry and is exported: a module, maybe one built out of tree, could call the old code"
+                        .into(),
+                );
+            }
             let owner = function_at(input, sec, r.r_offset);
             if exec && off + b == 0 && is_branch_site(input.data(sec), r.r_offset, r.r_type) {
                 match owner {

@@ -188,9 +188,11 @@ fn find_users(
         .map(|u| u.object.as_path())
         .collect();
     let found = references(tree, &c_units, &searched)?;
+    // Assembled objects only (kbuild also preprocesses linker scripts).
     let asm: Vec<PathBuf> = crate::kbuild::scan_asm_units(&tree.build)?
         .into_iter()
         .map(|u| u.object)
+        .filter(|o| o.extension().is_some_and(|e| e == "o"))
         .collect();
     let asm: Vec<&Path> = asm.iter().map(PathBuf::as_path).collect();
     for (object, names) in references(tree, &asm, &searched)? {
