@@ -199,6 +199,44 @@ pub fn read_index(dir: &Path, build_id: &str, key: &PublicKey) -> Result<Index> 
     })
 }
 
+/// A channel's repository inside `dir`: `DIR/CHANNEL`, itself a repository
+/// of this layout, so a host following a channel reads one directory. A
+/// name is letters, digits, `-` and `_`.
+pub fn channel_dir(dir: &Path, channel: &str) -> Result<PathBuf> {
+    let ok = !channel.is_empty()
+        && channel
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(Error::Input(format!(
+            "channel {channel:?}: a name is letters, digits, '-' and '_'"
+        )));
+    }
+    Ok(dir.join(channel))
+}
+
+/// The latest bundle of a kernel build, its index and stored file verified
+/// with `key`; `None` when nothing is published for it.
+pub fn latest(dir: &Path, build_id: &str, key: &PublicKey) -> Result<Option<crate::Verified>> {
+    check_build_id(build_id)?;
+    let bdir = dir.join(build_id);
+    let Some(index) = load_index(&bdir, build_id, key)? else {
+        return Ok(None);
+    };
+    let path = bdir.join(&index.latest.file);
+    let stored = std::fs::read(&path).map_err(io(&path))?;
+    let actual = sha256_hex(&stored);
+    if actual != index.latest.sha256 {
+        return Err(Error::HashMismatch {
+            file: path.display().to_string(),
+            listed_in: bdir.join(INDEX).display().to_string(),
+            expected: index.latest.sha256,
+            actual,
+        });
+    }
+    Bundle::read(&stored)?.verify(key).map(Some)
+}
+
 /// Verifies a bundle and publishes it as the latest of its kernel build.
 ///
 /// Publishing the same bytes again changes nothing. A sequence already

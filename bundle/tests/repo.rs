@@ -202,3 +202,32 @@ fn tampered_repository() {
     assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
     assert_eq!(std::fs::read_to_string(&idx).unwrap(), good);
 }
+
+#[test]
+fn latest_follows_publish_and_rollback_and_channels_are_repositories() {
+    let s = Scratch::new("repo-latest");
+    let test = repo::channel_dir(s.root(), "test").unwrap();
+    assert_eq!(test, s.root().join("test"));
+    for bad in ["", "../x", "a/b", ".", "stable channel"] {
+        assert!(repo::channel_dir(s.root(), bad).is_err(), "{bad:?}");
+    }
+    assert!(repo::latest(&test, BUILD_ID, &public()).unwrap().is_none());
+    let b = chain(2);
+    publish(&test, &b[0], 100).unwrap();
+    publish(&test, &b[1], 200).unwrap();
+    let latest = repo::latest(&test, BUILD_ID, &public()).unwrap().unwrap();
+    assert_eq!(latest.manifest().sequence, 2);
+    assert_eq!(latest.bundle().sha256(), bundle::sha256_hex(&b[1]));
+    repo::rollback(&test, BUILD_ID, 1, &public(), &secret(), 300).unwrap();
+    let latest = repo::latest(&test, BUILD_ID, &public()).unwrap().unwrap();
+    assert_eq!(latest.manifest().sequence, 1);
+    // Another key does not verify the index.
+    assert!(repo::latest(&test, BUILD_ID, &other_public()).is_err());
+    // A stored latest file that was changed is refused.
+    let stored = test.join(BUILD_ID).join("000001.kpb");
+    std::fs::write(&stored, &b[1]).unwrap();
+    match repo::latest(&test, BUILD_ID, &public()) {
+        Err(Error::HashMismatch { file, .. }) => assert!(file.ends_with("000001.kpb"), "{file}"),
+        other => panic!("a changed latest bundle: {other:?}"),
+    }
+}

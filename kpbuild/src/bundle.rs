@@ -382,36 +382,85 @@ fn find_cves(text: &str) -> Vec<String> {
     out
 }
 
-/// Applies `--patch-meta PATCH=ID:TITLE:CVES` overrides.
-fn apply_meta(patches: &mut [(String, PatchInput)], metas: &[String]) -> Result<(), BundleError> {
-    for meta in metas {
-        let bad = |why| BundleError::PatchMeta {
-            meta: meta.clone(),
-            why,
-        };
-        let (which, rest) = meta
-            .split_once('=')
-            .ok_or_else(|| bad("expected PATCH=ID:TITLE:CVES"))?;
-        let (id, rest) = rest
-            .split_once(':')
-            .ok_or_else(|| bad("expected ID:TITLE:CVES"))?;
-        let (title, cves) = rest
-            .rsplit_once(':')
-            .ok_or_else(|| bad("expected ID:TITLE:CVES"))?;
-        let target = patches
-            .iter_mut()
-            .find(|(path, _)| path == which || Path::new(path).file_name() == Some(which.as_ref()))
-            .ok_or_else(|| bad("no such patch in report.json"))?;
-        target.1.id = id.to_string();
-        target.1.title = title.to_string();
-        target.1.cves = cves
+/// A patch's id, title and CVEs given instead of the ones its text says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchMeta {
+    /// The patch: its path as `report.json` records it, or its file name.
+    pub patch: String,
+    /// Its id.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// Its CVEs.
+    pub cves: Vec<String>,
+}
+
+/// Reads `--patch-meta PATCH=ID:TITLE:CVES`.
+fn parse_meta(meta: &str) -> Result<PatchMeta, BundleError> {
+    let bad = |why| BundleError::PatchMeta {
+        meta: meta.to_string(),
+        why,
+    };
+    let (which, rest) = meta
+        .split_once('=')
+        .ok_or_else(|| bad("expected PATCH=ID:TITLE:CVES"))?;
+    let (id, rest) = rest
+        .split_once(':')
+        .ok_or_else(|| bad("expected ID:TITLE:CVES"))?;
+    let (title, cves) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected ID:TITLE:CVES"))?;
+    Ok(PatchMeta {
+        patch: which.to_string(),
+        id: id.to_string(),
+        title: title.to_string(),
+        cves: cves
             .split(',')
             .map(str::trim)
             .filter(|c| !c.is_empty())
             .map(String::from)
-            .collect();
+            .collect(),
+    })
+}
+
+/// Applies overrides to the patches (by path or file name); one naming no
+/// patch is an error.
+fn apply_patch_meta(
+    patches: &mut [(String, PatchInput)],
+    metas: &[PatchMeta],
+) -> Result<(), BundleError> {
+    for meta in metas {
+        let which = meta.patch.as_str();
+        // The path first: variants of two fixes share file names.
+        let at = patches
+            .iter()
+            .position(|(path, _)| path == which)
+            .or_else(|| {
+                patches
+                    .iter()
+                    .position(|(path, _)| Path::new(path).file_name() == Some(which.as_ref()))
+            });
+        let target = at
+            .map(|i| &mut patches[i])
+            .ok_or_else(|| BundleError::PatchMeta {
+                meta: format!("{which}={}:{}:{}", meta.id, meta.title, meta.cves.join(",")),
+                why: "no such patch in report.json",
+            })?;
+        target.1.id = meta.id.clone();
+        target.1.title = meta.title.clone();
+        target.1.cves = meta.cves.clone();
     }
     Ok(())
+}
+
+/// Applies `--patch-meta PATCH=ID:TITLE:CVES` overrides.
+#[cfg(test)]
+fn apply_meta(patches: &mut [(String, PatchInput)], metas: &[String]) -> Result<(), BundleError> {
+    let metas = metas
+        .iter()
+        .map(|m| parse_meta(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    apply_patch_meta(patches, &metas)
 }
 
 /// `report.json` of a build output directory that made a module: (its
@@ -492,23 +541,15 @@ fn read_module(
     ))
 }
 
-/// The kernel build from its vmlinux and `.config`; the module must be
-/// built for its release.
-fn read_kernel(a: &CreateArgs, module: &Path, vermagic: &str) -> Result<Kernel, BundleError> {
-    let vmlinux = crate::files::read(&a.vmlinux)?;
+/// The kernel build from its vmlinux (GNU build-id, `Linux version`
+/// banner) and `.config`.
+pub fn kernel_of(vmlinux: &Path, config: &Path) -> Result<Kernel, BundleError> {
+    let data = crate::files::read(vmlinux)?;
     // The release first: it insists on an ELF file, where a build-id would
     // also be read from a raw note stream.
-    let release = kimage::notes::kernel_release(&vmlinux).map_err(kernel_at(&a.vmlinux))?;
-    let build_id = kimage::notes::gnu_build_id(&vmlinux).map_err(kernel_at(&a.vmlinux))?;
-    let module_release = vermagic.split_whitespace().next().unwrap_or_default();
-    if module_release != release {
-        return Err(BundleError::Release {
-            path: module.to_path_buf(),
-            module: module_release.to_string(),
-            vmlinux: release,
-        });
-    }
-    let config = crate::files::read(&a.config)?;
+    let release = kimage::notes::kernel_release(&data).map_err(kernel_at(vmlinux))?;
+    let build_id = kimage::notes::gnu_build_id(&data).map_err(kernel_at(vmlinux))?;
+    let config = crate::files::read(config)?;
     Ok(Kernel {
         release,
         arch: "x86_64".into(),
@@ -517,12 +558,32 @@ fn read_kernel(a: &CreateArgs, module: &Path, vermagic: &str) -> Result<Kernel, 
     })
 }
 
+/// The kernel build from its vmlinux and `.config`; the module must be
+/// built for its release.
+fn read_kernel(
+    vmlinux: &Path,
+    config: &Path,
+    module: &Path,
+    vermagic: &str,
+) -> Result<Kernel, BundleError> {
+    let kernel = kernel_of(vmlinux, config)?;
+    let module_release = vermagic.split_whitespace().next().unwrap_or_default();
+    if module_release != kernel.release {
+        return Err(BundleError::Release {
+            path: module.to_path_buf(),
+            module: module_release.to_string(),
+            vmlinux: kernel.release,
+        });
+    }
+    Ok(kernel)
+}
+
 /// The patches as the report recorded them, checked, with `--patch-meta`
 /// applied.
 fn read_patches(
     report: &serde_json::Value,
     report_path: &Path,
-    metas: &[String],
+    metas: &[PatchMeta],
 ) -> Result<Vec<PatchInput>, BundleError> {
     let listed = report
         .pointer("/inputs/patches")
@@ -542,7 +603,7 @@ fn read_patches(
         input.data = data;
         patches.push((path.to_string(), input));
     }
-    apply_meta(&mut patches, metas)?;
+    apply_patch_meta(&mut patches, metas)?;
     Ok(patches.into_iter().map(|(_, p)| p).collect())
 }
 
@@ -556,22 +617,64 @@ fn read_predecessor(a: &CreateArgs) -> Result<Option<Verified>, BundleError> {
     Ok(Some(b.verify(&key).map_err(at(prev))?))
 }
 
-fn create(a: &CreateArgs) -> Result<(), BundleError> {
-    let key = SecretKey::read(&a.key)?;
-    let (report_path, report) = read_report(&a.build_out)?;
-    let (module_path, module) = read_module(&a.build_out, &report, &report_path)?;
-    let kernel = read_kernel(a, &module_path, &module.vermagic)?;
-    let patches = read_patches(&report, &report_path, &a.patch_meta)?;
-    let predecessor = read_predecessor(a)?;
+/// What [`create_bundle`] makes a bundle of.
+#[derive(Debug, Clone)]
+pub struct CreateFrom<'a> {
+    /// A `kpbuild build` output directory (`NAME.ko`, `report.json`).
+    pub build_out: &'a Path,
+    /// The target kernel's vmlinux.
+    pub vmlinux: &'a Path,
+    /// The target kernel's `.config`.
+    pub config: &'a Path,
+    /// The previous bundle of this kernel build, verified.
+    pub predecessor: Option<&'a Verified>,
+    /// Ids, titles and CVEs given instead of the patch texts' own.
+    pub meta: Vec<PatchMeta>,
+    /// Fields added to the stored `report.json` (what made the bundle).
+    pub report_fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A signed bundle of a build output, every file checked against the
+/// build's report and the module against the kernel: its bytes and kernel.
+pub fn create_bundle(
+    from: &CreateFrom<'_>,
+    key: &SecretKey,
+) -> Result<(Vec<u8>, Kernel), BundleError> {
+    let (report_path, mut report) = read_report(from.build_out)?;
+    let (module_path, module) = read_module(from.build_out, &report, &report_path)?;
+    let kernel = read_kernel(from.vmlinux, from.config, &module_path, &module.vermagic)?;
+    let patches = read_patches(&report, &report_path, &from.meta)?;
+    if let Some(map) = report.as_object_mut() {
+        map.extend(from.report_fields.clone());
+    }
     let input = bundle::CreateInput {
         kernel: kernel.clone(),
         patches,
         modules: vec![module],
         report,
-        predecessor: predecessor.as_ref(),
+        predecessor: from.predecessor,
         created: bundle::time::timestamp()?,
     };
-    let bytes = bundle::create(&input, &key)?;
+    Ok((bundle::create(&input, key)?, kernel))
+}
+
+fn create(a: &CreateArgs) -> Result<(), BundleError> {
+    let key = SecretKey::read(&a.key)?;
+    let meta = a
+        .patch_meta
+        .iter()
+        .map(|m| parse_meta(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let predecessor = read_predecessor(a)?;
+    let from = CreateFrom {
+        build_out: &a.build_out,
+        vmlinux: &a.vmlinux,
+        config: &a.config,
+        predecessor: predecessor.as_ref(),
+        meta,
+        report_fields: serde_json::Map::new(),
+    };
+    let (bytes, kernel) = create_bundle(&from, &key)?;
     crate::files::write_atomic(&a.out, &bytes)?;
     let b = Bundle::read(&bytes)?;
     if a.json {

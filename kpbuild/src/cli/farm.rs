@@ -26,8 +26,13 @@ pub enum FarmCommand {
     /// its source and test it in its own kernel (`kpbuild vmtest`, with the
     /// fixes' check scripts); write each target's module, logs and
     /// `target.json` to `ARTIFACT/TARGET/` and every outcome to
-    /// `ARTIFACT/farm-report.json`. Needs no key and publishes nothing.
-    /// Exit 1 when a target was not built and tested.
+    /// `ARTIFACT/farm-report.json` and `farm-report.html`. Without --repo it
+    /// needs no key and publishes nothing; with --repo each tested target's
+    /// signed cumulative bundle (its channel's latest bundle of the kernel
+    /// as predecessor) is published in `REPO/CHANNEL/`, and a target whose
+    /// kernel and series hash equal its latest bundle's is skipped
+    /// (unchanged). Exit 1 when a target was neither tested, unchanged nor
+    /// without a fix that applies.
     Run(RunArgs),
 }
 
@@ -49,6 +54,23 @@ pub struct RunArgs {
     /// The livepatch module's name.
     #[arg(long, default_value = "livepatch_farm")]
     pub name: String,
+    /// Publish each tested target's bundle in this repository (a channel
+    /// is its directory `REPO/CHANNEL`).
+    #[arg(long, requires_all = ["key", "pubkey"])]
+    pub repo: Option<PathBuf>,
+    /// The unencrypted minisign secret key that signs bundles and indexes.
+    #[arg(long, requires = "repo")]
+    pub key: Option<PathBuf>,
+    /// Its public key: verifies the channel's index and latest bundles.
+    #[arg(long, requires = "repo")]
+    pub pubkey: Option<PathBuf>,
+    /// The channel published to (letters, digits, '-', '_').
+    #[arg(long, default_value = "test", requires = "repo")]
+    pub channel: String,
+    /// How many targets are built and tested at once; each build gets an
+    /// equal share of the CPUs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: u16,
     /// Print the farm report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -105,6 +127,16 @@ fn run_farm(a: &RunArgs) -> u8 {
         only: a.only.clone(),
         name: a.name.clone(),
         progress: crate::build::Progress::Stderr,
+        publish: a.repo.as_ref().map(|repo| farm::publish::PublishTo {
+            repo: repo.clone(),
+            channel: a.channel.clone(),
+            key: a.key.clone().expect("clap requires --key with --repo"),
+            pubkey: a
+                .pubkey
+                .clone()
+                .expect("clap requires --pubkey with --repo"),
+        }),
+        jobs: usize::from(a.jobs),
     };
     let report = match farm::run::run(&req) {
         Ok(r) => r,
@@ -139,6 +171,11 @@ fn print_run(r: &farm::run::FarmReport) {
         times.extend(
             t.apply_latency_ms
                 .map(|ms| format!("apply latency {ms:.0} ms")),
+        );
+        times.extend(
+            t.bundle
+                .as_ref()
+                .map(|b| format!("bundle sequence {}", b.sequence)),
         );
         crate::outln!(
             "{}: {}{}{}",

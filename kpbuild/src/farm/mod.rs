@@ -10,9 +10,14 @@
 //!   [`check_applies`] adds whether each text applies to the target's
 //!   source ([`apply`]).
 //! - [`run`]: each target's cumulative module built from the fixes that
-//!   apply and tested in its kernel, every outcome written down.
+//!   apply and tested in its kernel, every outcome written down;
+//!   [`publish`]: its bundle published in a channel, or the target skipped
+//!   when its inputs equal its latest bundle's; [`html`]: the report as a
+//!   static page.
 
 pub mod apply;
+pub mod html;
+pub mod publish;
 pub mod run;
 pub mod series;
 pub mod targets;
@@ -76,6 +81,9 @@ pub enum FarmError {
         /// The directory.
         dir: PathBuf,
     },
+    /// The keys or the repository a run publishes to.
+    #[error(transparent)]
+    Publish(Box<publish::PublishError>),
     /// Fixes that apply to no target's source.
     #[error(
         "{}: applies to no target's source",

@@ -1,16 +1,20 @@
 //! `kpbuild farm run --artifact DIR`: each target's cumulative module built
 //! from the fixes that apply to its source and tested in its own kernel,
-//! with every outcome written down; no key is needed and nothing is
-//! published.
+//! with every outcome written down; without a repository no key is needed
+//! and nothing is published. With one ([`PublishTo`]), each tested target's
+//! bundle is published ([`super::publish`]) and a target whose inputs equal
+//! its latest bundle's is skipped as unchanged.
 //!
 //! Per target, in `DIR/TARGET/`: `build/` (`NAME.ko`, `report.json`),
-//! `check.sh` (the fixes' check scripts, one after the other),
+//! `build.log`, `check.sh` (the fixes' check scripts, one after the other),
 //! `vmtest/serial.log`, and `target.json` ([`TargetReport`]), written last:
 //! a directory without it is unfinished. `DIR/farm-report.json`
-//! ([`FarmReport`]) holds every target's. One target failing never stops
+//! ([`FarmReport`]) holds every target's, `DIR/farm-report.html` shows them.
+//! Targets run in parallel within `jobs`; one target failing never stops
 //! the others.
 
 use super::apply::{Applies, FixOnSource};
+use super::publish::{self, Channel, PublishTo, PublishedBundle};
 use super::series::{Selection, Series};
 use super::targets::{Kernel, Target, Targets};
 use super::{FarmError, applies_nowhere, applies_on};
@@ -36,6 +40,10 @@ pub struct RunRequest {
     pub name: String,
     /// Where progress lines go.
     pub progress: Progress,
+    /// Where tested targets' bundles are published; `None`: nowhere.
+    pub publish: Option<PublishTo>,
+    /// How many targets are built and tested at once (at least 1).
+    pub jobs: usize,
 }
 
 /// What became of a target, or of one fix on it.
@@ -54,6 +62,10 @@ pub enum Outcome {
     BuildError,
     /// The module's life cycle failed in its kernel.
     VmtestFailure,
+    /// Its inputs equal its latest published bundle's: not built again.
+    Unchanged,
+    /// Tested, but its bundle could not be made or published.
+    PublishError,
 }
 
 /// One fix on one target.
@@ -97,6 +109,10 @@ pub struct TargetReport {
     pub unpatch_latency_ms: Option<f64>,
     /// The guest's serial log.
     pub serial_log: Option<PathBuf>,
+    /// The build's progress lines.
+    pub build_log: Option<PathBuf>,
+    /// The bundle published now or, when unchanged, the latest one.
+    pub bundle: Option<PublishedBundle>,
 }
 
 /// Every target's result (`DIR/farm-report.json`).
@@ -110,6 +126,31 @@ pub struct FarmReport {
     pub passed: bool,
     /// Each target, in file order.
     pub targets: Vec<TargetReport>,
+}
+
+impl Outcome {
+    /// Whether a target with this outcome passed: tested (and published),
+    /// unchanged, or without a fix to build.
+    pub fn passed(self) -> bool {
+        matches!(
+            self,
+            Outcome::Tested | Outcome::DoesNotApply | Outcome::Unchanged
+        )
+    }
+
+    /// Its name in reports (`vmtest-failure`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Tested => "tested",
+            Outcome::DoesNotApply => "does-not-apply",
+            Outcome::Refused => "refused",
+            Outcome::NoChange => "no-change",
+            Outcome::BuildError => "build-error",
+            Outcome::VmtestFailure => "vmtest-failure",
+            Outcome::Unchanged => "unchanged",
+            Outcome::PublishError => "publish-error",
+        }
+    }
 }
 
 /// The marker of a finished target directory.
@@ -133,6 +174,14 @@ pub fn run(req: &RunRequest) -> Result<FarmReport, FarmError> {
         }
     }
     crate::module::validate_module_name(&req.name).map_err(|e| FarmError::Name(Box::new(e)))?;
+    // A missing key or one that is not the public key's pair stops the run
+    // before anything is built.
+    let channel = req
+        .publish
+        .as_ref()
+        .map(Channel::open)
+        .transpose()
+        .map_err(|e| FarmError::Publish(Box::new(e)))?;
     crate::files::create_dir_all(&req.artifact)?;
     let progress = |line: &str| req.progress.line(&format!("farm: {line}"));
     let mut applies = Vec::new();
@@ -147,32 +196,63 @@ pub fn run(req: &RunRequest) -> Result<FarmReport, FarmError> {
             return Err(FarmError::AppliesNowhere { fixes: nowhere });
         }
     }
-    let mut reports = Vec::new();
-    for (t, applies) in targets.into_iter().zip(applies) {
+    let work: Vec<(Target, Vec<FixOnSource>)> = targets.into_iter().zip(applies).collect();
+    let reports = in_parallel(req.jobs, &work, |(t, applies)| {
         let dir = target_dir(&req.artifact, &t.name)?;
         let selection = series.select(&t.kernel_version);
-        let report = run_target(req, t, &selection, &applies, &dir);
+        let report = run_target(req, channel.as_ref(), t.clone(), &selection, applies, &dir);
         let json = serde_json::to_vec_pretty(&report).expect("json");
         crate::files::write_atomic(&dir.join(TARGET_JSON), &json)?;
-        let outcome = serde_json::to_value(report.outcome).expect("json");
         progress(&format!(
             "{}: {}",
             report.target.name,
-            outcome.as_str().unwrap_or("")
+            report.outcome.name()
         ));
-        reports.push(report);
-    }
+        Ok(report)
+    })?;
     let report = FarmReport {
         targets_file: req.targets.clone(),
         series: req.series.clone(),
-        passed: reports
-            .iter()
-            .all(|r| matches!(r.outcome, Outcome::Tested | Outcome::DoesNotApply)),
+        passed: reports.iter().all(|r| r.outcome.passed()),
         targets: reports,
     };
     let json = serde_json::to_vec_pretty(&report).expect("json");
     crate::files::write_atomic(&req.artifact.join("farm-report.json"), &json)?;
+    let html = super::html::render(&report, &series, &req.artifact);
+    crate::files::write_atomic(&req.artifact.join("farm-report.html"), html.as_bytes())?;
     Ok(report)
+}
+
+/// `f` over `items` on at most `jobs` threads, results in the items' order;
+/// the first error is returned after every item ran.
+fn in_parallel<T: Sync, R: Send>(
+    jobs: usize,
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, FarmError> + Sync,
+) -> Result<Vec<R>, FarmError> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<R, FarmError>>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, items.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    *results[i].lock().expect("a result slot") = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .expect("a result slot")
+                .expect("every item ran")
+        })
+        .collect()
 }
 
 /// `DIR/TARGET`, empty: an earlier run's (it has `target.json`, or is
@@ -194,6 +274,7 @@ fn target_dir(artifact: &Path, name: &str) -> Result<PathBuf, FarmError> {
 /// Builds and tests one target; every failure becomes its outcome.
 fn run_target(
     req: &RunRequest,
+    channel: Option<&Channel>,
     target: Target,
     selection: &Selection<'_>,
     applies: &[FixOnSource],
@@ -211,6 +292,8 @@ fn run_target(
         apply_latency_ms: None,
         unpatch_latency_ms: None,
         serial_log: None,
+        build_log: None,
+        bundle: None,
         target,
     };
     let included: Vec<&FixOnSource> = applies
@@ -219,11 +302,18 @@ fn run_target(
         .collect();
     if included.is_empty() {
         report.reason = Some("no fix applies to this source".into());
-    } else if let Err((outcome, reason)) = build_and_test(req, &mut report, &included, dir) {
-        report.outcome = outcome;
-        report.reason = Some(reason);
     } else {
-        report.outcome = Outcome::Tested;
+        let done = match channel {
+            None => build_and_test(req, &mut report, &included, dir),
+            Some(c) => build_test_publish(req, c, &mut report, selection, &included, dir),
+        };
+        match done {
+            Ok(outcome) => report.outcome = outcome,
+            Err((outcome, reason)) => {
+                report.outcome = outcome;
+                report.reason = Some(reason);
+            }
+        }
     }
     report.fixes = applies
         .iter()
@@ -250,7 +340,7 @@ fn build_and_test(
     report: &mut TargetReport,
     included: &[&FixOnSource],
     dir: &Path,
-) -> Result<(), (Outcome, String)> {
+) -> Result<Outcome, (Outcome, String)> {
     let spec = match &report.target.kernel {
         Kernel::Debian { release, .. } => TargetSpec::Debian {
             release: release.clone(),
@@ -265,7 +355,14 @@ fn build_and_test(
     let texts = included.iter().map(|a| a.text.clone()).collect();
     let out = dir.join("build");
     let mut build = BuildRequest::new(spec, texts, &req.name, &out);
-    build.progress = req.progress.clone();
+    let log = dir.join("build.log");
+    build.progress = logged(&req.progress, &report.target.name, &log);
+    report.build_log = Some(log);
+    // Targets built at once share the machine's cores.
+    if req.jobs > 1 {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        build.jobs = Some((cpus / req.jobs).max(1));
+    }
     let started = Instant::now();
     let built = crate::build(&build);
     report.build_seconds = Some(started.elapsed().as_secs_f64());
@@ -305,7 +402,71 @@ fn build_and_test(
         let why = tested.failure.unwrap_or_else(|| "failed".into());
         return Err((Outcome::VmtestFailure, why));
     }
-    Ok(())
+    Ok(Outcome::Tested)
+}
+
+/// The skip when the inputs equal the latest bundle's, else the build and
+/// test, then the bundle published.
+fn build_test_publish(
+    req: &RunRequest,
+    channel: &Channel,
+    report: &mut TargetReport,
+    selection: &Selection<'_>,
+    included: &[&FixOnSource],
+    dir: &Path,
+) -> Result<Outcome, (Outcome, String)> {
+    let failed = |e: publish::PublishError| (Outcome::PublishError, e.to_string());
+    let name = report.target.name.clone();
+    let progress = |line: &str| req.progress.line(&format!("farm: {name}: {line}"));
+    let files = publish::kernel_files(&report.target, &progress).map_err(failed)?;
+    let inputs = publish::inputs_of(&files, selection).map_err(failed)?;
+    let latest = channel.latest(&inputs.kernel.build_id).map_err(failed)?;
+    if let Some(l) = latest
+        .as_ref()
+        .filter(|l| publish::unchanged(Some(l), &inputs))
+    {
+        let m = l.manifest();
+        report.bundle = Some(PublishedBundle {
+            path: channel
+                .dir
+                .join(&m.kernel.build_id)
+                .join(bundle::repo::bundle_file(m.sequence)),
+            build_id: m.kernel.build_id.clone(),
+            sequence: m.sequence,
+            sha256: l.bundle().sha256().to_string(),
+            predecessor: m.predecessor.as_ref().map(|p| p.sequence),
+        });
+        report.reason = Some(format!(
+            "kernel and series equal those of the published sequence {}",
+            m.sequence
+        ));
+        return Ok(Outcome::Unchanged);
+    }
+    build_and_test(req, report, included, dir)?;
+    let out = dir.join("build");
+    let published = publish::publish(channel, &out, &files, &name, selection, latest.as_ref())
+        .map_err(failed)?;
+    progress(&format!(
+        "published sequence {} in {}",
+        published.sequence,
+        published.path.display()
+    ));
+    report.bundle = Some(published);
+    Ok(Outcome::Tested)
+}
+
+/// Progress that goes to `log` (one line each) and, prefixed with the
+/// target's name, to `progress`.
+fn logged(progress: &Progress, name: &str, log: &Path) -> Progress {
+    let file = std::fs::File::create(log).ok().map(std::sync::Mutex::new);
+    let (progress, name) = (progress.clone(), name.to_string());
+    Progress::Lines(std::sync::Arc::new(move |line: &str| {
+        if let Some(f) = &file {
+            use std::io::Write;
+            let _ = writeln!(f.lock().expect("the build log"), "{line}");
+        }
+        progress.line(&format!("farm: {name}: {line}"));
+    }))
 }
 
 /// `DIR/check.sh`: each included fix's check script, in order, each in its

@@ -6,7 +6,10 @@ use testbed::vm::Vm;
 
 /// `kpbuild` (the binary, as users run it) with `SOURCE_DATE_EPOCH`:
 /// (exit code, stdout, stderr).
-fn kpbuild_cli(args: &[&std::ffi::OsStr], epoch: u64) -> Result<(i32, String, String), String> {
+pub(super) fn kpbuild_cli(
+    args: &[&std::ffi::OsStr],
+    epoch: u64,
+) -> Result<(i32, String, String), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
         .current_dir(crate::repo_root())
@@ -23,7 +26,7 @@ fn kpbuild_cli(args: &[&std::ffi::OsStr], epoch: u64) -> Result<(i32, String, St
 }
 
 /// [`kpbuild_cli`] that must succeed.
-fn kpbuild_ok(args: &[&std::ffi::OsStr], epoch: u64) -> Result<String, String> {
+pub(super) fn kpbuild_ok(args: &[&std::ffi::OsStr], epoch: u64) -> Result<String, String> {
     let (code, stdout, stderr) = kpbuild_cli(args, epoch)?;
     if code != 0 {
         return Err(format!("kpbuild {args:?} exited {code}: {stderr}"));

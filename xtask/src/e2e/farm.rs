@@ -1,11 +1,17 @@
 //! `kpbuild farm run` (the library behind it) over the test kernel tree: a
 //! series of two fixes, one with a check script, is built and tested in one
-//! boot; a third fix that applies nowhere stops the farm before any build,
-//! and with `--only` is "does not apply" beside the tested ones; a check
-//! that expects the unpatched kernel makes the target a vmtest failure.
+//! boot and its bundle published (sequence 1); the same series again is
+//! unchanged (no build, no boot, nothing published); a third fix that
+//! applies nowhere stops the farm before any build, and with `--only` is
+//! "does not apply" beside the tested ones, a changed series whose bundle
+//! (sequence 2) has sequence 1 as predecessor; a check that expects the
+//! unpatched kernel makes the target a vmtest failure and publishes
+//! nothing. The bundles verify with `kpbuild bundle verify` and
+//! `minisign -V`. Three boots in all.
 
 use super::Ctx;
 use kpbuild::build::Progress;
+use kpbuild::farm::publish::PublishTo;
 use kpbuild::farm::run::{FarmReport, Outcome, RunRequest, run};
 use std::path::Path;
 
@@ -29,7 +35,22 @@ fn request(dir: &Path, only: Option<&str>) -> RunRequest {
         only: only.map(String::from),
         name: "kpb_farm".into(),
         progress: Progress::Quiet,
+        publish: Some(PublishTo {
+            repo: dir.join("repo"),
+            channel: "test".into(),
+            key: crate::repo_root().join("fixtures/bundle/test.key"),
+            pubkey: crate::repo_root().join("fixtures/bundle/test.pub"),
+        }),
+        jobs: 2,
     }
+}
+
+/// Each target's published (or latest) bundle: (sequence, predecessor).
+fn bundles(r: &FarmReport) -> Vec<Option<(u64, Option<u64>)>> {
+    r.targets
+        .iter()
+        .map(|t| t.bundle.as_ref().map(|b| (b.sequence, b.predecessor)))
+        .collect()
 }
 
 /// Each target's and each fix's outcome, by name.
@@ -96,6 +117,36 @@ pub(super) fn farm_run_tree(ctx: &Ctx) -> Result<(), String> {
     }
     let build_s = t.build_seconds.unwrap_or_default();
     eprintln!("  > farm run: build {build_s:.1} s, apply latency {apply:.0} ms");
+    if bundles(&report) != [Some((1, None))] {
+        return Err(format!("farm run published: {:?}", bundles(&report)));
+    }
+    let first = t.bundle.clone().expect("checked").path;
+    check_html(&artifact)?;
+
+    // The same series again: unchanged, nothing built or published.
+    let report = run(&request(&dir, None)).map_err(|e| e.to_string())?;
+    let want = vec![(
+        "test".to_string(),
+        Outcome::Unchanged,
+        vec![Outcome::Unchanged; 2],
+    )];
+    let t = &report.targets[0];
+    if !report.passed
+        || outcomes(&report) != want
+        || bundles(&report) != [Some((1, None))]
+        || t.build_seconds.is_some()
+    {
+        return Err(format!("farm run of an unchanged series: {report:#?}"));
+    }
+    let build_id = first
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stored = dir.join("repo/test").join(&build_id);
+    if stored.join("000002.kpb").exists() {
+        return Err("an unchanged series published a bundle".into());
+    }
 
     // A fix that applies to no target's source: an error before any build.
     write(
@@ -114,6 +165,14 @@ pub(super) fn farm_run_tree(ctx: &Ctx) -> Result<(), String> {
     if !report.passed || outcomes(&report) != vec![("test".into(), Outcome::Tested, fixes)] {
         return Err(format!("farm run --only: {report:#?}"));
     }
+    // The series changed for this target: sequence 2 follows sequence 1.
+    if bundles(&report) != [Some((2, Some(1)))] {
+        return Err(format!(
+            "a changed series published: {:?}",
+            bundles(&report)
+        ));
+    }
+    verify_published(&dir, &stored, &["000001.kpb", "000002.kpb"])?;
 
     // A check that expects the unpatched kernel fails the target.
     write(
@@ -131,6 +190,93 @@ pub(super) fn farm_run_tree(ctx: &Ctx) -> Result<(), String> {
     }
     if !failed.contains("check") {
         return Err(format!("farm run with a failing check: reason {failed:?}"));
+    }
+    // Nothing is published for a target that failed.
+    if t.bundle.is_some() || stored.join("000003.kpb").exists() {
+        return Err(format!("a failed target published: {:?}", t.bundle));
+    }
+    Ok(())
+}
+
+/// `farm-report.html`: the table, a cell linking to the guest's log.
+fn check_html(artifact: &Path) -> Result<(), String> {
+    let path = artifact.join("farm-report.html");
+    let html = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for want in [
+        "<th title=\"",
+        ">0001-cmdline</th>",
+        "<td class=\"tested\"><a href=\"test/vmtest/serial.log\">tested</a>",
+        "sequence 1",
+    ] {
+        if !html.contains(want) {
+            return Err(format!("{}: no {want:?} in\n{html}", path.display()));
+        }
+    }
+    if html.contains("http:") || html.contains("https:") || html.contains("<script") {
+        return Err(format!("{}: not self-contained", path.display()));
+    }
+    if !artifact.join("test/build.log").is_file() {
+        return Err("farm run wrote no test/build.log".into());
+    }
+    Ok(())
+}
+
+/// The published bundles verify with `kpbuild bundle verify`, their
+/// manifests and the channel's index with `minisign -V`; the last one's
+/// predecessor is the one before it.
+fn verify_published(dir: &Path, stored: &Path, files: &[&str]) -> Result<(), String> {
+    use std::ffi::OsStr;
+    let pubkey = crate::repo_root().join("fixtures/bundle/test.pub");
+    let mut sha256 = Vec::new();
+    for file in files {
+        let path = stored.join(file);
+        let out = super::bundles::kpbuild_ok(
+            &[
+                OsStr::new("bundle"),
+                OsStr::new("verify"),
+                path.as_os_str(),
+                OsStr::new("--pubkey"),
+                pubkey.as_os_str(),
+                OsStr::new("--json"),
+            ],
+            1_700_000_000,
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+        if v["verified"] != true {
+            return Err(format!("{}: {v:#}", path.display()));
+        }
+        sha256.push((v["sha256"].clone(), v["manifest"]["predecessor"].clone()));
+    }
+    if let [.., (before, _), (_, pred)] = sha256.as_slice()
+        && pred["sha256"] != *before
+    {
+        return Err(format!("predecessor {pred} is not {before}"));
+    }
+    let Some(minisign) = testbed::oracle::tool("minisign", "minisign") else {
+        return Ok(());
+    };
+    let last = stored.join(files[files.len() - 1]);
+    let external = dir.join("external");
+    std::fs::create_dir_all(&external).map_err(|e| e.to_string())?;
+    kpbuild::process::run(
+        std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(&last)
+            .arg("-C")
+            .arg(&external)
+            .args(["manifest.json", "manifest.json.minisig"]),
+    )
+    .map_err(|e| e.to_string())?;
+    for signed in [external.join("manifest.json"), stored.join("index.json")] {
+        kpbuild::process::run(
+            std::process::Command::new(&minisign)
+                .arg("-V")
+                .arg("-p")
+                .arg(&pubkey)
+                .arg("-m")
+                .arg(&signed),
+        )
+        .map_err(|e| format!("minisign -V {}: {e}", signed.display()))?;
     }
     Ok(())
 }
