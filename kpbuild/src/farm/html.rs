@@ -192,4 +192,115 @@ mod tests {
             "file:///elsewhere/a%20b%22%3C.log"
         );
     }
+
+    fn target(name: &str, outcome: Outcome, fixes: &[(&str, Outcome, &str)]) -> TargetReport {
+        use super::super::targets::Target;
+        TargetReport {
+            target: Target {
+                name: name.into(),
+                entry: name.into(),
+                kernel_version: "6.12.118".into(),
+                kernel: Kernel::Debian {
+                    release: "6.12.118+deb12-cloud-amd64".into(),
+                    package_version: "6.12.118-1~deb12u1".into(),
+                },
+            },
+            series_sha256: "a".repeat(64),
+            outcome,
+            reason: None,
+            fixes: fixes
+                .iter()
+                .map(|(id, outcome, why)| FixReport {
+                    id: id.to_string(),
+                    text: format!("{id}.patch").into(),
+                    outcome: *outcome,
+                    reason: (!why.is_empty()).then(|| why.to_string()),
+                })
+                .collect(),
+            module: None,
+            build_report: None,
+            build_seconds: Some(12.34),
+            vmtest_seconds: None,
+            apply_latency_ms: Some(84.4),
+            unpatch_latency_ms: None,
+            serial_log: None,
+            build_log: None,
+            bundle: None,
+        }
+    }
+
+    #[test]
+    fn a_table_of_targets_by_fixes_with_links_and_escaped_text() {
+        let s = testbed::scratch::Scratch::new("farm-html");
+        let dir = s.dir("series");
+        let diff = "--- a/x.c\n+++ b/x.c\n@@ -1 +1 @@\n-a\n+b\n";
+        s.write(
+            "series/0001-one.patch",
+            format!("Subject: fix <one> & more\n\n{diff}"),
+        );
+        s.write("series/0002-two.patch", diff);
+        let series = Series::read(&dir).unwrap();
+        let artifact = s.dir("out");
+        // A serial log that exists is linked from a tested fix.
+        let mut tested = target(
+            "cloud+118",
+            Outcome::Tested,
+            &[
+                ("0001-one", Outcome::Tested, ""),
+                ("0002-two", Outcome::DoesNotApply, "hunk <1> failed"),
+            ],
+        );
+        let serial = s.write("out/cloud+118/vmtest/serial.log", "boot\n");
+        tested.serial_log = Some(serial);
+        let failed = target(
+            "old",
+            Outcome::BuildError,
+            &[("0001-one", Outcome::BuildError, "gcc said \"no\"\nmore")],
+        );
+        let report = FarmReport {
+            targets_file: "t.toml".into(),
+            series: dir.clone(),
+            passed: false,
+            targets: vec![tested, failed],
+        };
+        let html = render(&report, &series, &artifact);
+        assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+        assert!(html.ends_with("</table>\n</body></html>\n"), "{html}");
+        assert!(
+            !html.contains("<script") && !html.contains("http"),
+            "{html}"
+        );
+        // One header row and one row per target, fixes in series order.
+        assert_eq!(html.matches("<tr>").count(), 3, "{html}");
+        let one = html.find(">0001-one</th>").unwrap();
+        assert!(one < html.find(">0002-two</th>").unwrap());
+        assert!(
+            html.contains("<th title=\"fix &lt;one&gt; &amp; more\">0001-one</th>"),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                "<td class=\"tested\"><a href=\"cloud%2B118/vmtest/serial.log\">tested</a></td>"
+            ),
+            "{html}"
+        );
+        // Without a log, the cell links the target's target.json; the
+        // reason's first line is shown, escaped.
+        assert!(html.contains(
+            "<td class=\"does-not-apply\"><a href=\"cloud%2B118/target.json\">does-not-apply</a>\
+             <small>hunk &lt;1&gt; failed</small></td>"
+        ), "{html}");
+        assert!(
+            html.contains("<small>gcc said &quot;no&quot;</small>"),
+            "{html}"
+        );
+        assert!(!html.contains("more</small>"), "{html}");
+        // A target with fewer fixes than the series gets an empty cell.
+        assert!(html.contains("<td></td></tr>"), "{html}");
+        assert!(
+            html.contains("<td>12.3 s</td><td></td><td>84 ms</td>"),
+            "{html}"
+        );
+        assert!(html.contains("kpbuild farm report: FAILED"), "{html}");
+    }
 }
