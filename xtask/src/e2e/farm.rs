@@ -86,7 +86,17 @@ pub(super) fn farm_run_tree(ctx: &Ctx) -> Result<(), String> {
         &series.join("0001-cmdline.check"),
         "grep -q kpbuild=cmdline-string /proc/cmdline\n",
     )?;
-    copy_fixture("testbed-counter.patch", &series.join("0002-counter.patch"))?;
+    // The test kernel (6.12) gets 0002's variant; its bundle names the
+    // fix's own id, not the variant's file stem.
+    write(
+        &series.join("0002-counter.patch"),
+        "Subject: testbed: count the calls\n\n--- a/fs/proc/kpbuild_testbed.c\n\
+         +++ b/fs/proc/kpbuild_testbed.c\n@@ -1 +1 @@\n-an older source\n+x\n",
+    )?;
+    copy_fixture(
+        "testbed-counter.patch",
+        &series.join("0002-counter.d/6.12.patch"),
+    )?;
 
     let report = run(&request(&dir, None)).map_err(|e| e.to_string())?;
     let want = vec![(
@@ -172,7 +182,15 @@ pub(super) fn farm_run_tree(ctx: &Ctx) -> Result<(), String> {
             bundles(&report)
         ));
     }
-    verify_published(&dir, &stored, &["000001.kpb", "000002.kpb"])?;
+    verify_published(
+        &dir,
+        &stored,
+        &["000001.kpb", "000002.kpb"],
+        &[
+            ("0001-cmdline", "changes fs/proc/cmdline.c"),
+            ("0002-counter", "testbed: count the calls"),
+        ],
+    )?;
 
     // A check that expects the unpatched kernel fails the target.
     write(
@@ -223,11 +241,17 @@ fn check_html(artifact: &Path) -> Result<(), String> {
 
 /// The published bundles verify with `kpbuild bundle verify`, their
 /// manifests and the channel's index with `minisign -V`; the last one's
-/// predecessor is the one before it.
-fn verify_published(dir: &Path, stored: &Path, files: &[&str]) -> Result<(), String> {
+/// predecessor is the one before it, and its patches are `ids` (id, title).
+fn verify_published(
+    dir: &Path,
+    stored: &Path,
+    files: &[&str],
+    ids: &[(&str, &str)],
+) -> Result<(), String> {
     use std::ffi::OsStr;
     let pubkey = crate::repo_root().join("fixtures/bundle/test.pub");
     let mut sha256 = Vec::new();
+    let mut last_manifest = serde_json::Value::Null;
     for file in files {
         let path = stored.join(file);
         let out = super::bundles::kpbuild_ok(
@@ -246,11 +270,29 @@ fn verify_published(dir: &Path, stored: &Path, files: &[&str]) -> Result<(), Str
             return Err(format!("{}: {v:#}", path.display()));
         }
         sha256.push((v["sha256"].clone(), v["manifest"]["predecessor"].clone()));
+        last_manifest = v["manifest"].clone();
     }
     if let [.., (before, _), (_, pred)] = sha256.as_slice()
         && pred["sha256"] != *before
     {
         return Err(format!("predecessor {pred} is not {before}"));
+    }
+    let manifest = &last_manifest;
+    let patches: Vec<(&str, &str)> = manifest["patches"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    (
+                        p["id"].as_str().unwrap_or_default(),
+                        p["title"].as_str().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if patches[..] != ids[..] {
+        return Err(format!("published patches {patches:?}, expected {ids:?}"));
     }
     let Some(minisign) = testbed::oracle::tool("minisign", "minisign") else {
         return Ok(());
