@@ -137,6 +137,9 @@ pub enum TreeMode {
     Prepared {
         /// The compiler named by `CONFIG_CC_VERSION_TEXT`.
         cc: String,
+        /// The target's release (its vmlinux banner's), kbuild's
+        /// `KERNELRELEASE` in the directory.
+        release: String,
     },
 }
 
@@ -191,8 +194,9 @@ impl TargetTree {
 
     /// Describes a tree-less target: `prepared` is a kbuild output directory
     /// made from `src` and `config`, holding the units compiled so far;
-    /// `vmlinux` and `headers` (with Module.symvers) are the target's own;
-    /// `toolchain` is where the directory was prepared.
+    /// `vmlinux` and `headers` (with Module.symvers) are the target's own,
+    /// `release` its kernel release; `toolchain` is where the directory was
+    /// prepared.
     #[allow(clippy::too_many_arguments)]
     pub fn prepared(
         src: &Path,
@@ -200,6 +204,7 @@ impl TargetTree {
         vmlinux: &Path,
         headers: &Path,
         cc: &str,
+        release: &str,
         units: Vec<UnitCommand>,
         module_of: HashMap<PathBuf, (String, PathBuf)>,
         toolchain: Toolchain,
@@ -228,7 +233,10 @@ impl TargetTree {
             units,
             module_of,
             module_build: canon(headers)?,
-            mode: TreeMode::Prepared { cc: cc.to_string() },
+            mode: TreeMode::Prepared {
+                cc: cc.to_string(),
+                release: release.to_string(),
+            },
             toolchain,
         })
     }

@@ -268,12 +268,18 @@ pub fn checked_compiler_in(
     })
 }
 
-fn make(src: &Path, out: &Path, cc: &str) -> Command {
+/// `make` in the prepared directory `out`. The target's release (its
+/// vmlinux banner's) is kbuild's `KERNELRELEASE`: `UTS_RELEASE` is compiled
+/// into code (`strlen(UTS_RELEASE)` is an immediate in IMA's `ima_init`),
+/// and a source tree alone says `6.12.118` where Debian's kernel says
+/// `6.12.118+deb12-cloud-amd64`.
+fn make(src: &Path, out: &Path, cc: &str, release: &str) -> Command {
     let mut c = Command::new("make");
     c.arg("-C")
         .arg(src)
         .arg(format!("O={}", out.display()))
         .arg(format!("CC={cc}"))
+        .arg(format!("KERNELRELEASE={release}"))
         .arg("-s");
     c
 }
@@ -348,6 +354,7 @@ pub fn prepared_tree(
         files.vmlinux,
         files.headers,
         &target.cc,
+        &target.release,
         units,
         module_of,
         target.toolchain.clone(),
@@ -362,6 +369,7 @@ pub struct PreparedTarget {
     src: PathBuf,
     config: PathBuf,
     cc: String,
+    release: String,
     dir: PathBuf,
     toolchain: Toolchain,
     hold: crate::cache::Hold,
@@ -404,6 +412,7 @@ pub fn prepared_target(
         src: &src,
         config: files.config,
         cc: &cc,
+        release: &id.release,
         dir: dir.clone(),
         toolchain: &toolchain,
     };
@@ -412,6 +421,7 @@ pub fn prepared_target(
         config: files.config.to_path_buf(),
         src,
         cc,
+        release: id.release,
         dir,
         toolchain,
         hold,
@@ -424,6 +434,7 @@ impl PreparedTarget {
             src: &self.src,
             config: &self.config,
             cc: &self.cc,
+            release: &self.release,
             dir: self.dir.clone(),
             toolchain: &self.toolchain,
         }
@@ -454,7 +465,7 @@ impl PreparedTarget {
             .collect();
         if !stale.is_empty() {
             let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let mut make = make(&self.src, &self.dir, &self.cc);
+            let mut make = make(&self.src, &self.dir, &self.cc, &self.release);
             make.arg("-k").arg(format!("-j{jobs}")).args(stale);
             // A failure is named below, object by object.
             let _ = self.toolchain.run(&mut make, &[]);
@@ -495,7 +506,7 @@ pub fn compile_more(
     objects: &[PathBuf],
     progress: &dyn Fn(&str),
 ) -> Result<Vec<UnitCommand>, TreelessError> {
-    let crate::tree::TreeMode::Prepared { cc } = &tree.mode else {
+    let crate::tree::TreeMode::Prepared { cc, release } = &tree.mode else {
         return Ok(Vec::new());
     };
     let config = tree.build.join(".config");
@@ -503,6 +514,7 @@ pub fn compile_more(
         src: &tree.src,
         config: &config,
         cc,
+        release,
         dir: tree.build.clone(),
         toolchain: &tree.toolchain,
     };
@@ -527,6 +539,8 @@ struct Prepared<'a> {
     /// The target's config file, as given.
     config: &'a Path,
     cc: &'a str,
+    /// The target's kernel release (`KERNELRELEASE`).
+    release: &'a str,
     dir: PathBuf,
     toolchain: &'a Toolchain,
 }
@@ -604,9 +618,9 @@ impl Prepared<'_> {
                 .run(cmd, &[])
                 .map_err(|e| TreelessError::Make(Box::new(e)))
         };
-        run(make(self.src, dir, self.cc).arg("olddefconfig"))?;
+        run(make(self.src, dir, self.cc, self.release).arg("olddefconfig"))?;
         let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-        run(make(self.src, dir, self.cc)
+        run(make(self.src, dir, self.cc, self.release)
             .arg(format!("-j{jobs}"))
             .arg("prepare"))?;
         self.record()?;
@@ -733,7 +747,7 @@ impl Prepared<'_> {
             return Ok(());
         }
         let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let mut make = make(self.src, &self.dir, self.cc);
+        let mut make = make(self.src, &self.dir, self.cc, self.release);
         make.arg(format!("-j{jobs}")).args(objects);
         if self.toolchain.run(&mut make, &[]).is_ok() {
             return Ok(());
@@ -750,7 +764,10 @@ impl Prepared<'_> {
             return Ok(unit);
         }
         self.toolchain
-            .run(make(self.src, &self.dir, self.cc).arg(object), &[])
+            .run(
+                make(self.src, &self.dir, self.cc, self.release).arg(object),
+                &[],
+            )
             .map_err(|source| TreelessError::NotBuilt {
                 object: object.to_path_buf(),
                 source: Box::new(source),
@@ -764,6 +781,13 @@ impl Prepared<'_> {
     /// directory's key: source, config, compiler). Saves the seconds kbuild
     /// spends finding nothing to do.
     fn up_to_date(&self, object: &Path) -> Option<UnitCommand> {
+        // A directory prepared before kpbuild named the release has the
+        // source's own in `utsrelease.h` until make rewrites it (Debian's
+        // 6.1 keeps `6.1.192` in kernel.release: only this file says).
+        let uts = std::fs::read_to_string(self.dir.join("include/generated/utsrelease.h"));
+        if uts.ok()?.trim() != format!("#define UTS_RELEASE \"{}\"", self.release) {
+            return None;
+        }
         let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         let built = mtime(&self.dir.join(object))?;
         let unit = UnitCommand::parse(&self.cmd_file(object)).ok()?;
@@ -893,6 +917,51 @@ mod tests {
         let cmd = "gcc -Wall -DMODULE -DKBUILD_BASENAME='\"binfmt_misc\"' -DKBUILD_MODNAME='\"binfmt_misc\"' -D__KBUILD_MODNAME=kmod_binfmt_misc -c -o fs/binfmt_misc.o fs/binfmt_misc.c";
         assert_eq!(module_name(cmd).as_deref(), Some("binfmt_misc"));
         assert_eq!(module_name("gcc -c -o x.o x.c"), None);
+    }
+
+    #[test]
+    fn make_names_the_target_release() {
+        let release = "6.12.118+deb12-cloud-amd64";
+        let cmd = make(Path::new("/src"), Path::new("/out"), "gcc-12", release);
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy()).collect();
+        assert!(
+            args.iter()
+                .any(|a| *a == format!("KERNELRELEASE={release}")),
+            "{args:?}"
+        );
+    }
+
+    #[test]
+    fn an_object_of_another_release_is_not_up_to_date() {
+        let dir = std::env::temp_dir().join(format!("kpbuild-up-to-date-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("include/generated")).unwrap();
+        std::fs::write(dir.join("x.c"), b"int x;").unwrap();
+        std::fs::write(
+            dir.join(".x.o.cmd"),
+            "savedcmd_x.o := gcc -c -o x.o x.c\n\nsource_x.o := x.c\n\ndeps_x.o := \\\n  x.c \\\n\nx.o: $(deps_x.o)\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("x.o"), b"object").unwrap();
+        let toolchain = Toolchain::default();
+        let prepared = |release| Prepared {
+            src: Path::new("/src"),
+            config: Path::new("/config"),
+            cc: "gcc",
+            release,
+            dir: dir.clone(),
+            toolchain: &toolchain,
+        };
+        let debian = "6.12.118+deb12-cloud-amd64";
+        let uts = dir.join("include/generated/utsrelease.h");
+        // Prepared before the release was named: the tree's own.
+        std::fs::write(&uts, "#define UTS_RELEASE \"6.12.118\"\n").unwrap();
+        assert!(prepared(debian).up_to_date(Path::new("x.o")).is_none());
+        assert!(prepared("6.12.118").up_to_date(Path::new("x.o")).is_some());
+        std::fs::write(&uts, format!("#define UTS_RELEASE \"{debian}\"\n")).unwrap();
+        std::fs::write(dir.join("x.o"), b"object").unwrap();
+        assert!(prepared(debian).up_to_date(Path::new("x.o")).is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
