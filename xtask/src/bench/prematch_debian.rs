@@ -88,8 +88,8 @@ struct Compiled {
     originals: Vec<(PathBuf, PathBuf)>,
     /// Originals reused from an earlier run.
     reused: usize,
-    /// Units of vmlinux's DWARF whose command lacks `-mcmodel=kernel`
-    /// (the vDSO's, linked into vmlinux as data, not as kernel text).
+    /// Units of vmlinux's DWARF whose command lacks `-mcmodel=kernel`: not
+    /// kernel text, which `kpbuild build` refuses to patch.
     not_text: Vec<String>,
     /// Units that did not compile, with why.
     failures: Vec<String>,
@@ -229,7 +229,7 @@ impl Report<'_> {
         let mut units_skipped: BTreeMap<&str, usize> = list.left_out.clone();
         if !compiled.not_text.is_empty() {
             units_skipped.insert(
-                "not kernel text (compiled without -mcmodel=kernel: the vDSO's)",
+                "not kernel text (compiled without -mcmodel=kernel)",
                 compiled.not_text.len(),
             );
         }
