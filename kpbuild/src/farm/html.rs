@@ -226,7 +226,25 @@ mod tests {
             serial_log: None,
             build_log: None,
             bundle: None,
+            kernel_build: None,
         }
+    }
+
+    /// `farm publish` reads the `target.json` a run wrote elsewhere.
+    #[test]
+    fn a_target_report_reads_back_as_written() {
+        let mut t = target("newest", Outcome::Tested, &[("0001-one", Outcome::Tested, "")]);
+        t.kernel_build = Some(bundle::manifest::Kernel {
+            release: "6.12.118+deb12-cloud-amd64".into(),
+            arch: "x86_64".into(),
+            build_id: "ab12".into(),
+            config_sha256: "c".repeat(64),
+        });
+        let json = serde_json::to_string(&t).unwrap();
+        let back: TargetReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
+        assert_eq!(back.target, t.target);
+        assert_eq!(back.kernel_build, t.kernel_build);
     }
 
     #[test]

@@ -14,9 +14,14 @@
 //!   [`publish`]: its bundle published in a channel, or the target skipped
 //!   when its inputs equal its latest bundle's; [`html`]: the report as a
 //!   static page.
+//! - [`artifacts`]: the outputs of runs made elsewhere without the key (CI
+//!   jobs) checked and published by the one job that holds it; [`plan`]:
+//!   that pipeline written for GitLab or GitHub.
 
 pub mod apply;
+pub mod artifacts;
 pub mod html;
+pub mod plan;
 pub mod publish;
 pub mod run;
 pub mod series;
@@ -84,6 +89,14 @@ pub enum FarmError {
     /// The keys or the repository a run publishes to.
     #[error(transparent)]
     Publish(Box<publish::PublishError>),
+    /// A farm run's output that cannot be published.
+    #[error("{}: {why}", path.display())]
+    BadArtifact {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
     /// Fixes that apply to no target's source.
     #[error(
         "{}: applies to no target's source",

@@ -10,7 +10,7 @@
 
 use super::series::Selection;
 use super::targets::{Kernel, Target};
-use crate::bundle::{BundleError, CreateFrom, PatchMeta};
+use crate::bundle::{BundleError, CreateFrom, KernelOf, PatchMeta};
 use bundle::{PublicKey, SecretKey, Verified};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -164,7 +164,7 @@ pub fn unchanged(latest: Option<&Verified>, inputs: &Inputs) -> bool {
 }
 
 /// A bundle a farm published.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PublishedBundle {
     /// Where the repository stores it.
     pub path: PathBuf,
@@ -178,30 +178,36 @@ pub struct PublishedBundle {
     pub predecessor: Option<u64>,
 }
 
+/// A bundle the channel holds, as a farm reports it.
+pub fn published_of(channel: &Channel, b: &Verified) -> PublishedBundle {
+    let m = b.manifest();
+    PublishedBundle {
+        path: channel
+            .dir
+            .join(&m.kernel.build_id)
+            .join(bundle::repo::bundle_file(m.sequence)),
+        build_id: m.kernel.build_id.clone(),
+        sequence: m.sequence,
+        sha256: b.bundle().sha256().to_string(),
+        predecessor: m.predecessor.as_ref().map(|p| p.sequence),
+    }
+}
+
 /// Makes the target's signed cumulative bundle from its build output, with
 /// `latest` as predecessor and each fix's own id, title and CVEs (a
 /// variant's file stem is not the fix's id), and publishes it in the channel.
+///
+/// The build's `report.json` names the texts it took by path and SHA-256;
+/// each is matched to the selection's text of that hash, so an output built
+/// in another checkout (a CI job's) is read from this one.
 pub fn publish(
     channel: &Channel,
     build_out: &Path,
-    files: &KernelFiles,
+    kernel: &bundle::manifest::Kernel,
     target: &str,
     selection: &Selection<'_>,
     latest: Option<&Verified>,
 ) -> Result<PublishedBundle, PublishError> {
-    let meta = selection
-        .fixes
-        .iter()
-        .map(|c| PatchMeta {
-            patch: std::fs::canonicalize(&c.text().path)
-                .unwrap_or_else(|_| c.text().path.clone())
-                .display()
-                .to_string(),
-            id: c.fix.id.clone(),
-            title: c.fix.title.clone(),
-            cves: c.fix.cves.clone(),
-        })
-        .collect::<Vec<_>>();
     let report = build_out.join("report.json");
     let recorded = crate::files::read(&report).map_err(BundleError::from)?;
     let listed: serde_json::Value =
@@ -209,15 +215,24 @@ pub fn publish(
             path: report.clone(),
             source,
         })?;
+    let mut meta = Vec::new();
+    let mut texts = std::collections::BTreeMap::new();
     // Only the fixes the build took: the others are not in report.json.
-    let meta = meta
-        .into_iter()
-        .filter(|m| {
-            listed["inputs"]["patches"]
-                .as_array()
-                .is_some_and(|ps| ps.iter().any(|p| p["path"].as_str() == Some(&m.patch)))
-        })
-        .collect();
+    for p in listed["inputs"]["patches"].as_array().into_iter().flatten() {
+        let (Some(path), Some(sha256)) = (p["path"].as_str(), p["sha256"].as_str()) else {
+            continue;
+        };
+        let Some(c) = selection.fixes.iter().find(|c| c.text().sha256 == sha256) else {
+            continue;
+        };
+        meta.push(PatchMeta {
+            patch: path.to_string(),
+            id: c.fix.id.clone(),
+            title: c.fix.title.clone(),
+            cves: c.fix.cves.clone(),
+        });
+        texts.insert(sha256.to_string(), c.text().path.clone());
+    }
     let mut farm = serde_json::Map::new();
     farm.insert(
         "farm".into(),
@@ -225,10 +240,10 @@ pub fn publish(
     );
     let from = CreateFrom {
         build_out,
-        vmlinux: &files.vmlinux,
-        config: &files.config,
+        kernel: KernelOf::Recorded(kernel.clone()),
         predecessor: latest,
         meta,
+        texts,
         report_fields: farm,
     };
     let (bytes, _) = crate::bundle::create_bundle(&from, &channel.secret)?;

@@ -21,7 +21,7 @@ use super::{FarmError, applies_nowhere, applies_on};
 use crate::build::{BuildRequest, ErrorKind, Progress, TargetSpec};
 use crate::files::{FileError, PathContext};
 use crate::vmtest::{VmKernel, VmtestReport, VmtestRequest};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,7 @@ pub struct RunRequest {
 }
 
 /// What became of a target, or of one fix on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// Built, and the module's life cycle passed in its kernel.
@@ -66,10 +66,12 @@ pub enum Outcome {
     Unchanged,
     /// Tested, but its bundle could not be made or published.
     PublishError,
+    /// No artifact holds it (`farm publish`): its job did not finish.
+    Missing,
 }
 
 /// One fix on one target.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FixReport {
     /// The fix's id.
     pub id: String,
@@ -82,7 +84,7 @@ pub struct FixReport {
 }
 
 /// One target's result (`DIR/TARGET/target.json`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetReport {
     /// The target.
     #[serde(flatten)]
@@ -113,10 +115,13 @@ pub struct TargetReport {
     pub build_log: Option<PathBuf>,
     /// The bundle published now or, when unchanged, the latest one.
     pub bundle: Option<PublishedBundle>,
+    /// The kernel build the module was made for (release, build-id,
+    /// `.config` hash): what its bundle records, read when it was built.
+    pub kernel_build: Option<bundle::manifest::Kernel>,
 }
 
 /// Every target's result (`DIR/farm-report.json`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FarmReport {
     /// The targets file.
     pub targets_file: PathBuf,
@@ -149,12 +154,13 @@ impl Outcome {
             Outcome::VmtestFailure => "vmtest-failure",
             Outcome::Unchanged => "unchanged",
             Outcome::PublishError => "publish-error",
+            Outcome::Missing => "missing",
         }
     }
 }
 
 /// The marker of a finished target directory.
-const TARGET_JSON: &str = "target.json";
+pub(super) const TARGET_JSON: &str = "target.json";
 
 /// Runs the farm without publishing; a target's failure is in the report,
 /// only bad input and unusable outputs are errors.
@@ -294,6 +300,7 @@ fn run_target(
         serial_log: None,
         build_log: None,
         bundle: None,
+        kernel_build: None,
         target,
     };
     let included: Vec<&FixOnSource> = applies
@@ -379,6 +386,14 @@ fn build_and_test(
     }
     let module = out.join(format!("{}.ko", req.name));
     report.module = Some(module.clone());
+    if report.kernel_build.is_none() {
+        let name = report.target.name.clone();
+        let progress = |line: &str| req.progress.line(&format!("farm: {name}: {line}"));
+        let kernel = publish::kernel_files(&report.target, &progress)
+            .and_then(|files| Ok(crate::bundle::kernel_of(&files.vmlinux, &files.config)?))
+            .map_err(|e| (Outcome::BuildError, e.to_string()))?;
+        report.kernel_build = Some(kernel);
+    }
     let check = check_script(dir, included).map_err(|e| (Outcome::VmtestFailure, e.to_string()))?;
     let kernel = match &report.target.kernel {
         Kernel::Debian { release, .. } => VmKernel::Debian(release.clone()),
@@ -421,21 +436,13 @@ fn build_test_publish(
     let files = publish::kernel_files(&report.target, &progress).map_err(failed)?;
     let inputs = publish::inputs_of(&files, selection).map_err(failed)?;
     let latest = channel.latest(&inputs.kernel.build_id).map_err(failed)?;
+    report.kernel_build = Some(inputs.kernel.clone());
     if let Some(l) = latest
         .as_ref()
         .filter(|l| publish::unchanged(Some(l), &inputs))
     {
         let m = l.manifest();
-        report.bundle = Some(PublishedBundle {
-            path: channel
-                .dir
-                .join(&m.kernel.build_id)
-                .join(bundle::repo::bundle_file(m.sequence)),
-            build_id: m.kernel.build_id.clone(),
-            sequence: m.sequence,
-            sha256: l.bundle().sha256().to_string(),
-            predecessor: m.predecessor.as_ref().map(|p| p.sequence),
-        });
+        report.bundle = Some(publish::published_of(channel, l));
         report.reason = Some(format!(
             "kernel and series equal those of the published sequence {}",
             m.sequence
@@ -444,8 +451,15 @@ fn build_test_publish(
     }
     build_and_test(req, report, included, dir)?;
     let out = dir.join("build");
-    let published = publish::publish(channel, &out, &files, &name, selection, latest.as_ref())
-        .map_err(failed)?;
+    let published = publish::publish(
+        channel,
+        &out,
+        &inputs.kernel,
+        &name,
+        selection,
+        latest.as_ref(),
+    )
+    .map_err(failed)?;
     progress(&format!(
         "published sequence {} in {}",
         published.sequence,

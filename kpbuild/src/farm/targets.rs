@@ -190,7 +190,7 @@ pub struct Targets {
 }
 
 /// The kernel of one concrete target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Kernel {
     /// A Debian kernel.
@@ -219,7 +219,7 @@ impl std::fmt::Display for Kernel {
 }
 
 /// One kernel of the matrix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Target {
     /// Its stable name: the entry's, or `ENTRY-RELEASE` for a set.
     pub name: String,

@@ -242,7 +242,7 @@ fn check_html(artifact: &Path) -> Result<(), String> {
 /// The published bundles verify with `kpbuild bundle verify`, their
 /// manifests and the channel's index with `minisign -V`; the last one's
 /// predecessor is the one before it, and its patches are `ids` (id, title).
-fn verify_published(
+pub(super) fn verify_published(
     dir: &Path,
     stored: &Path,
     files: &[&str],

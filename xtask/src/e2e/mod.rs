@@ -13,6 +13,7 @@ mod kpmacros;
 mod locals;
 mod modversions;
 mod objtool;
+mod pipeline;
 mod prematch;
 mod sections;
 mod shared;
@@ -135,6 +136,10 @@ const CASES: &[Case] = &[
     Case {
         name: "farm_run_builds_and_tests_a_series",
         run: farm::farm_run_tree,
+    },
+    Case {
+        name: "farm_pipeline_gitlab_two_debian_targets_github_linted",
+        run: pipeline::farm_pipeline,
     },
     Case {
         name: "build_refuses_init_code_change",
