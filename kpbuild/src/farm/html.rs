@@ -233,7 +233,11 @@ mod tests {
     /// `farm publish` reads the `target.json` a run wrote elsewhere.
     #[test]
     fn a_target_report_reads_back_as_written() {
-        let mut t = target("newest", Outcome::Tested, &[("0001-one", Outcome::Tested, "")]);
+        let mut t = target(
+            "newest",
+            Outcome::Tested,
+            &[("0001-one", Outcome::Tested, "")],
+        );
         t.kernel_build = Some(bundle::manifest::Kernel {
             release: "6.12.118+deb12-cloud-amd64".into(),
             arch: "x86_64".into(),

@@ -193,10 +193,7 @@ pub(super) fn farm_pipeline(ctx: &Ctx) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let installed =
         testbed::packages::ensure_npm(&mut |m| crate::progress(m)).map_err(|e| e.to_string())?;
-    let Some(npm) = testbed::oracle::need("npm (Node.js)", "install Node.js and npm", installed)
-    else {
-        return Ok(());
-    };
+    let npm = installed.ok_or("npm (Node.js) is missing: install Node.js and npm")?;
     let newest = crate::debian_release()?;
     let (oldest, _) = crate::debian_other_releases()?;
     let bin = kpbuild_on_path(&dir)?;
