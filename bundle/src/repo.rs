@@ -7,6 +7,12 @@
 //! DIR/BUILD_ID/index.json.minisig            minisign signature of index.json
 //! ```
 //!
+//! A channel (`test`, `stable`) is a repository of this layout in
+//! `DIR/CHANNEL/` ([`channel_dir`]): a host following a channel learns what
+//! it offers for its kernel from one small signed file,
+//! `DIR/CHANNEL/BUILD_ID/index.json`. A bundle reaches another channel only
+//! by [`promote`], recorded in that channel's history.
+//!
 //! Every write is a temporary file renamed into place, under a lock on
 //! `DIR/BUILD_ID/.lock`; the bundle is stored before the index names it.
 
@@ -58,6 +64,8 @@ pub enum Action {
     Publish,
     /// An earlier bundle became the latest again.
     Rollback,
+    /// A bundle of another channel was promoted here and became the latest.
+    Promote,
 }
 
 /// One entry of the history.
@@ -72,6 +80,9 @@ pub struct Record {
     pub sha256: String,
     /// When, seconds since 1970.
     pub at: u64,
+    /// The channel a promoted bundle came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// What [`publish`] did.
@@ -377,6 +388,7 @@ fn published_index(index: Option<Index>, m: &Manifest, sha256: String, at: u64) 
         sequence: m.sequence,
         sha256,
         at,
+        from: None,
     });
     index
 }
@@ -441,7 +453,146 @@ pub fn rollback(
         sequence,
         sha256: record.sha256,
         at,
+        from: None,
     });
     store_index(&bdir, &index, secret, at)?;
     Ok(index)
+}
+
+/// Promotes a bundle published in channel `from` to channel `to` (both in
+/// `dir`): the same bytes stored in `to`, made its latest, the promotion
+/// recorded (with `from`) in its signed history.
+///
+/// The bundle must be one `from` published, stored with the hash its index
+/// records, and signed; its sequence must be newer than every one `to` has
+/// seen, and `to`'s latest must be on its chain of predecessors in `from`
+/// (a host replaces the one with the other). Promoting it again changes
+/// nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn promote(
+    dir: &Path,
+    from: &str,
+    to: &str,
+    build_id: &str,
+    sequence: u64,
+    public: &PublicKey,
+    secret: &SecretKey,
+    at: u64,
+) -> Result<Published> {
+    secret.check_pair(public)?;
+    check_build_id(build_id)?;
+    if from == to {
+        return Err(Error::Input(format!(
+            "channel {from:?}: a bundle is promoted to another channel"
+        )));
+    }
+    let src = channel_dir(dir, from)?;
+    let dst = channel_dir(dir, to)?;
+    let (bytes, sha256) = published_bundle(&src, build_id, sequence, public)?;
+    let m = Bundle::read(&bytes)?.verify(public)?.manifest().clone();
+    let ddir = dst.join(build_id);
+    std::fs::create_dir_all(&ddir).map_err(io(&ddir))?;
+    let _lock = lock(&ddir)?;
+    let index = load_index(&ddir, build_id, public)?;
+    let path = ddir.join(bundle_file(sequence));
+    let published = |unchanged| Published {
+        path: path.clone(),
+        sequence,
+        build_id: build_id.to_string(),
+        unchanged,
+    };
+    if let Some(index) = &index {
+        check_release(&ddir, index, &m)?;
+        let done = index
+            .history
+            .iter()
+            .any(|r| r.action == Action::Promote && r.sequence == sequence && r.sha256 == sha256);
+        if done && std::fs::read(&path).is_ok_and(|b| b == bytes) {
+            return Ok(published(true));
+        }
+        let newest = index.history.iter().map(|r| r.sequence).max().unwrap_or(0);
+        if sequence <= newest {
+            return Err(Error::NotNewer {
+                build_id: build_id.into(),
+                sequence,
+                newest,
+            });
+        }
+        check_chain(&src, build_id, &m, &index.latest, public)?;
+    }
+    let mut index = published_index(index, &m, sha256, at);
+    if let Some(r) = index.history.last_mut() {
+        r.action = Action::Promote;
+        r.from = Some(from.to_string());
+    }
+    write_atomic(&path, &bytes)?;
+    store_index(&ddir, &index, secret, at)?;
+    Ok(published(false))
+}
+
+/// A bundle `dir`'s index records as published: its bytes, checked
+/// against the recorded hash, and that hash.
+fn published_bundle(
+    dir: &Path,
+    build_id: &str,
+    sequence: u64,
+    key: &PublicKey,
+) -> Result<(Vec<u8>, String)> {
+    let index = read_index(dir, build_id, key)?;
+    let record = index
+        .history
+        .iter()
+        .find(|r| r.action != Action::Rollback && r.sequence == sequence)
+        .ok_or_else(|| Error::NotPublished {
+            build_id: build_id.into(),
+            sequence,
+        })?;
+    let path = dir.join(build_id).join(bundle_file(sequence));
+    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    let actual = sha256_hex(&bytes);
+    if actual != record.sha256 {
+        return Err(Error::HashMismatch {
+            file: path.display().to_string(),
+            listed_in: dir.join(build_id).join(INDEX).display().to_string(),
+            expected: record.sha256.clone(),
+            actual,
+        });
+    }
+    Ok((bytes, actual))
+}
+
+/// `latest` (of the channel promoted to) is on `m`'s chain of
+/// predecessors, as the channel promoted from stores them.
+fn check_chain(
+    src: &Path,
+    build_id: &str,
+    m: &Manifest,
+    latest: &Latest,
+    key: &PublicKey,
+) -> Result<()> {
+    let mut pred = m.predecessor.clone();
+    while let Some(p) = pred {
+        if p.sequence < latest.sequence {
+            break;
+        }
+        if p.sequence == latest.sequence {
+            if p.sha256 == latest.sha256 {
+                return Ok(());
+            }
+            break;
+        }
+        let (bytes, _) = published_bundle(src, build_id, p.sequence, key)?;
+        pred = Bundle::read(&bytes)?
+            .verify(key)?
+            .manifest()
+            .predecessor
+            .clone();
+    }
+    Err(Error::Predecessor {
+        sequence: latest.sequence,
+        why: format!(
+            "the latest bundle of the channel promoted to is not a predecessor of sequence {}",
+            m.sequence
+        ),
+    })
 }

@@ -231,3 +231,133 @@ fn latest_follows_publish_and_rollback_and_channels_are_repositories() {
         other => panic!("a changed latest bundle: {other:?}"),
     }
 }
+
+fn promote(dir: &std::path::Path, seq: u64, at: u64) -> bundle::Result<repo::Published> {
+    repo::promote(
+        dir,
+        "test",
+        "stable",
+        BUILD_ID,
+        seq,
+        &public(),
+        &secret(),
+        at,
+    )
+}
+
+#[test]
+fn promote_makes_a_tested_bundle_the_stable_channels_latest() {
+    let s = Scratch::new("promote");
+    let dir = s.root();
+    let test = repo::channel_dir(dir, "test").unwrap();
+    let stable = repo::channel_dir(dir, "stable").unwrap();
+    let b = chain(3);
+    for (i, bytes) in b.iter().enumerate() {
+        publish(&test, bytes, 100 + i as u64).unwrap();
+    }
+    // A host following stable sees nothing until a promotion.
+    assert!(
+        repo::latest(&stable, BUILD_ID, &public())
+            .unwrap()
+            .is_none()
+    );
+    let p = promote(dir, 1, 200).unwrap();
+    assert!(!p.unchanged);
+    assert_eq!(p.path, stable.join(BUILD_ID).join("000001.kpb"));
+    let got = repo::latest(&stable, BUILD_ID, &public()).unwrap().unwrap();
+    assert_eq!(got.bundle().sha256(), bundle::sha256_hex(&b[0]));
+    assert!(promote(dir, 1, 201).unwrap().unchanged, "promoted already");
+    // Sequence 3 over 1: its predecessor 2 lives in test only.
+    promote(dir, 3, 300).unwrap();
+    let index = repo::read_index(&stable, BUILD_ID, &public()).unwrap();
+    let history: Vec<(Action, u64, Option<&str>)> = index
+        .history
+        .iter()
+        .map(|r| (r.action, r.sequence, r.from.as_deref()))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (Action::Promote, 1, Some("test")),
+            (Action::Promote, 3, Some("test")),
+        ]
+    );
+    assert_eq!(index.latest.sequence, 3);
+    assert_eq!(index.latest.sha256, bundle::sha256_hex(&b[2]));
+    // The test channel is as it was.
+    let t = repo::read_index(&test, BUILD_ID, &public()).unwrap();
+    assert_eq!(t.history.len(), 3);
+    assert!(
+        t.history
+            .iter()
+            .all(|r| r.action == Action::Publish && r.from.is_none())
+    );
+    // An index without promotions has no `from` field (older readers).
+    let text = std::fs::read_to_string(test.join(BUILD_ID).join("index.json")).unwrap();
+    assert!(!text.contains("\"from\""), "{text}");
+}
+
+#[test]
+fn promote_refusals() {
+    let s = Scratch::new("promote-refusals");
+    let dir = s.root();
+    let test = repo::channel_dir(dir, "test").unwrap();
+    let stable = repo::channel_dir(dir, "stable").unwrap();
+    let b = chain(3);
+    publish(&test, &b[0], 100).unwrap();
+    publish(&test, &b[1], 110).unwrap();
+    // Never published in test.
+    assert!(matches!(
+        promote(dir, 3, 200),
+        Err(Error::NotPublished { sequence: 3, .. })
+    ));
+    // Into the same channel.
+    let same = repo::promote(dir, "test", "test", BUILD_ID, 1, &public(), &secret(), 200);
+    assert!(matches!(same, Err(Error::Input(_))), "{same:?}");
+    promote(dir, 2, 200).unwrap();
+    // Not newer than stable's newest.
+    assert!(matches!(
+        promote(dir, 1, 300),
+        Err(Error::NotNewer {
+            sequence: 1,
+            newest: 2,
+            ..
+        })
+    ));
+    // A test bundle changed after it was published.
+    publish(&test, &b[2], 120).unwrap();
+    let stored = test.join(BUILD_ID).join("000003.kpb");
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    std::fs::write(&stored, bytes).unwrap();
+    assert!(matches!(
+        promote(dir, 3, 400),
+        Err(Error::HashMismatch { .. })
+    ));
+    let index = repo::read_index(&stable, BUILD_ID, &public()).unwrap();
+    assert_eq!(index.latest.sequence, 2);
+    assert_eq!(index.history.len(), 1);
+    assert!(!stable.join(BUILD_ID).join("000003.kpb").exists());
+}
+
+#[test]
+fn promote_needs_the_stable_latest_on_the_bundles_chain() {
+    let s = Scratch::new("promote-chain");
+    let dir = s.root();
+    let test = repo::channel_dir(dir, "test").unwrap();
+    let stable = repo::channel_dir(dir, "stable").unwrap();
+    let b = chain(2);
+    publish(&test, &b[0], 100).unwrap();
+    publish(&test, &b[1], 110).unwrap();
+    // Stable got another sequence 1 (published there directly).
+    let mut other = input(1, None);
+    other.created += 1;
+    let other = bundle::create(&other, &secret()).unwrap();
+    publish(&stable, &other, 105).unwrap();
+    let got = promote(dir, 2, 200);
+    assert!(
+        matches!(got, Err(Error::Predecessor { sequence: 1, .. })),
+        "{got:?}"
+    );
+}

@@ -34,6 +34,40 @@ pub enum BundleCommand {
     Publish(PublishArgs),
     /// Make an earlier published bundle the latest again.
     Rollback(RollbackArgs),
+    /// Promote a bundle published in one channel (`test`) to another
+    /// (`stable`): hosts following that channel get it from now on; the
+    /// promotion is recorded in its signed, append-only history.
+    Promote(PromoteArgs),
+}
+
+/// Arguments of `kpbuild bundle promote`.
+#[derive(Debug, clap::Args)]
+pub struct PromoteArgs {
+    /// The repository directory (its channels are `REPO/CHANNEL`).
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// The minisign secret key that signs the index.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Its public key: verifies both channels' indexes and the bundle.
+    #[arg(long)]
+    pub pubkey: PathBuf,
+    /// The channel the bundle was published in.
+    #[arg(long)]
+    pub from: String,
+    /// The channel it is promoted to.
+    #[arg(long)]
+    pub to: String,
+    /// The kernel build (hex GNU build-id).
+    #[arg(long)]
+    pub build_id: String,
+    /// The sequence to promote: newer than every one the channel has seen,
+    /// with the channel's latest among its predecessors.
+    #[arg(long)]
+    pub sequence: u64,
+    /// Print one JSON object: where it is stored, and whether it was already.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `kpbuild bundle create`.
@@ -110,6 +144,10 @@ pub struct PublishArgs {
     /// Its public key: verifies the bundle and the existing index.
     #[arg(long)]
     pub pubkey: PathBuf,
+    /// Publish in this channel (`REPO/CHANNEL`) instead of the repository
+    /// itself.
+    #[arg(long)]
+    pub channel: Option<String>,
     /// The bundle file.
     pub bundle: PathBuf,
     /// Print one JSON object: where it is stored, and whether it was already.
@@ -129,6 +167,10 @@ pub struct RollbackArgs {
     /// Its public key: verifies the index and the stored bundle.
     #[arg(long)]
     pub pubkey: PathBuf,
+    /// Roll back in this channel (`REPO/CHANNEL`) instead of the
+    /// repository itself.
+    #[arg(long)]
+    pub channel: Option<String>,
     /// The kernel build (hex GNU build-id).
     #[arg(long)]
     pub build_id: String,
@@ -250,6 +292,7 @@ pub fn run(args: &BundleArgs) -> u8 {
         BundleCommand::Inspect(a) => ("inspect", inspect(a)),
         BundleCommand::Publish(a) => ("publish", publish(a)),
         BundleCommand::Rollback(a) => ("rollback", rollback(a)),
+        BundleCommand::Promote(a) => ("promote", promote(a)),
     };
     match result {
         Ok(()) => exit::SUCCESS,
@@ -831,9 +874,68 @@ fn publish(a: &PublishArgs) -> Result<(), BundleError> {
     let (public, secret) = (PublicKey::read(&a.pubkey)?, SecretKey::read(&a.key)?);
     let data = crate::files::read(&a.bundle)?;
     let at_time = bundle::time::timestamp()?;
+    let repo = in_channel(&a.repo, a.channel.as_deref())?;
     let p =
-        bundle::repo::publish(&a.repo, &data, &public, &secret, at_time).map_err(at(&a.bundle))?;
+        bundle::repo::publish(&repo, &data, &public, &secret, at_time).map_err(at(&a.bundle))?;
+    print_published(&p, a.json);
+    Ok(())
+}
+
+/// The repository a command works in: `REPO`, or its channel's.
+fn in_channel(repo: &Path, channel: Option<&str>) -> Result<PathBuf, BundleError> {
+    match channel {
+        Some(c) => Ok(bundle::repo::channel_dir(repo, c)?),
+        None => Ok(repo.to_path_buf()),
+    }
+}
+
+fn promote(a: &PromoteArgs) -> Result<(), BundleError> {
+    let (public, secret) = (PublicKey::read(&a.pubkey)?, SecretKey::read(&a.key)?);
+    let at_time = bundle::time::timestamp()?;
+    let p = bundle::repo::promote(
+        &a.repo,
+        &a.from,
+        &a.to,
+        &a.build_id,
+        a.sequence,
+        &public,
+        &secret,
+        at_time,
+    )?;
     if a.json {
+        let json = serde_json::json!({
+            "build_id": p.build_id,
+            "sequence": p.sequence,
+            "path": p.path,
+            "from": a.from,
+            "to": a.to,
+            "unchanged": p.unchanged,
+        });
+        crate::outln!("{}", serde_json::to_string_pretty(&json).expect("json"));
+    } else if p.unchanged {
+        crate::outln!(
+            "already promoted: build-id {} sequence {} to {} ({}); nothing changed",
+            p.build_id,
+            p.sequence,
+            a.to,
+            p.path.display()
+        );
+    } else {
+        crate::outln!(
+            "promoted build-id {} sequence {} from {} to {} as {}; it is {}'s latest",
+            p.build_id,
+            p.sequence,
+            a.from,
+            a.to,
+            p.path.display(),
+            a.to
+        );
+    }
+    Ok(())
+}
+
+fn print_published(p: &bundle::repo::Published, json: bool) {
+    if json {
         let json = serde_json::json!({
             "build_id": p.build_id,
             "sequence": p.sequence,
@@ -856,14 +958,13 @@ fn publish(a: &PublishArgs) -> Result<(), BundleError> {
             p.path.display()
         );
     }
-    Ok(())
 }
 
 fn rollback(a: &RollbackArgs) -> Result<(), BundleError> {
     let (public, secret) = (PublicKey::read(&a.pubkey)?, SecretKey::read(&a.key)?);
     let at_time = bundle::time::timestamp()?;
-    let index =
-        bundle::repo::rollback(&a.repo, &a.build_id, a.sequence, &public, &secret, at_time)?;
+    let repo = in_channel(&a.repo, a.channel.as_deref())?;
+    let index = bundle::repo::rollback(&repo, &a.build_id, a.sequence, &public, &secret, at_time)?;
     if a.json {
         crate::outln!("{}", serde_json::to_string_pretty(&index).expect("json"));
         return Ok(());

@@ -4,7 +4,8 @@
 //! checkout: the two target jobs build and boot-test without the key, the
 //! publish job checks their artifacts and publishes; bundles and indexes
 //! verify with `minisign -V`. The pipeline again publishes nothing
-//! (unchanged). `farm publish` then refuses a tampered module, an artifact
+//! (unchanged). `kpbuild bundle promote` takes one bundle from `test` to
+//! `stable`, recorded in stable's signed index. `farm publish` then refuses a tampered module, an artifact
 //! of another series and reports a missing target, publishing nothing of
 //! them. The GitHub workflow passes actionlint, which fails a broken copy.
 
@@ -239,8 +240,84 @@ pub(super) fn farm_pipeline(ctx: &Ctx) -> Result<(), String> {
     if !again.passed || outcomes(&again) != unchanged {
         return Err(format!("the pipeline run again: {again:#?}"));
     }
+    promote_to_stable(&dir, &bin, &repo, &first)?;
     bad_artifacts(&dir, &project, &repo)?;
     github_workflow(&dir, &project, &npm, &bin)
+}
+
+/// `kpbuild bundle promote` of the newest kernel's bundle from `test` to
+/// `stable`: before it a host following `stable` finds no index for the
+/// kernel; after it the index verifies with `minisign -V` and its history
+/// records the promotion; again changes nothing; a sequence never
+/// published is exit 1, naming it.
+fn promote_to_stable(
+    dir: &Path,
+    bin: &Path,
+    repo: &Path,
+    first: &FarmReport,
+) -> Result<(), String> {
+    let b = first.targets[0].bundle.as_ref().ok_or("no bundle")?;
+    let stable = repo.join("stable").join(&b.build_id);
+    if stable.join("index.json").exists() {
+        return Err("stable has an index before any promotion".into());
+    }
+    let pubkey = crate::repo_root().join("fixtures/bundle/test.pub");
+    let key = crate::repo_root().join("fixtures/bundle/test.key");
+    let promote = |sequence: &str, log: &str| {
+        run_logged(
+            Command::new(bin.join("kpbuild"))
+                .args(["bundle", "promote", "--repo"])
+                .arg(repo)
+                .arg("--key")
+                .arg(&key)
+                .arg("--pubkey")
+                .arg(&pubkey)
+                .args([
+                    "--from",
+                    "test",
+                    "--to",
+                    "stable",
+                    "--build-id",
+                    &b.build_id,
+                ])
+                .args(["--sequence", sequence, "--json"]),
+            &dir.join(log),
+        )
+    };
+    let (ok, out) = promote("1", "promote-1.log")?;
+    if !ok || !out.contains("\"unchanged\": false") {
+        return Err(format!("kpbuild bundle promote: {out}"));
+    }
+    let (ok, out) = promote("1", "promote-again.log")?;
+    if !ok || !out.contains("\"unchanged\": true") {
+        return Err(format!("kpbuild bundle promote again: {out}"));
+    }
+    let (ok, out) = promote("2", "promote-2.log")?;
+    if ok || !out.contains("sequence 2 was never published") {
+        return Err(format!("promote of an unpublished sequence: {out}"));
+    }
+    let minisign = testbed::oracle::tool("minisign", "minisign").ok_or("no minisign")?;
+    let (ok, out) = run_logged(
+        Command::new(minisign)
+            .args(["-V", "-p"])
+            .arg(&pubkey)
+            .arg("-m")
+            .arg(stable.join("index.json")),
+        &dir.join("minisign-stable.log"),
+    )?;
+    if !ok {
+        return Err(format!("minisign -V of stable's index: {out}"));
+    }
+    let index = std::fs::read_to_string(stable.join("index.json")).map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_str(&index).map_err(|e| e.to_string())?;
+    let h = &v["history"];
+    if h.as_array().map(Vec::len) != Some(1)
+        || h[0]["action"] != "promote"
+        || h[0]["from"] != "test"
+    {
+        return Err(format!("stable's index: {index}"));
+    }
+    Ok(())
 }
 
 /// What is stored in the repository: every file's path.
