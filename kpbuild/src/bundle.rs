@@ -877,7 +877,7 @@ fn publish(a: &PublishArgs) -> Result<(), BundleError> {
     let repo = in_channel(&a.repo, a.channel.as_deref())?;
     let p =
         bundle::repo::publish(&repo, &data, &public, &secret, at_time).map_err(at(&a.bundle))?;
-    print_published(&p, a.json);
+    print_published(&p, a.json, None);
     Ok(())
 }
 
@@ -902,57 +902,38 @@ fn promote(a: &PromoteArgs) -> Result<(), BundleError> {
         &secret,
         at_time,
     )?;
-    if a.json {
-        let json = serde_json::json!({
-            "build_id": p.build_id,
-            "sequence": p.sequence,
-            "path": p.path,
-            "from": a.from,
-            "to": a.to,
-            "unchanged": p.unchanged,
-        });
-        crate::outln!("{}", serde_json::to_string_pretty(&json).expect("json"));
-    } else if p.unchanged {
-        crate::outln!(
-            "already promoted: build-id {} sequence {} to {} ({}); nothing changed",
-            p.build_id,
-            p.sequence,
-            a.to,
-            p.path.display()
-        );
-    } else {
-        crate::outln!(
-            "promoted build-id {} sequence {} from {} to {} as {}; it is {}'s latest",
-            p.build_id,
-            p.sequence,
-            a.from,
-            a.to,
-            p.path.display(),
-            a.to
-        );
-    }
+    print_published(&p, a.json, Some((&a.from, &a.to)));
     Ok(())
 }
 
-fn print_published(p: &bundle::repo::Published, json: bool) {
+/// What `publish` (or, with its channels, `promote`) did.
+fn print_published(p: &bundle::repo::Published, json: bool, promoted: Option<(&str, &str)>) {
+    let (done, how) = match promoted {
+        Some((from, to)) => ("promoted", format!(" from {from} to {to}")),
+        None => ("published", String::new()),
+    };
     if json {
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "build_id": p.build_id,
             "sequence": p.sequence,
             "path": p.path,
             "unchanged": p.unchanged,
         });
+        if let Some((from, to)) = promoted {
+            json["from"] = from.into();
+            json["to"] = to.into();
+        }
         crate::outln!("{}", serde_json::to_string_pretty(&json).expect("json"));
     } else if p.unchanged {
         crate::outln!(
-            "already published: build-id {} sequence {} ({}); nothing changed",
+            "already {done}: build-id {} sequence {}{how} ({}); nothing changed",
             p.build_id,
             p.sequence,
             p.path.display()
         );
     } else {
         crate::outln!(
-            "published build-id {} sequence {} as {}; it is the latest",
+            "{done} build-id {} sequence {}{how} as {}; it is the latest",
             p.build_id,
             p.sequence,
             p.path.display()

@@ -208,32 +208,19 @@ fn fixes_on_source(r: &TargetReport) -> Vec<super::apply::FixOnSource> {
 fn missing(target: Target, series: &Series) -> TargetReport {
     let selection = series.select(&target.kernel_version);
     let reason = "no artifact holds this target (its job did not finish)".to_string();
-    TargetReport {
-        series_sha256: selection.sha256.clone(),
-        outcome: Outcome::Missing,
-        reason: Some(reason.clone()),
-        fixes: selection
-            .fixes
-            .iter()
-            .map(|c| super::run::FixReport {
-                id: c.fix.id.clone(),
-                text: c.text().path.clone(),
-                outcome: Outcome::Missing,
-                reason: Some(reason.clone()),
-            })
-            .collect(),
-        module: None,
-        build_report: None,
-        build_seconds: None,
-        vmtest_seconds: None,
-        apply_latency_ms: None,
-        unpatch_latency_ms: None,
-        serial_log: None,
-        build_log: None,
-        bundle: None,
-        kernel_build: None,
-        target,
-    }
+    let mut report = TargetReport::new(target, &selection.sha256, Outcome::Missing);
+    report.reason = Some(reason.clone());
+    report.fixes = selection
+        .fixes
+        .iter()
+        .map(|c| super::run::FixReport {
+            id: c.fix.id.clone(),
+            text: c.text().path.clone(),
+            outcome: Outcome::Missing,
+            reason: Some(reason.clone()),
+        })
+        .collect();
+    report
 }
 
 /// The report's paths moved to where the artifact is here (the job that

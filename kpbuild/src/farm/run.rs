@@ -133,6 +133,29 @@ pub struct FarmReport {
     pub targets: Vec<TargetReport>,
 }
 
+impl TargetReport {
+    /// A target's report with nothing measured yet.
+    pub fn new(target: Target, series_sha256: &str, outcome: Outcome) -> TargetReport {
+        TargetReport {
+            target,
+            series_sha256: series_sha256.to_string(),
+            outcome,
+            reason: None,
+            fixes: Vec::new(),
+            module: None,
+            build_report: None,
+            build_seconds: None,
+            vmtest_seconds: None,
+            apply_latency_ms: None,
+            unpatch_latency_ms: None,
+            serial_log: None,
+            build_log: None,
+            bundle: None,
+            kernel_build: None,
+        }
+    }
+}
+
 impl Outcome {
     /// Whether a target with this outcome passed: tested (and published),
     /// unchanged, or without a fix to build.
@@ -286,23 +309,7 @@ fn run_target(
     applies: &[FixOnSource],
     dir: &Path,
 ) -> TargetReport {
-    let mut report = TargetReport {
-        series_sha256: selection.sha256.clone(),
-        outcome: Outcome::DoesNotApply,
-        reason: None,
-        fixes: Vec::new(),
-        module: None,
-        build_report: None,
-        build_seconds: None,
-        vmtest_seconds: None,
-        apply_latency_ms: None,
-        unpatch_latency_ms: None,
-        serial_log: None,
-        build_log: None,
-        bundle: None,
-        kernel_build: None,
-        target,
-    };
+    let mut report = TargetReport::new(target, &selection.sha256, Outcome::DoesNotApply);
     let included: Vec<&FixOnSource> = applies
         .iter()
         .filter(|a| a.applies == Applies::Applies)
