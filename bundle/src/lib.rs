@@ -142,8 +142,8 @@ fn check_line(what: &str, value: &str) -> Result<()> {
 }
 
 /// Creates a signed bundle. With a predecessor: same kernel build-id,
-/// sequence = its sequence + 1, and its patches (by id and SHA-256) must be
-/// the start of the new list.
+/// sequence = its sequence + 1, and its patches (by id) must be the start
+/// of the new list; a patch's text may change (a revised fix).
 pub fn create(input: &CreateInput<'_>, key: &SecretKey) -> Result<Vec<u8>> {
     let kernel = &input.kernel;
     if input.modules.is_empty() {
@@ -265,15 +265,9 @@ fn check_predecessor(prev: &Manifest, kernel: &Kernel, patches: &[PatchEntry]) -
                     old.id
                 )));
             }
-            Some(new) if new.sha256 != old.sha256 => {
-                return Err(err(format!(
-                    "patch {} ({}) changed: sha256 {} was {}",
-                    i + 1,
-                    old.id,
-                    new.sha256,
-                    old.sha256
-                )));
-            }
+            // A fix's text may change (a revised fix for the same
+            // problem): its id keeps its place; the predecessor's manifest
+            // keeps the old text's hash.
             Some(_) => {}
         }
     }

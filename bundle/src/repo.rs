@@ -320,28 +320,36 @@ fn stored_already(
             .iter()
             .any(|r| r.action == Action::Publish && r.sequence == m.sequence && r.sha256 == sha256)
     });
+    // A sequence the index names was published: its file never changes.
+    let listed = index.is_some_and(|i| i.history.iter().any(|r| r.sequence == m.sequence));
     match std::fs::read(path) {
-        Ok(stored) if stored != bundle => Err(Error::AlreadyPublished {
+        Ok(stored) if stored != bundle && listed => Err(Error::AlreadyPublished {
             path: path.to_path_buf(),
             sequence: m.sequence,
         }),
-        Ok(_) => Ok(recorded),
-        // Stored by a publish that stopped before its index: finish it.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(index) = index {
-                let newest = index.history.iter().map(|r| r.sequence).max().unwrap_or(0);
-                if m.sequence <= newest {
-                    return Err(Error::NotNewer {
-                        build_id: m.kernel.build_id.clone(),
-                        sequence: m.sequence,
-                        newest,
-                    });
-                }
-            }
-            Ok(false)
-        }
+        Ok(stored) if stored == bundle => Ok(recorded),
+        // Stored by a publish that stopped before its index (no host can
+        // have seen it, hosts read what the index names): the same bytes
+        // are finished, other bytes replace it, if it is newer.
+        Ok(_) => check_newer(index, m).map(|()| false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => check_newer(index, m).map(|()| false),
         Err(e) => Err(io(path)(e)),
     }
+}
+
+/// The bundle's sequence is newer than every one the index has seen.
+fn check_newer(index: Option<&Index>, m: &Manifest) -> Result<()> {
+    let newest = index
+        .and_then(|i| i.history.iter().map(|r| r.sequence).max())
+        .unwrap_or(0);
+    if m.sequence <= newest {
+        return Err(Error::NotNewer {
+            build_id: m.kernel.build_id.clone(),
+            sequence: m.sequence,
+            newest,
+        });
+    }
+    Ok(())
 }
 
 /// The predecessor the manifest names is the one published.
@@ -510,14 +518,7 @@ pub fn promote(
         if done && std::fs::read(&path).is_ok_and(|b| b == bytes) {
             return Ok(published(true));
         }
-        let newest = index.history.iter().map(|r| r.sequence).max().unwrap_or(0);
-        if sequence <= newest {
-            return Err(Error::NotNewer {
-                build_id: build_id.into(),
-                sequence,
-                newest,
-            });
-        }
+        check_newer(Some(index), &m)?;
         check_chain(&src, build_id, &m, &index.latest, public)?;
     }
     let mut index = published_index(index, &m, sha256, at);

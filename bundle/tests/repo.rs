@@ -361,3 +361,68 @@ fn promote_needs_the_stable_latest_on_the_bundles_chain() {
         "{got:?}"
     );
 }
+
+#[test]
+fn an_interrupted_publish_is_finished_or_replaced_by_the_next() {
+    let s = Scratch::new("interrupted");
+    let dir = s.root();
+    let b = chain(2);
+    publish(dir, &b[0], 100).unwrap();
+    // A publish of sequence 2 stopped after storing its file, before the
+    // index: hosts never saw it.
+    let first = Bundle::read(&b[0]).unwrap().verify(&public()).unwrap();
+    let mut other = input(2, Some(&first));
+    other.created += 7;
+    let orphan = bundle::create(&other, &secret()).unwrap();
+    let path = dir.join(BUILD_ID).join("000002.kpb");
+    std::fs::write(&path, &orphan).unwrap();
+    // The rerun made sequence 2 again, with other bytes: it replaces it.
+    let p = publish(dir, &b[1], 200).unwrap();
+    assert!(!p.unchanged);
+    assert_eq!(std::fs::read(&path).unwrap(), b[1]);
+    let index = repo::read_index(dir, BUILD_ID, &public()).unwrap();
+    assert_eq!(index.latest.sequence, 2);
+    assert_eq!(index.latest.sha256, bundle::sha256_hex(&b[1]));
+    assert_eq!(index.history.len(), 2);
+    // Once the index names it, other bytes under it are refused.
+    let err = publish(dir, &orphan, 300).unwrap_err();
+    assert!(
+        matches!(err, Error::AlreadyPublished { sequence: 2, .. }),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b[1]);
+}
+
+#[test]
+fn two_publishers_at_once_one_wins_the_other_is_refused() {
+    let s = Scratch::new("concurrent");
+    let dir = s.root().to_path_buf();
+    let mut second = input(1, None);
+    second.created += 1;
+    let bundles = [
+        bundle::create(&input(1, None), &secret()).unwrap(),
+        bundle::create(&second, &secret()).unwrap(),
+    ];
+    let results: Vec<bundle::Result<repo::Published>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = bundles
+            .iter()
+            .map(|b| {
+                let dir = dir.clone();
+                scope.spawn(move || publish(&dir, b, 100))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let won: Vec<usize> = (0..2).filter(|&i| results[i].is_ok()).collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    let lost = &results[1 - won[0]];
+    assert!(
+        matches!(lost, Err(Error::AlreadyPublished { sequence: 1, .. })),
+        "{lost:?}"
+    );
+    let stored = std::fs::read(dir.join(BUILD_ID).join("000001.kpb")).unwrap();
+    assert_eq!(stored, bundles[won[0]]);
+    let index = repo::read_index(&dir, BUILD_ID, &public()).unwrap();
+    assert_eq!(index.history.len(), 1);
+    assert_eq!(index.latest.sha256, bundle::sha256_hex(&stored));
+}
