@@ -47,7 +47,12 @@ use std::time::Instant;
 /// Builds a livepatch module in a scratch directory of its own, removed
 /// afterwards unless [`BuildRequest::keep_tmp`].
 pub fn build(req: &BuildRequest) -> Result<BuildReport, BuildError> {
-    let work = std::env::temp_dir().join(format!("kpbuild-{}-{}", req.name, std::process::id()));
+    // Builds of one process run at once (a farm's targets, often of one
+    // module name): each gets its own directory.
+    static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let work =
+        std::env::temp_dir().join(format!("kpbuild-{}-{}-{n}", req.name, std::process::id()));
     let result = run_stages(req, &work);
     if req.keep_tmp {
         eprintln!("kpbuild: scratch directory kept: {}", work.display());

@@ -70,7 +70,9 @@ pub struct PlanArgs {
     /// The channel the publish job publishes to.
     #[arg(long, default_value = "test")]
     pub channel: String,
-    /// The livepatch module's name.
+    /// The start of each target's livepatch module name: the module is
+    /// NAME_HASH8, HASH8 the first 8 hex digits of the target's series hash
+    /// (a new sequence's module loads beside the one it replaces).
     #[arg(long, default_value = "livepatch_farm")]
     pub name: String,
     /// A shell command every job runs first (for example one that installs
@@ -132,7 +134,9 @@ pub struct RunArgs {
     /// Only the target of this name (as `farm targets` prints it).
     #[arg(long)]
     pub only: Option<String>,
-    /// The livepatch module's name.
+    /// The start of each target's livepatch module name: the module is
+    /// NAME_HASH8, HASH8 the first 8 hex digits of the target's series hash
+    /// (a new sequence's module loads beside the one it replaces).
     #[arg(long, default_value = "livepatch_farm")]
     pub name: String,
     /// Publish each tested target's bundle in this repository (a channel

@@ -76,7 +76,8 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, FarmError> {
             source,
         }))
     })?;
-    crate::module::validate_module_name(&req.name).map_err(|e| FarmError::Name(Box::new(e)))?;
+    crate::module::validate_module_name(&super::run::module_name(&req.name, &"0".repeat(64)))
+        .map_err(|e| FarmError::Name(Box::new(e)))?;
     let jobs: Vec<PlanTarget> = targets.iter().map(plan_target).collect();
     let (ci, text) = match req.ci {
         Ci::Gitlab => ("gitlab", gitlab(req, &jobs)),

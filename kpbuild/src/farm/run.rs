@@ -36,7 +36,7 @@ pub struct RunRequest {
     pub artifact: PathBuf,
     /// Only this target.
     pub only: Option<String>,
-    /// The module name (also the patch's name under `/sys/kernel/livepatch`).
+    /// The module name's start ([`module_name`]).
     pub name: String,
     /// Where progress lines go.
     pub progress: Progress,
@@ -182,6 +182,14 @@ impl Outcome {
     }
 }
 
+/// A target's module name (also its patch's under `/sys/kernel/livepatch`):
+/// `name`, `_` and the first 8 hex digits of its series hash. A changed
+/// series makes a module of another name, so it can be loaded beside the
+/// one it atomically replaces.
+pub fn module_name(name: &str, series_sha256: &str) -> String {
+    format!("{name}_{}", &series_sha256[..8.min(series_sha256.len())])
+}
+
 /// The marker of a finished target directory.
 pub(super) const TARGET_JSON: &str = "target.json";
 
@@ -202,7 +210,8 @@ pub fn run(req: &RunRequest) -> Result<FarmReport, FarmError> {
             });
         }
     }
-    crate::module::validate_module_name(&req.name).map_err(|e| FarmError::Name(Box::new(e)))?;
+    crate::module::validate_module_name(&module_name(&req.name, &"0".repeat(64)))
+        .map_err(|e| FarmError::Name(Box::new(e)))?;
     // A missing key or one that is not the public key's pair stops the run
     // before anything is built.
     let channel = req
@@ -368,7 +377,8 @@ fn build_and_test(
     };
     let texts = included.iter().map(|a| a.text.clone()).collect();
     let out = dir.join("build");
-    let mut build = BuildRequest::new(spec, texts, &req.name, &out);
+    let name = module_name(&req.name, &report.series_sha256);
+    let mut build = BuildRequest::new(spec, texts, &name, &out);
     let log = dir.join("build.log");
     build.progress = logged(&req.progress, &report.target.name, &log);
     report.build_log = Some(log);
@@ -391,7 +401,7 @@ fn build_and_test(
         };
         return Err((outcome, e.to_string()));
     }
-    let module = out.join(format!("{}.ko", req.name));
+    let module = out.join(format!("{name}.ko"));
     report.module = Some(module.clone());
     if report.kernel_build.is_none() {
         let name = report.target.name.clone();

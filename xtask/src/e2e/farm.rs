@@ -7,7 +7,8 @@
 //! (sequence 2) has sequence 1 as predecessor; a check that expects the
 //! unpatched kernel makes the target a vmtest failure and publishes
 //! nothing. The bundles verify with `kpbuild bundle verify` and
-//! `minisign -V`. Three boots in all.
+//! `minisign -V`. Three boots in all. A second case runs a farm over three
+//! targets, reruns it and revises a fix ([`farm_three_targets`]).
 
 use super::Ctx;
 use kpbuild::build::Progress;
@@ -116,11 +117,8 @@ pub(super) fn farm_run_tree(ctx: &Ctx) -> Result<(), String> {
         return Err(format!("{}: the check did not run", log.display()));
     }
     let artifact = dir.join("artifact");
-    for file in [
-        "farm-report.json",
-        "test/target.json",
-        "test/build/kpb_farm.ko",
-    ] {
+    let module = format!("test/build/kpb_farm_{}.ko", &t.series_sha256[..8]);
+    for file in ["farm-report.json", "test/target.json", &module] {
         if !artifact.join(file).is_file() {
             return Err(format!("farm run wrote no {file}"));
         }
@@ -321,4 +319,190 @@ pub(super) fn verify_published(
         .map_err(|e| format!("minisign -V {}: {e}", signed.display()))?;
     }
     Ok(())
+}
+
+/// The targets file of the three-target farm: the newest and an older
+/// Debian 6.12 cloud kernel, and the test kernel tree.
+fn three_targets(ctx: &Ctx, dir: &Path, newest: &str, older: &str) -> Result<(), String> {
+    let (src, build) = (ctx.kernel.src.display(), ctx.kernel.build.display());
+    write(
+        &dir.join("targets.toml"),
+        &format!(
+            "[[target]]\nname = \"newest\"\ndebian = \"{newest}\"\n\n\
+             [[target]]\nname = \"older\"\ndebian = \"{older}\"\n\n\
+             [[target]]\nname = \"test\"\ntree = {{ src = \"{src}\", build = \"{build}\" }}\n"
+        ),
+    )
+}
+
+/// The series: the cmdline fix, and a `uname -m` fix whose older kernel
+/// gets its own text (`0002-uname.d/VERSION.patch`, the hunk placed by its
+/// line in that source), each with a check; `machine` is what the uname
+/// fix makes `uname -m` say.
+fn two_fix_series(series: &Path, older_version: &str, machine: &str) -> Result<(), String> {
+    copy_fixture(
+        "proc-cmdline-string.patch",
+        &series.join("0001-cmdline.patch"),
+    )?;
+    write(
+        &series.join("0001-cmdline.check"),
+        "grep -q kpbuild=cmdline-string /proc/cmdline\n",
+    )?;
+    let from = crate::repo_root().join("fixtures/patches/syscall-newuname-body.patch");
+    let text = std::fs::read_to_string(&from).map_err(|e| format!("{}: {e}", from.display()))?;
+    let text = text.replace("\"kpbody\"", &format!("\"{machine}\""));
+    write(&series.join("0002-uname.patch"), &text)?;
+    let variant = text.replace("@@ -1322,6 +1322,7 @@", "@@ -1318,6 +1318,7 @@");
+    if variant == text {
+        return Err(format!("{}: its hunk header moved", from.display()));
+    }
+    write(
+        &series.join(format!("0002-uname.d/{older_version}.patch")),
+        &variant,
+    )?;
+    write(
+        &series.join("0002-uname.check"),
+        &format!("test \"$(uname -m)\" = {machine}\n"),
+    )
+}
+
+/// A published bundle's module: (name, bytes), from the verified bundle.
+fn bundle_module(path: &Path) -> Result<(String, Vec<u8>), String> {
+    let public = bundle::PublicKey::read(&crate::repo_root().join("fixtures/bundle/test.pub"))
+        .map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let verified = bundle::Bundle::read(&bytes)
+        .and_then(|b| b.verify(&public))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let m = &verified.manifest().modules[0];
+    let data = verified
+        .bundle()
+        .file(&m.file)
+        .ok_or_else(|| format!("{}: no {}", path.display(), m.file))?;
+    Ok((m.livepatch.clone(), data.to_vec()))
+}
+
+/// One boot: sequence 1's module, then sequence 2's replacing it.
+fn replace_script(first: &Path, second: &Path) -> Result<testbed::guest::GuestScript, String> {
+    let (a, a_ko) = bundle_module(first)?;
+    let (b, b_ko) = bundle_module(second)?;
+    let mut script = testbed::guest::GuestScript::default();
+    script
+        .file(&format!("/modules/{a}.ko"), a_ko)
+        .file(&format!("/modules/{b}.ko"), b_ko);
+    script.check(
+        "before",
+        "original behaviour",
+        "expect_lacks 'cat /proc/cmdline' kpbuild= && expect_lacks 'uname -m' kpbod",
+    );
+    super::Replace {
+        first: &a,
+        second: &b,
+        first_shows: "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-string && test \"$(uname -m)\" = kpbody",
+        second_shows: "expect_contains 'cat /proc/cmdline' kpbuild=cmdline-string && test \"$(uname -m)\" = kpbod2",
+        after: "expect_lacks 'cat /proc/cmdline' kpbuild= && expect_lacks 'uname -m' kpbod",
+    }
+    .add_to(&mut script);
+    Ok(script)
+}
+
+/// A farm over three targets (the newest and an older Debian 6.12 cloud
+/// kernel, the test kernel tree) and two fixes, one with a text of its own
+/// for the older kernel: all built, tested and published as sequence 1;
+/// again: all unchanged, nothing built; one fix revised: every target
+/// rebuilt and published as sequence 2 with sequence 1 as predecessor, and
+/// in the test kernel and the newest Debian kernel sequence 2's module
+/// atomically replaces sequence 1's in one boot. Eight boots.
+pub(super) fn farm_three_targets(ctx: &Ctx) -> Result<(), String> {
+    let dir = ctx.work.join("farm3");
+    let _ = std::fs::remove_dir_all(&dir);
+    let newest = crate::debian_release()?;
+    let (older, _) = crate::debian_other_releases()?;
+    let older_version = older
+        .split(['+', '-'])
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    three_targets(ctx, &dir, &newest, &older)?;
+    let series = dir.join("series");
+    two_fix_series(&series, &older_version, "kpbody")?;
+    let names = ["newest", "older", "test"];
+
+    let report = run(&request(&dir, None)).map_err(|e| e.to_string())?;
+    let tested: Vec<_> = names
+        .iter()
+        .map(|n| (n.to_string(), Outcome::Tested, vec![Outcome::Tested; 2]))
+        .collect();
+    if !report.passed || outcomes(&report) != tested || bundles(&report) != [Some((1, None)); 3] {
+        return Err(format!("a farm of three targets: {report:#?}"));
+    }
+    let variant = format!("0002-uname.d/{older_version}.patch");
+    let texts: Vec<bool> = report
+        .targets
+        .iter()
+        .map(|t| t.fixes[1].text.ends_with(&variant))
+        .collect();
+    if texts != [false, true, false] {
+        return Err(format!("the older kernel's text {variant}: {report:#?}"));
+    }
+    let ids = [
+        ("0001-cmdline", "changes fs/proc/cmdline.c"),
+        ("0002-uname", "changes kernel/sys.c"),
+    ];
+    let stored: Vec<std::path::PathBuf> = report
+        .targets
+        .iter()
+        .map(|t| {
+            let b = t.bundle.as_ref().expect("checked");
+            b.path.parent().expect("a build-id directory").to_path_buf()
+        })
+        .collect();
+    for s in &stored {
+        verify_published(&dir, s, &["000001.kpb"], &ids)?;
+    }
+    for t in &report.targets {
+        eprintln!(
+            "  > farm: {}: build {:.1} s, vmtest {:.1} s, apply latency {:.0} ms",
+            t.target.name,
+            t.build_seconds.unwrap_or_default(),
+            t.vmtest_seconds.unwrap_or_default(),
+            t.apply_latency_ms.unwrap_or_default()
+        );
+    }
+
+    // Again: every target unchanged, nothing built, booted or published.
+    let report = run(&request(&dir, None)).map_err(|e| e.to_string())?;
+    let unchanged: Vec<_> = names
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                Outcome::Unchanged,
+                vec![Outcome::Unchanged; 2],
+            )
+        })
+        .collect();
+    if !report.passed
+        || outcomes(&report) != unchanged
+        || report.targets.iter().any(|t| t.build_seconds.is_some())
+    {
+        return Err(format!("the same farm again: {report:#?}"));
+    }
+
+    // The uname fix revised (both its texts and its check).
+    std::fs::remove_dir_all(&series).map_err(|e| e.to_string())?;
+    two_fix_series(&series, &older_version, "kpbod2")?;
+    let report = run(&request(&dir, None)).map_err(|e| e.to_string())?;
+    if !report.passed || outcomes(&report) != tested || bundles(&report) != [Some((2, Some(1))); 3]
+    {
+        return Err(format!("a revised fix: {report:#?}"));
+    }
+    for s in &stored {
+        verify_published(&dir, s, &["000001.kpb", "000002.kpb"], &ids)?;
+    }
+    let (tree, debian) = (&stored[2], &stored[0]);
+    let script = replace_script(&tree.join("000001.kpb"), &tree.join("000002.kpb"))?;
+    ctx.boot("farm3-replace", &script)?;
+    let script = replace_script(&debian.join("000001.kpb"), &debian.join("000002.kpb"))?;
+    super::debian::boot_debian(ctx, &newest, "farm3-debian-replace", &script)
 }

@@ -138,6 +138,10 @@ const CASES: &[Case] = &[
         run: farm::farm_run_tree,
     },
     Case {
+        name: "farm_three_targets_rerun_and_revised_fix",
+        run: farm::farm_three_targets,
+    },
+    Case {
         name: "farm_pipeline_gitlab_two_debian_targets_github_linted",
         run: pipeline::farm_pipeline,
     },

@@ -241,7 +241,7 @@ pub(super) fn farm_pipeline(ctx: &Ctx) -> Result<(), String> {
         return Err(format!("the pipeline run again: {again:#?}"));
     }
     promote_to_stable(&dir, &bin, &repo, &first)?;
-    bad_artifacts(&dir, &project, &repo)?;
+    bad_artifacts(&dir, &project, &repo, &first)?;
     github_workflow(&dir, &project, &npm, &bin)
 }
 
@@ -339,7 +339,12 @@ fn stored(repo: &Path) -> Vec<PathBuf> {
 }
 
 /// `farm publish` of artifacts that must not be published.
-fn bad_artifacts(dir: &Path, project: &Path, repo: &Path) -> Result<(), String> {
+fn bad_artifacts(
+    dir: &Path,
+    project: &Path,
+    repo: &Path,
+    first: &FarmReport,
+) -> Result<(), String> {
     let request = |series: PathBuf, artifacts: Vec<PathBuf>, channel: &str| PublishRequest {
         targets: project.join("targets.toml"),
         series,
@@ -364,7 +369,11 @@ fn bad_artifacts(dir: &Path, project: &Path, repo: &Path) -> Result<(), String> 
         return Err(out);
     }
     // Another build of one target: a module byte changed after its build.
-    let ko = copy.join("newest/newest/build/livepatch_farm.ko");
+    let series = &first.targets[0].series_sha256;
+    let ko = copy.join(format!(
+        "newest/newest/build/livepatch_farm_{}.ko",
+        &series[..8]
+    ));
     let mut bytes = std::fs::read(&ko).map_err(|e| format!("{}: {e}", ko.display()))?;
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
