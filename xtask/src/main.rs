@@ -34,7 +34,7 @@ use std::process::{Command, ExitCode};
 use testbed::kernel::{KernelBuild, KernelSpec};
 
 /// `cargo xtask --help`.
-const USAGE: &str = "usage: cargo xtask <demo|test|e2e [FILTER|--only NAME[,NAME]]|kernel|buildroot [SUITE]|bench [diff|build|debian|debian13|headers|prematch [--debian [RELEASE]] [--units N]]>\n\n\
+const USAGE: &str = "usage: cargo xtask <demo|test|e2e [FILTER|--only NAME[,NAME]]|kernel|buildroot [SUITE]|bench [diff|build|debian|debian13|headers|prematch [--debian [RELEASE]] [--units N]|farm [--all]]>\n\n\
      demo    build the test kernel if needed, livepatch it in QEMU, show the effect\n\
      test    cargo test --workspace, then the kernel end-to-end suite\n\
      e2e [FILTER]  only the kernel end-to-end cases whose name contains FILTER\n\
@@ -48,7 +48,9 @@ const USAGE: &str = "usage: cargo xtask <demo|test|e2e [FILTER|--only NAME[,NAME
      bench headers  a header patch with --debian, cold and warm\n\
      bench prematch  every function of every test-kernel C unit pre-matched against vmlinux\n\
      bench prematch --debian [RELEASE] [--units N]  every C unit of a Debian release's vmlinux\n\
-       compiled as kpbuild compiles originals and pre-matched (default: the suite's release)";
+       compiled as kpbuild compiles originals and pre-matched (default: the suite's release)\n\
+     bench farm [--all]  kpbuild farm run per target (test tree, newest and oldest Debian 6.12\n\
+       cloud): first publish, warm (a new sequence) and unchanged; --all: every 6.12 cloud kernel";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

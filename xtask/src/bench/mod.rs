@@ -16,6 +16,11 @@
 //!   changes a header, cold (the release's unit index and the prepared
 //!   directory's include graph removed) and warm, with the cost of each.
 //!
+//! - `farm` (only when named): `kpbuild farm run` per target (the test
+//!   tree, the newest and the oldest Debian 6.12 cloud kernels), first,
+//!   warm and unchanged; `--all`: the whole farm over every 6.12 cloud
+//!   kernel apt knows.
+//!
 //! Each prints a table on stdout and writes `target/bench/NAME.json`. The
 //! figures only mean something from a release build, so a debug `cargo xtask`
 //! replaces itself with `cargo run --release -p xtask -- bench ...`.
@@ -23,6 +28,7 @@
 mod build;
 mod debian;
 mod diff;
+mod farm;
 mod headers;
 mod prematch;
 mod prematch_debian;
@@ -54,7 +60,13 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// headers are slow and need the network: only when named). `rest` holds
 /// the arguments after the benchmark's name.
 pub fn run(what: Option<&str>, rest: &[String]) -> Result<(), String> {
-    let prematch = prematch_options(what, rest)?;
+    let farm_all = what == Some("farm") && rest.iter().any(|a| a == "--all");
+    let rest_checked: Vec<String> = if what == Some("farm") {
+        rest.iter().filter(|a| *a != "--all").cloned().collect()
+    } else {
+        rest.to_vec()
+    };
+    let prematch = prematch_options(what, &rest_checked)?;
     let which: &[&str] = match what {
         None => &["diff", "build"],
         Some("diff") => &["diff"],
@@ -63,9 +75,10 @@ pub fn run(what: Option<&str>, rest: &[String]) -> Result<(), String> {
         Some("debian13") => &["debian13"],
         Some("headers") => &["headers"],
         Some("prematch") => &["prematch"],
+        Some("farm") => &["farm"],
         Some(other) => {
             return Err(format!(
-                "unknown benchmark `{other}`: expected `diff`, `build`, `debian`, `debian13`, `headers` or `prematch`"
+                "unknown benchmark `{other}`: expected `diff`, `build`, `debian`, `debian13`, `headers`, `prematch` or `farm`"
             ));
         }
     };
@@ -94,6 +107,7 @@ pub fn run(what: Option<&str>, rest: &[String]) -> Result<(), String> {
             "debian" => debian::bench_debian()?,
             "debian13" => debian::bench_debian13()?,
             "headers" => headers::bench_headers()?,
+            "farm" => farm::bench_farm(farm_all)?,
             "prematch" => match &prematch {
                 Some(PrematchOptions {
                     debian: Some(release),
