@@ -116,8 +116,10 @@ fn read_artifacts(artifacts: &[PathBuf]) -> Result<BTreeMap<String, Found>, Farm
             found.insert(name, Found { dir, report });
         }
         if !any {
-            return Err(FarmError::NotAnArtifact {
-                dir: artifact.clone(),
+            return Err(FarmError::BadArtifact {
+                path: artifact.clone(),
+                why: "holds no TARGET/target.json: not the output of `kpbuild farm run --artifact`"
+                    .into(),
             });
         }
     }
