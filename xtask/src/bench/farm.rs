@@ -10,9 +10,10 @@
 //!   build, vmtest and publish again, [`WARM_RUNS`] times;
 //! - unchanged: the same series again (no build, no boot).
 //!
-//! With `--all`, also the whole farm over every 6.12 cloud kernel of Debian
-//! 12 apt knows (a `debian-all` set; each release not yet in the cache is
-//! downloaded, ~500 MB each), `--jobs 2`, one publish each.
+//! With `--all`, also the whole farm over every 6.12 cloud kernel apt knows
+//! (a `debian-all` set, Debian 12 and 13; each release not yet in the cache
+//! is downloaded and prepared, about 2 GB of cache each), `--jobs 2`, one
+//! publish each.
 
 use super::{load_average, machine, median, print_load, write_json};
 use kpbuild::build::Progress;
@@ -136,7 +137,7 @@ fn one_target(name: &str, entry: &str, dir: &Path) -> Result<Value, String> {
     }))
 }
 
-/// Every 6.12 cloud kernel of Debian 12, one fix, `--jobs 2`.
+/// Every 6.12 cloud kernel apt knows, one fix, `--jobs 2`.
 fn whole_farm(dir: &Path) -> Result<Value, String> {
     let _ = std::fs::remove_dir_all(dir);
     write(
