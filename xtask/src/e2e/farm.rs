@@ -16,7 +16,19 @@ use kpbuild::farm::publish::PublishTo;
 use kpbuild::farm::run::{FarmReport, Outcome, RunRequest, run};
 use std::path::Path;
 
-fn write(path: &Path, text: &str) -> Result<(), String> {
+/// The `/proc/cmdline` fix with its check script, as fix 0001 of `series`.
+pub(super) fn cmdline_fix(series: &Path) -> Result<(), String> {
+    copy_fixture(
+        "proc-cmdline-string.patch",
+        &series.join("0001-cmdline.patch"),
+    )?;
+    write(
+        &series.join("0001-cmdline.check"),
+        "grep -q kpbuild=cmdline-string /proc/cmdline\n",
+    )
+}
+
+pub(super) fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::create_dir_all(path.parent().expect("a parent"))
         .and_then(|()| std::fs::write(path, text))
         .map_err(|e| format!("{}: {e}", path.display()))
@@ -79,14 +91,7 @@ pub(super) fn farm_run_tree(ctx: &Ctx) -> Result<(), String> {
         ),
     )?;
     let series = dir.join("series");
-    copy_fixture(
-        "proc-cmdline-string.patch",
-        &series.join("0001-cmdline.patch"),
-    )?;
-    write(
-        &series.join("0001-cmdline.check"),
-        "grep -q kpbuild=cmdline-string /proc/cmdline\n",
-    )?;
+    cmdline_fix(&series)?;
     // The test kernel (6.12) gets 0002's variant; its bundle names the
     // fix's own id, not the variant's file stem.
     write(
@@ -340,14 +345,7 @@ fn three_targets(ctx: &Ctx, dir: &Path, newest: &str, older: &str) -> Result<(),
 /// line in that source), each with a check; `machine` is what the uname
 /// fix makes `uname -m` say.
 fn two_fix_series(series: &Path, older_version: &str, machine: &str) -> Result<(), String> {
-    copy_fixture(
-        "proc-cmdline-string.patch",
-        &series.join("0001-cmdline.patch"),
-    )?;
-    write(
-        &series.join("0001-cmdline.check"),
-        "grep -q kpbuild=cmdline-string /proc/cmdline\n",
-    )?;
+    cmdline_fix(series)?;
     let from = crate::repo_root().join("fixtures/patches/syscall-newuname-body.patch");
     let text = std::fs::read_to_string(&from).map_err(|e| format!("{}: {e}", from.display()))?;
     let text = text.replace("\"kpbody\"", &format!("\"{machine}\""));

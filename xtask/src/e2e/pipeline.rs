@@ -10,17 +10,12 @@
 //! them. The GitHub workflow passes actionlint, which fails a broken copy.
 
 use super::Ctx;
+use super::farm::write;
 use kpbuild::farm::artifacts::{PublishRequest, publish};
 use kpbuild::farm::publish::PublishTo;
 use kpbuild::farm::run::{FarmReport, Outcome};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::create_dir_all(path.parent().expect("a parent"))
-        .and_then(|()| std::fs::write(path, text))
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
 
 /// Runs `cmd`: (success, stdout and stderr); its output is also kept in `log`.
 fn run_logged(cmd: &mut Command, log: &Path) -> Result<(bool, String), String> {
@@ -59,6 +54,37 @@ fn kpbuild_on_path(work: &Path) -> Result<PathBuf, String> {
     Ok(bin)
 }
 
+/// `kpbuild farm plan --ci CI` in the checkout `project`, with `extra`
+/// arguments (`-o FILE`).
+fn plan(
+    bin: &Path,
+    project: &Path,
+    ci: &str,
+    extra: &[&std::ffi::OsStr],
+    log: &Path,
+) -> Result<(), String> {
+    let (ok, out) = run_logged(
+        Command::new(bin.join("kpbuild"))
+            .current_dir(project)
+            .args([
+                "farm",
+                "plan",
+                "--targets",
+                "targets.toml",
+                "--series",
+                "series",
+            ])
+            .args(["--ci", ci, "--pubkey", "kpbuild.pub"])
+            .args(extra),
+        log,
+    )?;
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("kpbuild farm plan --ci {ci}: {out}"))
+    }
+}
+
 /// A git checkout holding the targets, the series, the public key and the
 /// planned pipeline, as a project using the farm would.
 fn checkout(dir: &Path, bin: &Path, newest: &str, oldest: &str) -> Result<(), String> {
@@ -69,39 +95,16 @@ fn checkout(dir: &Path, bin: &Path, newest: &str, oldest: &str) -> Result<(), St
              [[target]]\nname = \"oldest\"\ndebian = \"{oldest}\"\n"
         ),
     )?;
-    let patch = crate::repo_root().join("fixtures/patches/proc-cmdline-string.patch");
-    let text = std::fs::read_to_string(&patch).map_err(|e| format!("{}: {e}", patch.display()))?;
-    write(&dir.join("series/0001-cmdline.patch"), &text)?;
-    write(
-        &dir.join("series/0001-cmdline.check"),
-        "grep -q kpbuild=cmdline-string /proc/cmdline\n",
-    )?;
+    super::farm::cmdline_fix(&dir.join("series"))?;
     let key = crate::repo_root().join("fixtures/bundle/test.pub");
     std::fs::copy(&key, dir.join("kpbuild.pub")).map_err(|e| e.to_string())?;
-    let (ok, out) = run_logged(
-        Command::new(bin.join("kpbuild"))
-            .current_dir(dir)
-            .args([
-                "farm",
-                "plan",
-                "--targets",
-                "targets.toml",
-                "--series",
-                "series",
-            ])
-            .args([
-                "--ci",
-                "gitlab",
-                "--pubkey",
-                "kpbuild.pub",
-                "-o",
-                ".gitlab-ci.yml",
-            ]),
+    plan(
+        bin,
+        dir,
+        "gitlab",
+        &[".gitlab-ci.yml".as_ref()],
         &dir.join("../plan.log"),
     )?;
-    if !ok {
-        return Err(format!("kpbuild farm plan --ci gitlab: {out}"));
-    }
     let git = |args: &[&str]| -> Result<(), String> {
         let (ok, out) = run_logged(
             Command::new("git")
@@ -434,26 +437,18 @@ fn bad_artifacts(
 /// does not (the linter runs for real).
 fn github_workflow(dir: &Path, project: &Path, npm: &Path, bin: &Path) -> Result<(), String> {
     let workflow = dir.join("kpbuild-farm.yml");
-    let (ok, out) = run_logged(
-        Command::new(bin.join("kpbuild"))
-            .current_dir(project)
-            .args([
-                "farm",
-                "plan",
-                "--targets",
-                "targets.toml",
-                "--series",
-                "series",
-            ])
-            .args(["--ci", "github", "--pubkey", "kpbuild.pub", "--setup"])
-            .arg("cargo install --locked kpbuild")
-            .arg("-o")
-            .arg(&workflow),
+    let setup = [
+        "--setup".as_ref(),
+        "cargo install --locked kpbuild".as_ref(),
+    ];
+    let out = ["-o".as_ref(), workflow.as_os_str()];
+    plan(
+        bin,
+        project,
+        "github",
+        &[&setup[..], &out[..]].concat(),
         &dir.join("plan-github.log"),
     )?;
-    if !ok {
-        return Err(format!("kpbuild farm plan --ci github: {out}"));
-    }
     let lint = |file: &Path, log: &str| {
         run_logged(
             Command::new("node")
