@@ -102,7 +102,7 @@ fn checkout(dir: &Path, bin: &Path, newest: &str, oldest: &str) -> Result<(), St
         bin,
         dir,
         "gitlab",
-        &[".gitlab-ci.yml".as_ref()],
+        &["-o".as_ref(), ".gitlab-ci.yml".as_ref()],
         &dir.join("../plan.log"),
     )?;
     let git = |args: &[&str]| -> Result<(), String> {
