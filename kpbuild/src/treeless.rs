@@ -268,6 +268,17 @@ pub fn checked_compiler_in(
     })
 }
 
+/// The module file kbuild compiled a unit for (`-DKBUILD_MODFILE='"DIR/NAME"'`):
+/// its directory is the one whose Makefile kbuild read.
+fn kbuild_modfile(command: &str) -> Option<String> {
+    let rest = command.split("-DKBUILD_MODFILE=").nth(1)?;
+    let word = rest.split_whitespace().next()?;
+    Some(
+        word.trim_matches(|c| c == '\'' || c == '"' || c == '\\')
+            .to_string(),
+    )
+}
+
 /// `make` in the prepared directory `out`. The target's release (its
 /// vmlinux banner's) is kbuild's `KERNELRELEASE`: `UTS_RELEASE` is compiled
 /// into code (`strlen(UTS_RELEASE)` is an immediate in IMA's `ima_init`),
@@ -724,7 +735,7 @@ impl Prepared<'_> {
         self.compile_all(&objects)?;
         let mut out = Vec::new();
         for (object, source) in objects.iter().zip(sources) {
-            let unit = UnitCommand::parse(&self.cmd_file(object))?;
+            let unit = self.compile(object)?;
             if !headers.iter().any(|h| depends_on(&unit, self.src, h)) {
                 continue; // the scan's superset: kbuild's record says no
             }
@@ -763,16 +774,43 @@ impl Prepared<'_> {
         if let Some(unit) = self.up_to_date(object) {
             return Ok(unit);
         }
-        self.toolchain
-            .run(
-                make(self.src, &self.dir, self.cc, self.release).arg(object),
-                &[],
-            )
-            .map_err(|source| TreelessError::NotBuilt {
-                object: object.to_path_buf(),
-                source: Box::new(source),
-            })?;
+        let run = |goal: &std::ffi::OsStr| {
+            self.toolchain
+                .run(
+                    make(self.src, &self.dir, self.cc, self.release).arg(goal),
+                    &[],
+                )
+                .map_err(|source| TreelessError::NotBuilt {
+                    object: object.to_path_buf(),
+                    source: Box::new(source),
+                })
+        };
+        run(object.as_os_str())?;
+        let unit = UnitCommand::parse(&self.cmd_file(object))?;
+        let Some(own) = self.compiled_elsewhere(object, &unit) else {
+            return Ok(unit);
+        };
+        // Its own directory as the goal: kbuild descends into it and
+        // compiles the object with that directory's flags.
+        run(format!("{}/", own.display()).as_ref())?;
         Ok(UnitCommand::parse(&self.cmd_file(object))?)
+    }
+
+    /// The object's own directory, when kbuild compiled the object in a
+    /// parent directory's context although its own directory is a build
+    /// directory with a Makefile (`make arch/x86/power/cpu.o` compiles it
+    /// through `arch/x86`'s pattern rule, without `arch/x86/power`'s
+    /// `CFLAGS_cpu.o`, when both are build directories): its record names
+    /// the parent as the module file's directory (`KBUILD_MODFILE`).
+    fn compiled_elsewhere(&self, object: &Path, unit: &UnitCommand) -> Option<PathBuf> {
+        let own = object.parent()?;
+        let modfile = kbuild_modfile(&unit.command)?;
+        let context = Path::new(&modfile).parent()?;
+        let elsewhere = context != own && own.starts_with(context);
+        let makefile = ["Makefile", "Kbuild"]
+            .iter()
+            .any(|m| self.src.join(own).join(m).is_file());
+        (elsewhere && makefile).then(|| own.to_path_buf())
     }
 
     /// The `.cmd` record of an object an earlier build compiled here, when
@@ -791,6 +829,9 @@ impl Prepared<'_> {
         let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         let built = mtime(&self.dir.join(object))?;
         let unit = UnitCommand::parse(&self.cmd_file(object)).ok()?;
+        if self.compiled_elsewhere(object, &unit).is_some() {
+            return None;
+        }
         let inputs = std::iter::once(&unit.source).chain(&unit.deps);
         for dep in inputs {
             let path = if dep.is_absolute() {
@@ -911,6 +952,16 @@ fn find_module(modules: &Path, name: &str) -> Result<(PathBuf, &'static str), Tr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_module_file_kbuild_compiled_a_unit_for() {
+        let cmd =
+            "gcc -O2 '-DKBUILD_MODFILE=\"arch/x86/cpu\"' '-DKBUILD_BASENAME=\"cpu\"' -c -o x.o x.c";
+        assert_eq!(kbuild_modfile(cmd).as_deref(), Some("arch/x86/cpu"));
+        let cmd = "gcc -DKBUILD_MODFILE='\"fs/proc/proc\"' -c";
+        assert_eq!(kbuild_modfile(cmd).as_deref(), Some("fs/proc/proc"));
+        assert_eq!(kbuild_modfile("gcc -c x.c"), None);
+    }
 
     #[test]
     fn module_name_from_command() {

@@ -515,3 +515,76 @@ pub(super) fn debian_mismatched_target_files(ctx: &Ctx) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }
+
+/// A unit whose own directory's Makefile sets its flags, in a directory
+/// nested in another build directory: `arch/x86/power/cpu.o`
+/// (`CFLAGS_cpu.o := -fno-stack-protector`). A parallel `make` of it may
+/// compile it through `arch/x86`'s pattern rule, without those flags; that
+/// object, put in the prepared directory first, is compiled again in its
+/// own directory, so the build's pre-match equals Debian's vmlinux (exit 0,
+/// the record has `-fno-stack-protector`). No boot: the code is suspend's.
+pub(super) fn debian_unit_compiled_in_its_own_directory(ctx: &Ctx) -> Result<(), String> {
+    let release = crate::debian_release()?;
+    let kernel = kpbuild::debian::fetch(&release, &|_| {}).map_err(|e| e.to_string())?;
+    // A first build prepares the directory (once per release).
+    let (code, result, _) = debian_build(
+        ctx,
+        &release,
+        "kpb_deb_warm",
+        &["proc-cmdline-string.patch"],
+    );
+    result.map_err(|why| format!("kpbuild build --debian exited {code}: {why}"))?;
+    let (prepared, cc) =
+        kpbuild::treeless::prepared_dir(&kernel.src, &kernel.config).map_err(|e| e.to_string())?;
+    let record = prepared.join("arch/x86/power/.cpu.o.cmd");
+    // `arch/x86` and `arch/x86/power` both compile the goal, at once under
+    // -j2: the last one's object stays. Tried until `arch/x86`'s does.
+    let mut elsewhere = false;
+    for _ in 0..8 {
+        for stale in [prepared.join("arch/x86/power/cpu.o"), record.clone()] {
+            let _ = std::fs::remove_file(stale);
+        }
+        let out = std::process::Command::new("make")
+            .arg("-C")
+            .arg(&kernel.src)
+            .arg(format!("O={}", prepared.display()))
+            .arg(format!("CC={cc}"))
+            .arg(format!("KERNELRELEASE={release}"))
+            .args(["-s", "-k", "-j2", "arch/x86/power/cpu.o"])
+            .output()
+            .map_err(|e| format!("make: {e}"))?;
+        let text = std::fs::read_to_string(&record).map_err(|e| {
+            format!(
+                "{}: {e}; make said: {}",
+                record.display(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        if text.contains("KBUILD_MODFILE='\"arch/x86/cpu\"'") {
+            elsewhere = true;
+            break;
+        }
+    }
+    if !elsewhere {
+        return Err(format!(
+            "{}: eight parallel makes compiled it in its own directory: the case cannot set up what it tests",
+            record.display()
+        ));
+    }
+    let (code, result, ko) = debian_build(
+        ctx,
+        &release,
+        "kpb_deb_power_cpu",
+        &["debian-power-cpu-stack-protector.patch"],
+    );
+    let report = result.map_err(|why| format!("kpbuild build --debian exited {code}: {why}"))?;
+    let text = std::fs::read_to_string(&record).map_err(|e| e.to_string())?;
+    if !text.contains("-fno-stack-protector") || !ko.is_file() {
+        return Err(format!(
+            "{}: compiled without its directory's flags",
+            record.display()
+        ));
+    }
+    eprintln!("  > arch/x86/power/cpu.o: prematch {}", report["prematch"]);
+    Ok(())
+}

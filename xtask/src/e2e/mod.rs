@@ -138,6 +138,10 @@ const CASES: &[Case] = &[
         run: farm::farm_run_tree,
     },
     Case {
+        name: "debian_unit_compiled_in_its_own_directory",
+        run: debian::debian_unit_compiled_in_its_own_directory,
+    },
+    Case {
         name: "farm_three_targets_rerun_and_revised_fix",
         run: farm::farm_three_targets,
     },
