@@ -127,6 +127,23 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Writes `text` to `path`, making its directory first.
+pub fn write_file(path: &std::path::Path, text: &str) -> Result<(), String> {
+    std::fs::create_dir_all(path.parent().expect("a parent"))
+        .and_then(|()| std::fs::write(path, text))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Publishing into `repo`'s `channel` with the fixtures' test key pair.
+pub fn test_channel(repo: PathBuf, channel: &str) -> kpbuild::farm::publish::PublishTo {
+    kpbuild::farm::publish::PublishTo {
+        repo,
+        channel: channel.into(),
+        key: repo_root().join("fixtures/bundle/test.key"),
+        pubkey: repo_root().join("fixtures/bundle/test.pub"),
+    }
+}
+
 fn progress(line: &str) {
     eprintln!("  > {line}");
 }

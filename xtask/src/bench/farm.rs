@@ -16,8 +16,8 @@
 //! publish each.
 
 use super::{load_average, machine, median, print_load, write_json};
+use crate::write_file as write;
 use kpbuild::build::Progress;
-use kpbuild::farm::publish::PublishTo;
 use kpbuild::farm::run::{FarmReport, RunRequest, TargetReport, run};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -30,12 +30,6 @@ const WARM_RUNS: usize = 2;
 struct Timed {
     wall_s: f64,
     report: FarmReport,
-}
-
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::create_dir_all(path.parent().expect("a parent"))
-        .and_then(|()| std::fs::write(path, text))
-        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The series of one fix: `/proc/cmdline` says `kpbuild=WORD`.
@@ -58,12 +52,7 @@ fn timed(dir: &Path, jobs: usize) -> Result<Timed, String> {
         only: None,
         name: "kpb_bench".into(),
         progress: Progress::Quiet,
-        publish: Some(PublishTo {
-            repo: dir.join("repo"),
-            channel: "test".into(),
-            key: crate::repo_root().join("fixtures/bundle/test.key"),
-            pubkey: crate::repo_root().join("fixtures/bundle/test.pub"),
-        }),
+        publish: Some(crate::test_channel(dir.join("repo"), "test")),
         jobs,
     };
     let start = Instant::now();

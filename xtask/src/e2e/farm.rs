@@ -11,8 +11,8 @@
 //! targets, reruns it and revises a fix ([`farm_three_targets`]).
 
 use super::Ctx;
+use crate::write_file as write;
 use kpbuild::build::Progress;
-use kpbuild::farm::publish::PublishTo;
 use kpbuild::farm::run::{FarmReport, Outcome, RunRequest, run};
 use std::path::Path;
 
@@ -26,12 +26,6 @@ pub(super) fn cmdline_fix(series: &Path) -> Result<(), String> {
         &series.join("0001-cmdline.check"),
         "grep -q kpbuild=cmdline-string /proc/cmdline\n",
     )
-}
-
-pub(super) fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::create_dir_all(path.parent().expect("a parent"))
-        .and_then(|()| std::fs::write(path, text))
-        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn copy_fixture(name: &str, to: &Path) -> Result<(), String> {
@@ -48,12 +42,7 @@ fn request(dir: &Path, only: Option<&str>) -> RunRequest {
         only: only.map(String::from),
         name: "kpb_farm".into(),
         progress: Progress::Quiet,
-        publish: Some(PublishTo {
-            repo: dir.join("repo"),
-            channel: "test".into(),
-            key: crate::repo_root().join("fixtures/bundle/test.key"),
-            pubkey: crate::repo_root().join("fixtures/bundle/test.pub"),
-        }),
+        publish: Some(crate::test_channel(dir.join("repo"), "test")),
         jobs: 2,
     }
 }

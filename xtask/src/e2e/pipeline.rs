@@ -10,9 +10,8 @@
 //! them. The GitHub workflow passes actionlint, which fails a broken copy.
 
 use super::Ctx;
-use super::farm::write;
+use crate::write_file as write;
 use kpbuild::farm::artifacts::{PublishRequest, publish};
-use kpbuild::farm::publish::PublishTo;
 use kpbuild::farm::run::{FarmReport, Outcome};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -352,12 +351,7 @@ fn bad_artifacts(
         targets: project.join("targets.toml"),
         series,
         artifacts,
-        to: PublishTo {
-            repo: repo.to_path_buf(),
-            channel: channel.into(),
-            key: crate::repo_root().join("fixtures/bundle/test.key"),
-            pubkey: crate::repo_root().join("fixtures/bundle/test.pub"),
-        },
+        to: crate::test_channel(repo.to_path_buf(), channel),
         report: None,
         progress: kpbuild::build::Progress::Quiet,
     };
